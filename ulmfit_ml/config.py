@@ -1,0 +1,232 @@
+"""Configuration dataclasses shared by the Python API and the CLI.
+
+Every training function takes ``config=`` (one of these dataclasses) and/or keyword
+overrides of its fields; the CLI maps flags and TOML keys onto the same fields, so one
+experiment is described the same way everywhere.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+__all__ = [
+    "ARCH_PRESETS",
+    "resolve_arch",
+    "DataConfig",
+    "LMConfig",
+    "ClassifierConfig",
+    "config_from_dict",
+    "config_to_dict",
+]
+
+#: Named AWD-LSTM sizes. ``paper`` is fastai's/ULMFiT's (the only size the WikiText-103
+#: weights fit); ``cpu`` trains in minutes on two CPU cores; ``tiny`` is for tests.
+ARCH_PRESETS: dict[str, dict[str, int]] = {
+    "tiny": {"emb_sz": 16, "n_hid": 32, "n_layers": 2},
+    "small": {"emb_sz": 100, "n_hid": 256, "n_layers": 2},
+    "cpu": {"emb_sz": 200, "n_hid": 512, "n_layers": 2},
+    "paper": {"emb_sz": 400, "n_hid": 1152, "n_layers": 3},
+}
+
+_ARCH_KEYS = {"emb_sz", "n_hid", "n_layers", "output_p", "hidden_p", "input_p", "embed_p", "weight_p"}
+
+
+def resolve_arch(arch: str | dict[str, Any]) -> dict[str, Any]:
+    """Turn a preset name or a partial config dict into an AWD-LSTM size dict.
+
+    Args:
+        arch: a key of :data:`ARCH_PRESETS`, or a dict with some of ``emb_sz``, ``n_hid``,
+            ``n_layers`` (missing keys come from the ``paper`` preset) and dropout overrides.
+
+    Returns:
+        A new dict with at least ``emb_sz``, ``n_hid`` and ``n_layers``.
+    """
+    if isinstance(arch, str):
+        if arch not in ARCH_PRESETS:
+            raise ValueError(
+                f"Unknown arch preset {arch!r}: expected one of {sorted(ARCH_PRESETS)} "
+                "or a dict like {'emb_sz': 400, 'n_hid': 1152, 'n_layers': 3}."
+            )
+        return dict(ARCH_PRESETS[arch])
+    if not isinstance(arch, dict):
+        raise TypeError(f"arch must be a preset name or a dict, got {type(arch).__name__}.")
+    unknown = set(arch) - _ARCH_KEYS
+    if unknown:
+        raise ValueError(f"Unknown arch keys {sorted(unknown)}: expected some of {sorted(_ARCH_KEYS)}.")
+    out = dict(ARCH_PRESETS["paper"])
+    out.update(arch)
+    for k in ("emb_sz", "n_hid", "n_layers"):
+        if not isinstance(out[k], int) or out[k] < 1:
+            raise ValueError(f"arch[{k!r}] must be a positive int, got {out[k]!r}.")
+    return out
+
+
+def _check_positive(name: str, value: Any, *, allow_zero: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok = ok and (value >= 0 if allow_zero else value > 0)
+    if not ok:
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be a number {bound}, got {value!r}.")
+
+
+@dataclass
+class DataConfig:
+    """How a DataFrame becomes a :class:`~ulmfit_ml.data.MultiLabelData`.
+
+    Exactly one of ``label_cols`` (one 0/1 column per label) or ``label_col`` (one
+    delimited column) must be set.
+    """
+
+    text_col: str = "text"
+    label_cols: list[str] | None = None
+    label_col: str | None = None
+    label_delim: str = ";"
+    split: str = "stratified"  #: "random", "stratified" or "column"
+    valid_pct: float = 0.2
+    valid_col: str | None = None
+    seed: int = 42
+    empty_text: str = "drop"  #: "drop" (warn with a count) or "raise"
+    unlabelled: str = "keep"  #: rows with no label: "keep", "drop" (warn) or "raise"
+
+    def __post_init__(self) -> None:
+        if self.split not in ("random", "stratified", "column"):
+            raise ValueError(f"split must be 'random', 'stratified' or 'column', got {self.split!r}.")
+        if not (isinstance(self.valid_pct, (int, float)) and 0 < self.valid_pct < 1):
+            raise ValueError(f"valid_pct must be a float in (0, 1), got {self.valid_pct!r}.")
+        if self.empty_text not in ("drop", "raise"):
+            raise ValueError(f"empty_text must be 'drop' or 'raise', got {self.empty_text!r}.")
+        if self.unlabelled not in ("keep", "drop", "raise"):
+            raise ValueError(f"unlabelled must be 'keep', 'drop' or 'raise', got {self.unlabelled!r}.")
+
+
+@dataclass
+class LMConfig:
+    """Language-model fine-tuning options (ULMFiT stage 2).
+
+    ``pretrained``: ``True`` downloads fastai's WikiText-103 AWD-LSTM (needs the ``paper``
+    arch), a path loads local weights (a directory saved by ulmfit_ml, or a fastai ``.pth``
+    + vocab ``.pkl`` pair), ``False`` trains from scratch.
+    """
+
+    arch: str | dict[str, Any] = "cpu"
+    pretrained: bool | str = False
+    epochs: int = 2
+    frozen_epochs: int | None = None  #: None: 1 when pretrained weights are loaded, else 0
+    lr: float = 2e-3
+    bs: int = 64
+    seq_len: int = 72
+    drop_mult: float = 0.3
+    wd: float = 0.1
+    moms: tuple[float, float, float] = (0.8, 0.7, 0.8)
+    min_freq: int = 2
+    max_vocab: int = 30000
+    backwards: bool = False
+    seed: int = 42
+    device: str | None = None  #: None: cuda when available, else cpu
+    fp16: bool | None = None  #: None: mixed precision on cuda only
+    quiet: bool = False
+
+    def __post_init__(self) -> None:
+        resolve_arch(self.arch)
+        for name in ("lr", "bs", "seq_len", "min_freq", "max_vocab"):
+            _check_positive(name, getattr(self, name))
+        for name in ("epochs", "drop_mult", "wd"):
+            _check_positive(name, getattr(self, name), allow_zero=True)
+        if self.frozen_epochs is not None:
+            _check_positive("frozen_epochs", self.frozen_epochs, allow_zero=True)
+        self.moms = tuple(self.moms)
+
+
+@dataclass
+class ClassifierConfig:
+    """Classifier training options (ULMFiT stage 3).
+
+    Gradual unfreezing: stage ``i`` trains the last ``unfreeze[i]`` layer groups (``0``
+    means all) for ``epochs[i]`` one-cycle epochs with peak learning rate ``lrs[i]``;
+    lower groups get discriminative rates down to ``lrs[i] / lr_div`` (``slice(lr/2.6**4, lr)``).
+    Defaults follow the ULMFiT paper / fastai's IMDb recipe.
+    """
+
+    bs: int = 64
+    seq_len: int = 72
+    max_len: int = 72 * 20
+    drop_mult: float = 0.5
+    unfreeze: tuple[int, ...] = (1, 2, 3, 0)
+    epochs: tuple[int, ...] = (1, 1, 1, 2)
+    lrs: tuple[float, ...] = (2e-2, 1e-2, 5e-3, 1e-3)
+    lr_div: float = 2.6**4
+    moms: tuple[float, float, float] = (0.8, 0.7, 0.8)
+    wd: float = 0.1
+    lin_ftrs: tuple[int, ...] = (50,)
+    loss: str = "bce"  #: "bce" or "focal"
+    focal_gamma: float = 2.0
+    pos_weight: str | float | list[float] | None = None  #: None, "auto" or per-label weights
+    pos_weight_cap: float = 10.0
+    save_best_by: str | None = None  #: e.g. "f1_macro": keep the best epoch of the last stage
+    seed: int = 42
+    device: str | None = None
+    fp16: bool | None = None
+    quiet: bool = False
+
+    def __post_init__(self) -> None:
+        self.unfreeze = tuple(self.unfreeze)
+        self.epochs = tuple(self.epochs)
+        self.lrs = tuple(self.lrs)
+        self.moms = tuple(self.moms)
+        self.lin_ftrs = tuple(self.lin_ftrs)
+        if not (len(self.unfreeze) == len(self.epochs) == len(self.lrs)) or not self.unfreeze:
+            raise ValueError(
+                "unfreeze, epochs and lrs must have the same non-zero length (one entry per "
+                f"stage), got {len(self.unfreeze)}, {len(self.epochs)} and {len(self.lrs)}."
+            )
+        for u in self.unfreeze:
+            if not isinstance(u, int) or u < 0:
+                raise ValueError(f"unfreeze entries must be ints >= 0 (0 = all layers), got {u!r}.")
+        for e in self.epochs:
+            _check_positive("epochs entries", e, allow_zero=True)
+        for lr in self.lrs:
+            _check_positive("lrs entries", lr)
+        for name in ("bs", "seq_len", "max_len", "lr_div"):
+            _check_positive(name, getattr(self, name))
+        if self.loss not in ("bce", "focal"):
+            raise ValueError(f"loss must be 'bce' or 'focal', got {self.loss!r}.")
+        if isinstance(self.pos_weight, str) and self.pos_weight != "auto":
+            raise ValueError(f"pos_weight must be None, 'auto', a number or a list, got {self.pos_weight!r}.")
+
+
+_CONFIGS = {"data": DataConfig, "lm": LMConfig, "classifier": ClassifierConfig}
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """A JSON/TOML-friendly dict of a config dataclass (tuples become lists)."""
+    out = {}
+    for f in fields(cfg):
+        v = getattr(cfg, f.name)
+        out[f.name] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def config_from_dict(cls: type, values: dict[str, Any], *, section: str = "") -> Any:
+    """Build config ``cls`` from ``values``, naming any unknown key in the error."""
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        where = f" in [{section}]" if section else ""
+        raise ValueError(f"Unknown config key(s) {unknown}{where}: expected some of {sorted(known)}.")
+    return cls(**values)
+
+
+def merge_config(cls: type, config: Any | None, overrides: dict[str, Any]) -> Any:
+    """Return ``config`` (or the defaults) with keyword ``overrides`` applied and checked."""
+    if config is None:
+        config = cls()
+    elif not isinstance(config, cls):
+        raise TypeError(f"config must be a {cls.__name__}, got {type(config).__name__}.")
+    if not overrides:
+        return config
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise TypeError(f"Unknown option(s) {unknown}: expected some of {sorted(known)}.")
+    return dataclasses.replace(config, **overrides)

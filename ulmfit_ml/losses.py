@@ -1,0 +1,92 @@
+"""Losses for multi-label training: BCE with ``pos_weight`` and a sigmoid focal loss.
+
+Trade-off: ``pos_weight`` > 1 up-weights the positives of rare labels, which raises recall
+(and usually macro-F1) at the cost of precision and calibration: probabilities are no longer
+frequencies, so thresholds should be tuned afterwards. The focal loss down-weights easy
+examples instead (``gamma``), which helps when many easy negatives swamp the loss.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["pos_weight_from_labels", "BCEFocalLossFlat", "make_loss"]
+
+
+def pos_weight_from_labels(y: np.ndarray, *, cap: float = 10.0) -> np.ndarray:
+    """``pos_weight`` per label = ``n_negative / n_positive``, clipped to ``[1, cap]``.
+
+    A label with no positive gets ``cap``. This is the weight that balances the positive
+    and negative terms of BCE for that label (what ``nn.BCEWithLogitsLoss`` documents),
+    capped so very rare labels do not dominate the gradient.
+    """
+    y = np.asarray(y, dtype=np.float64)
+    if y.ndim != 2:
+        raise ValueError(f"y must be 2-D (n_texts, n_labels), got shape {y.shape}.")
+    if not cap >= 1:
+        raise ValueError(f"cap must be >= 1, got {cap!r}.")
+    pos = y.sum(0)
+    neg = len(y) - pos
+    with np.errstate(divide="ignore", invalid="ignore"):
+        w = np.where(pos > 0, neg / np.maximum(pos, 1e-12), cap)
+    return np.clip(w, 1.0, cap).astype(np.float32)
+
+
+class BCEFocalLossFlat(nn.Module):
+    """Sigmoid focal loss (Lin et al. 2017) for multi-label targets, fastai-compatible.
+
+    fastai's ``FocalLossFlat`` is softmax-based (single-label), hence this small class.
+    ``loss = BCE * (1 - p_t) ** gamma``, with optional ``pos_weight`` per label.
+    """
+
+    def __init__(self, gamma: float = 2.0, pos_weight: torch.Tensor | None = None, thresh: float = 0.5) -> None:
+        super().__init__()
+        if gamma < 0:
+            raise ValueError(f"gamma must be >= 0, got {gamma!r}.")
+        self.gamma, self.thresh = float(gamma), thresh
+        self.register_buffer("pos_weight", pos_weight if pos_weight is not None else None)
+
+    def forward(self, inp: torch.Tensor, targ: torch.Tensor) -> torch.Tensor:
+        targ = targ.float()
+        inp = inp.float()
+        bce = F.binary_cross_entropy_with_logits(inp, targ, reduction="none", pos_weight=self.pos_weight)
+        p = torch.sigmoid(inp)
+        p_t = p * targ + (1 - p) * (1 - targ)
+        return (bce * (1 - p_t) ** self.gamma).mean()
+
+    def activation(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(x)
+
+    def decodes(self, x: torch.Tensor) -> torch.Tensor:
+        return x > self.thresh
+
+
+def make_loss(kind: str, *, y_train: np.ndarray, pos_weight: str | float | Sequence[float] | None,
+              cap: float = 10.0, gamma: float = 2.0, device: Any = "cpu"):
+    """The classifier's loss: fastai ``BCEWithLogitsLossFlat`` or :class:`BCEFocalLossFlat`."""
+    from fastai.losses import BCEWithLogitsLossFlat
+
+    n_labels = y_train.shape[1]
+    pw = None
+    if isinstance(pos_weight, str):
+        if pos_weight != "auto":
+            raise ValueError(f"pos_weight must be None, 'auto', a number or one number per label, got {pos_weight!r}.")
+        pw = pos_weight_from_labels(y_train, cap=cap)
+    elif pos_weight is not None:
+        arr = np.broadcast_to(np.asarray(pos_weight, dtype=np.float32), (n_labels,)) if np.ndim(pos_weight) == 0 \
+            else np.asarray(pos_weight, dtype=np.float32)
+        if arr.shape != (n_labels,):
+            raise ValueError(f"pos_weight has {arr.shape[0]} values but there are {n_labels} labels.")
+        if (arr <= 0).any() or not np.isfinite(arr).all():
+            raise ValueError("pos_weight values must be finite and > 0.")
+        pw = arr
+    pw_t = torch.tensor(np.array(pw), dtype=torch.float32, device=device) if pw is not None else None
+    if kind == "bce":
+        return BCEWithLogitsLossFlat(pos_weight=pw_t)
+    if kind == "focal":
+        return BCEFocalLossFlat(gamma=gamma, pos_weight=pw_t)
+    raise ValueError(f"loss must be 'bce' or 'focal', got {kind!r}.")
