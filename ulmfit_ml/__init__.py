@@ -6,12 +6,17 @@ Pipeline: ``MultiLabelData.from_df`` -> ``finetune_lm`` -> ``train_classifier`` 
 """
 __version__ = "0.1.0"
 
+from .baseline import TfidfBaseline
 from .classifier import MultiLabelClassifier, train_classifier
 from .config import ARCH_PRESETS, ClassifierConfig, DataConfig, LMConfig
 from .data import MultiLabelData
+from .explain import explain, explain_html
 from .lm import LanguageModel, finetune_lm, load_lm, pretrain_lm
 from .metrics import MultiLabelReport, multilabel_report
 from .persist import load_classifier
+from .plots import (LRFindResult, lr_find, plot_f1_vs_threshold, plot_label_frequency, plot_labels_per_text,
+                    plot_loss, plot_lr_find, plot_per_label_f1)
+from .predict import PredictFileResult, load_fastai_learner, predict_file
 from .thresholds import apply_thresholds, tune_thresholds
 
 __all__ = [
@@ -28,8 +33,22 @@ __all__ = [
     "MultiLabelClassifier",
     "train_classifier",
     "load_classifier",
+    "predict_file",
+    "PredictFileResult",
+    "load_fastai_learner",
     "MultiLabelReport",
     "multilabel_report",
     "tune_thresholds",
     "apply_thresholds",
+    "TfidfBaseline",
+    "explain",
+    "explain_html",
+    "lr_find",
+    "LRFindResult",
+    "plot_loss",
+    "plot_per_label_f1",
+    "plot_f1_vs_threshold",
+    "plot_label_frequency",
+    "plot_labels_per_text",
+    "plot_lr_find",
 ]

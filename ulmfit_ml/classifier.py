@@ -2,6 +2,7 @@
 the :class:`MultiLabelClassifier` object that predicts, evaluates, tunes thresholds and saves."""
 from __future__ import annotations
 
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -11,12 +12,14 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .base import MultiLabelPredictorMixin
 from ._train import history_frame, quiet_mode, resolve_device, seed_everything, use_fp16
-from .config import ClassifierConfig, config_to_dict, merge_config, resolve_arch
+from .config import ClassifierConfig, config_to_dict, merge_config, resolve_arch, scale_dropouts
 from .data import LabelSpec, MultiLabelData, check_columns, parse_label_matrix, tokenize_texts, validate_texts
 from .lm import LanguageModel, load_lm
 from .losses import make_loss
 from .metrics import MultiLabelReport, epoch_metrics, multilabel_report
+from .runs import checkpoint_callback, load_checkpoint, restore_rng_states, resumable_save_model_callback
 from .thresholds import apply_thresholds, check_thresholds, tune_thresholds
 
 __all__ = ["MultiLabelClassifier", "train_classifier", "clas_arch_config", "build_classifier_model"]
@@ -38,11 +41,12 @@ def build_classifier_model(vocab_size: int, n_out: int, *, arch: dict[str, Any],
     from fastai.text.models.awdlstm import AWD_LSTM
     from fastai.text.models.core import get_text_classifier
 
-    return get_text_classifier(AWD_LSTM, vocab_size, n_out, seq_len=seq_len, config=clas_arch_config(arch),
-                               drop_mult=drop_mult, lin_ftrs=list(lin_ftrs), max_len=max_len)
+    return get_text_classifier(AWD_LSTM, vocab_size, n_out, seq_len=seq_len,
+                               config=scale_dropouts(clas_arch_config(arch), drop_mult),
+                               drop_mult=1.0, lin_ftrs=list(lin_ftrs), max_len=max_len)
 
 
-class MultiLabelClassifier:
+class MultiLabelClassifier(MultiLabelPredictorMixin):
     """A trained multi-label text classifier.
 
     ``predict_proba(texts)`` returns ``(n_texts, n_labels)`` probabilities in the order of
@@ -71,18 +75,6 @@ class MultiLabelClassifier:
         """Move the model (e.g. ``clf.to("cpu")`` after GPU training)."""
         self.model.to(resolve_device(device))
         return self
-
-    def _check_texts(self, texts: Any) -> list[str]:
-        if isinstance(texts, str):
-            raise TypeError("Pass a list of texts, not a single string: clf.predict([text]).")
-        if isinstance(texts, pd.DataFrame):
-            raise TypeError("Pass a list or Series of texts, e.g. clf.predict_proba(df['text']), not a DataFrame.")
-        texts = list(texts)
-        bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
-        if bad:
-            raise TypeError(f"{len(bad)} text(s) are not strings (first at position {bad[0]}: {texts[bad[0]]!r}); "
-                            "convert or drop them first.")
-        return texts
 
     def _numericalize(self, tokens: list[list[str]]) -> list[torch.Tensor]:
         o2i = self._o2i
@@ -124,58 +116,22 @@ class MultiLabelClassifier:
         logits = self.predict_logits(texts, bs=bs)
         return (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
 
-    def predict(self, texts: Sequence[str], *, threshold: float | Sequence[float] | None = None,
-                at_least_one: bool = False, bs: int = 128) -> list[list[str]]:
-        """Label lists, one per text, using the stored per-label thresholds (or ``threshold``).
+    # predict, evaluate, report, tune_thresholds: see MultiLabelPredictorMixin (ulmfit_ml/base.py)
 
-        ``at_least_one``: when no label passes, predict the most probable one.
-        """
-        probs = self.predict_proba(texts, bs=bs)
-        pred = apply_thresholds(probs, self.thresholds if threshold is None else threshold, at_least_one=at_least_one)
-        return [[self.labels[j] for j in np.flatnonzero(row)] for row in pred]
+    # ------------------------------------------------------------------ interpretation
+    def explain(self, texts: Sequence[str], labels: str | Sequence[str] | None = None, *,
+                method: str = "grad_x_input", n_steps: int = 32) -> pd.DataFrame:
+        """Per-token attributions on each label's own logit; see :func:`ulmfit_ml.explain.explain`."""
+        from .explain import explain
 
-    # ------------------------------------------------------------------ evaluation
-    def _labelled(self, df: pd.DataFrame) -> tuple[list[str], np.ndarray]:
-        text_col = self.meta["text_col"]
-        spec = LabelSpec.from_dict(self.meta["label_spec"])
-        check_columns(df, [text_col] + spec.columns)
-        if len(df) == 0:
-            raise ValueError("The DataFrame is empty: nothing to evaluate.")
-        keep = validate_texts(df[text_col], col=text_col)
-        df = df.loc[keep]
-        y, _ = parse_label_matrix(df, spec, self.labels)
-        return df[text_col].tolist(), y
+        return explain(self, texts, labels, method=method, n_steps=n_steps)
 
-    def report(self, df: pd.DataFrame | None = None, *, threshold: float | Sequence[float] | None = None
-               ) -> MultiLabelReport:
-        """Full :class:`~ulmfit_ml.metrics.MultiLabelReport` on a labelled frame (same columns
-        as the training frame), or on the validation split when ``df`` is None."""
-        y, probs = self._y_probs(df)
-        return multilabel_report(y, probs, self.thresholds if threshold is None else threshold, labels=self.labels)
+    def explain_html(self, texts: Sequence[str], labels: str | Sequence[str] | None = None, *,
+                     method: str = "grad_x_input", n_steps: int = 32) -> str:
+        """Colour-highlighted tokens per (text, label); see :func:`ulmfit_ml.explain.explain_html`."""
+        from .explain import explain_html
 
-    def evaluate(self, df: pd.DataFrame | None = None, *, threshold: float | Sequence[float] | None = None
-                 ) -> dict[str, float]:
-        """Summary metrics (micro/macro F1, ROC-AUC, ...) on a labelled frame, as a dict."""
-        return dict(self.report(df, threshold=threshold).summary)
-
-    def _y_probs(self, df: pd.DataFrame | None) -> tuple[np.ndarray, np.ndarray]:
-        if df is None:
-            if self._valid is None:
-                raise ValueError("No validation predictions are stored (a loaded model keeps none): pass a labelled DataFrame.")
-            return self._valid
-        texts, y = self._labelled(df)
-        return y, self.predict_proba(texts)
-
-    def tune_thresholds(self, df: pd.DataFrame | None = None, *, strategy: str = "per_label",
-                        min_positives: int = 5) -> np.ndarray:
-        """Choose thresholds maximising F1 on the validation split (or ``df``); stores and returns them.
-
-        ``strategy="global"`` (one threshold, best macro-F1) or ``"per_label"`` (each label's
-        best F1; labels with fewer than ``min_positives`` positives keep the global one).
-        """
-        y, probs = self._y_probs(df)
-        self.thresholds = tune_thresholds(y, probs, strategy=strategy, min_positives=min_positives)
-        return self.thresholds.copy()
+        return explain_html(self, texts, labels, method=method, n_steps=n_steps)
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
@@ -205,8 +161,53 @@ def _vocab_from_data(data: MultiLabelData, min_freq: int, max_vocab: int) -> lis
     return list(make_vocab(Counter(t for toks in data.tokens for t in toks), min_freq=min_freq, max_vocab=max_vocab))
 
 
+def _stage_history(learn: Any, name: str, first_epoch: int) -> pd.DataFrame:
+    """The recorder's table of the current stage; epochs skipped on resume (fastai's
+    ``SkipToEpoch``) leave empty rows, which are dropped."""
+    rec = learn.recorder
+    rec.values = [v for v in rec.values if len(v)]
+    return history_frame(learn, name, start_epoch=first_epoch) if rec.values else pd.DataFrame()
+
+
+def _open_checkpoint(data: MultiLabelData, cfg: ClassifierConfig, checkpoint_dir: str | Path | None,
+                     resume: bool) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """Load the checkpoint to resume from (checked against this config and data) and the info
+    every new checkpoint records."""
+    volatile = ("quiet", "device", "fp16")  # may change between the run and its resumption
+    conf = {k: v for k, v in config_to_dict(cfg).items() if k not in volatile}
+    info = {"config": conf, "data_sha256": data.fingerprint()["sha256"]}
+    if not resume:
+        return None, info
+    if checkpoint_dir is None:
+        raise ValueError("resume=True needs checkpoint_dir= (the directory the interrupted run saved its checkpoints to).")
+    ckpt = load_checkpoint(checkpoint_dir)
+    if ckpt is None:
+        return None, info
+    old = ckpt.get("config", {})
+    diff = sorted(k for k in set(conf) | set(old) if json.dumps(conf.get(k)) != json.dumps(old.get(k)))
+    if diff:
+        raise ValueError(f"The checkpoint in {checkpoint_dir} was made with other classifier options {diff}: "
+                         "resume with the same config, or delete the checkpoint to start over.")
+    if ckpt.get("data_sha256") != info["data_sha256"]:
+        raise ValueError(f"The checkpoint in {checkpoint_dir} was made on other data (or another split): "
+                         "resume with the same data, or delete the checkpoint to start over.")
+    return ckpt, info
+
+
+def _restore_checkpoint(learn: Any, ckpt: dict[str, Any], *, with_opt: bool) -> None:
+    """Model weights (and optimizer state) and RNG states of a checkpoint, into ``learn``."""
+    t = ckpt["tensors"]
+    learn.model.load_state_dict(t["model"])
+    if with_opt and "opt" in t:
+        if learn.opt is None:
+            learn.create_opt()
+        learn.opt.load_state_dict(t["opt"])
+    restore_rng_states(learn, ckpt)
+
+
 def train_classifier(data: MultiLabelData, *, encoder: LanguageModel | str | Path | None = None,
                      config: ClassifierConfig | None = None, arch: str | dict[str, Any] = "cpu",
+                     checkpoint_dir: str | Path | None = None, resume: bool = False,
                      **options: Any) -> MultiLabelClassifier:
     """Train a multi-label AWD-LSTM classifier on ``data``'s training split.
 
@@ -218,11 +219,20 @@ def train_classifier(data: MultiLabelData, *, encoder: LanguageModel | str | Pat
         config: a :class:`~ulmfit_ml.config.ClassifierConfig`; keyword ``options`` override
             its fields (``epochs``, ``lrs``, ``unfreeze``, ``pos_weight``, ``loss``,
             ``device``, ``quiet`` ...).
+        checkpoint_dir: when set, the model, optimizer and RNG states are saved there after
+            every completed epoch (see :func:`ulmfit_ml.runs.save_checkpoint`).
+        resume: continue from the checkpoint in ``checkpoint_dir`` (completed stages and
+            epochs are skipped, the one-cycle schedule goes on from the saved epoch); starts
+            from scratch when there is no checkpoint yet. Same data, config and seed on CPU ->
+            the same final weights as an uninterrupted run.
 
     Returns:
         :class:`MultiLabelClassifier` with thresholds 0.5 (see ``tune_thresholds``).
+
+    Raises:
+        ValueError: ``resume`` without ``checkpoint_dir``, or a checkpoint made with another
+            config or other data.
     """
-    from fastai.callback.tracker import SaveModelCallback
     from fastai.text.learner import text_classifier_learner
     from fastai.text.models.awdlstm import AWD_LSTM
 
@@ -230,6 +240,7 @@ def train_classifier(data: MultiLabelData, *, encoder: LanguageModel | str | Pat
         raise TypeError(f"train_classifier expects a MultiLabelData, got {type(data).__name__}.")
     cfg = merge_config(ClassifierConfig, config, options)
     device = resolve_device(cfg.device)
+    ckpt, ckpt_info = _open_checkpoint(data, cfg, checkpoint_dir, resume)
     lm = _resolve_encoder(encoder)
     if lm is not None:
         vocab, arch_cfg = lm.vocab, lm.arch
@@ -242,10 +253,12 @@ def train_classifier(data: MultiLabelData, *, encoder: LanguageModel | str | Pat
                      gamma=cfg.focal_gamma, device=device)
     metrics = epoch_metrics()
     workdir = Path(tempfile.mkdtemp(prefix="ulmfit_ml_"))
-    learn = text_classifier_learner(dls, AWD_LSTM, seq_len=cfg.seq_len, config=clas_arch_config(arch_cfg),
-                                    pretrained=False, drop_mult=cfg.drop_mult, n_out=data.n_labels,
+    learn = text_classifier_learner(dls, AWD_LSTM, seq_len=cfg.seq_len,
+                                    config=scale_dropouts(clas_arch_config(arch_cfg), cfg.drop_mult),
+                                    pretrained=False, drop_mult=1.0, n_out=data.n_labels,
                                     lin_ftrs=list(cfg.lin_ftrs), max_len=cfg.max_len, loss_func=loss,
-                                    metrics=metrics, wd=cfg.wd, path=workdir)
+                                    metrics=metrics, wd=cfg.wd,
+                                    path=Path(checkpoint_dir) if checkpoint_dir is not None else workdir)
     if lm is not None:
         try:
             learn.model[0].module.load_state_dict(lm.encoder_state_dict)
@@ -254,10 +267,11 @@ def train_classifier(data: MultiLabelData, *, encoder: LanguageModel | str | Pat
     if use_fp16(cfg.fp16, device):
         learn = learn.to_fp16()
     learn.freeze()
-    hist = []
+    hist = [pd.DataFrame(ckpt["history"])] if ckpt is not None and ckpt["history"] else []
     epoch = 0
     t0 = time.perf_counter()
     n_stages = len(cfg.unfreeze)
+    restored = False
     with quiet_mode(learn, cfg.quiet):
         for i, (k, ep, lr) in enumerate(zip(cfg.unfreeze, cfg.epochs, cfg.lrs)):
             if k == 0:
@@ -266,17 +280,44 @@ def train_classifier(data: MultiLabelData, *, encoder: LanguageModel | str | Pat
                 learn.freeze_to(-k)
             if not ep:
                 continue
+            start = 0
+            if ckpt is not None and not restored:
+                if (i, ep) <= (ckpt["stage"], ckpt["epoch"]):  # stage finished before the interruption
+                    epoch += ep
+                    continue
+                start = ckpt["epoch"] if i == ckpt["stage"] else 0
+                _restore_checkpoint(learn, ckpt, with_opt=start > 0)  # freeze_to cleared the optimizer at stage start
+                restored = True
             lr_arg = lr if k == 1 else slice(lr / cfg.lr_div, lr)
             cbs = []
+            tracker = None
             if cfg.save_best_by and i == n_stages - 1:
-                cbs.append(SaveModelCallback(monitor=cfg.save_best_by, comp=np.less if "loss" in cfg.save_best_by else np.greater,
-                                             fname="best", with_opt=False))
-            learn.fit_one_cycle(ep, lr_arg, moms=cfg.moms, cbs=cbs)
-            hist.append(history_frame(learn, f"stage{i + 1}:" + ("all" if k == 0 else f"last{k}"), start_epoch=epoch))
+                best = ckpt.get("tracker_best") if ckpt is not None and start > 0 else None
+                tracker = resumable_save_model_callback(monitor=cfg.save_best_by, comp=np.less if "loss" in cfg.save_best_by else np.greater,
+                                                        fname="best", start_epoch=start, best=best)
+                cbs.append(tracker)
+            name = f"stage{i + 1}:" + ("all" if k == 0 else f"last{k}")
+            if checkpoint_dir is not None:
+                def info(learn: Any, _done: list = list(hist), _name: str = name, _off: int = epoch + start,
+                         _tracker: Any = tracker) -> dict[str, Any]:
+                    frames = _done + [_stage_history(learn, _name, _off)]
+                    frames = [f for f in frames if len(f)]
+                    return {**ckpt_info, "history": pd.concat(frames, ignore_index=True).to_dict(orient="records"),
+                            "tracker_best": None if _tracker is None else float(_tracker.best)}
+                cbs.append(checkpoint_callback(checkpoint_dir, stage=i, start_epoch=start, info=info,
+                                               resume_state=ckpt["tensors"] if start > 0 else None))
+            learn.fit_one_cycle(ep, lr_arg, moms=cfg.moms, cbs=cbs, start_epoch=start)
+            hist.append(_stage_history(learn, name, epoch + start))
+            hist = [f for f in hist if len(f)]
             epoch += ep
+        if ckpt is not None and not restored:  # every epoch was done before the interruption
+            _restore_checkpoint(learn, ckpt, with_opt=False)
+            if cfg.save_best_by and (Path(checkpoint_dir) / "models" / "best.pth").exists():
+                learn.load("best", with_opt=False)
     seconds = time.perf_counter() - t0
     history = pd.concat(hist, ignore_index=True) if hist else pd.DataFrame()
-    probs, targs = learn.get_preds(dl=dls.valid)
+    with quiet_mode(learn, cfg.quiet):
+        probs, targs = learn.get_preds(dl=dls.valid)
     learn.model.float()
     meta = {
         "arch": {k: arch_cfg[k] for k in ("emb_sz", "n_hid", "n_layers")},

@@ -13,6 +13,7 @@ from typing import Any
 __all__ = [
     "ARCH_PRESETS",
     "resolve_arch",
+    "scale_dropouts",
     "DataConfig",
     "LMConfig",
     "ClassifierConfig",
@@ -59,6 +60,22 @@ def resolve_arch(arch: str | dict[str, Any]) -> dict[str, Any]:
     for k in ("emb_sz", "n_hid", "n_layers"):
         if not isinstance(out[k], int) or out[k] < 1:
             raise ValueError(f"arch[{k!r}] must be a positive int, got {out[k]!r}.")
+    return out
+
+
+def scale_dropouts(cfg: dict[str, Any], drop_mult: float) -> dict[str, Any]:
+    """Multiply every ``*_p`` dropout of an AWD-LSTM config by ``drop_mult`` (as fastai does).
+
+    ``weight_p`` is kept >= 1e-6: with ``weight_p == 0`` fastai's ``WeightDropout`` breaks on
+    recent torch (``F.dropout(p=0)`` returns the Parameter itself, which then gets registered
+    and the next reset fails), so ``drop_mult=0`` would crash.
+    """
+    out = dict(cfg)
+    for k in out:
+        if k.endswith("_p"):
+            out[k] = out[k] * drop_mult
+    if "weight_p" in out:
+        out["weight_p"] = max(out["weight_p"], 1e-6)
     return out
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import re
 import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -28,12 +29,15 @@ __all__ = [
     "validate_texts",
     "parse_label_matrix",
     "check_columns",
+    "check_utf8",
     "tokenize_texts",
     "lm_dataloaders_from_tokens",
 ]
 
 # Below this many texts, tokenising in worker processes costs more than it saves.
 _PARALLEL_TOKENIZE_MIN = 2000
+# Longest text the tokenizer accepts (characters); spaCy's own default is 1,000,000.
+_MAX_TEXT_CHARS = 100_000_000
 
 
 def _fmt_cols(cols: Iterable[Any]) -> str:
@@ -82,6 +86,7 @@ def validate_texts(texts: pd.Series, *, empty_text: str = "drop", col: str = "te
             f"{type(ex).__name__} at position {idx[0]}). Pass the column that holds the texts, "
             f"or convert it first with df[{col!r}].astype(str) if numbers are really texts."
         )
+    check_utf8(texts, col=col)
     empty = isna | np.array([isinstance(t, str) and not t.strip() for t in texts])
     if empty.all():
         raise ValueError(f"Text column {col!r} has no non-empty text ({len(texts)} rows are all NaN or blank).")
@@ -94,6 +99,24 @@ def validate_texts(texts: pd.Series, *, empty_text: str = "drop", col: str = "te
             )
         warnings.warn(f"Dropping {n} row(s) with NaN or empty text in column {col!r}.", UserWarning, stacklevel=3)
     return ~empty
+
+
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def check_utf8(texts: Iterable[Any], *, col: str = "text") -> None:
+    """Raise a ValueError if a text holds lone surrogates (undecodable bytes).
+
+    They appear when a non-UTF-8 file is read with ``errors="surrogateescape"``; the
+    tokenizer and every UTF-8 writer would fail on them later with a deep traceback.
+    """
+    bad = [i for i, t in enumerate(texts) if isinstance(t, str) and _SURROGATES.search(t)]
+    if bad:
+        raise ValueError(
+            f"Text column {col!r} has {len(bad)} text(s) with undecodable (non-UTF-8) bytes, first at position "
+            f"{bad[0]}. Re-read the file with its real encoding (e.g. pd.read_csv(path, encoding='latin-1')) "
+            "or with encoding_errors='replace'."
+        )
 
 
 class LabelSpec:
@@ -218,7 +241,11 @@ def parse_label_matrix(df: pd.DataFrame, spec: LabelSpec, labels: Sequence[str] 
 def _tokenizer():
     """fastai's default word tokenizer (spaCy, blank English) with its default rules."""
     from fastai.text.core import WordTokenizer
-    return WordTokenizer()
+    tok = WordTokenizer()
+    # spaCy refuses texts over 1,000,000 characters (E088) to protect its parser/NER memory;
+    # fastai uses only the blank tokenizer, which is linear in length, so 1 MB+ texts are safe.
+    tok.pipe.__self__.max_length = _MAX_TEXT_CHARS
+    return tok
 
 
 def tokenize_texts(texts: Sequence[str], *, n_workers: int | None = None) -> list[list[str]]:
@@ -493,7 +520,10 @@ def _make_split(df: pd.DataFrame, y: np.ndarray, c: DataConfig) -> np.ndarray:
     from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
 
     mss = MultilabelStratifiedShuffleSplit(n_splits=1, test_size=c.valid_pct, random_state=c.seed)
-    _, valid_idx = next(mss.split(np.zeros((n, 1)), y.astype(int)))
+    strat = y.astype(int)
+    if strat.shape[1] == 1:  # iterstrat rejects a single column ("binary"): add its complement
+        strat = np.hstack([strat, 1 - strat])
+    _, valid_idx = next(mss.split(np.zeros((n, 1)), strat))
     is_valid = np.zeros(n, dtype=bool)
     is_valid[valid_idx] = True
     return is_valid

@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 
 from ._train import history_frame, quiet_mode, resolve_device, seed_everything, use_fp16
-from .config import LMConfig, config_to_dict, merge_config, resolve_arch
+from .config import LMConfig, config_to_dict, merge_config, resolve_arch, scale_dropouts
 from .data import MultiLabelData, lm_dataloaders_from_tokens, tokenize_texts
 
 __all__ = ["LanguageModel", "finetune_lm", "pretrain_lm", "load_lm", "lm_arch_config"]
@@ -166,7 +166,11 @@ def _load_into(learn: Any, wgts: dict[str, torch.Tensor], old_vocab: list[str]) 
 
     wgts = match_embeds(dict(wgts), old_vocab, _get_text_vocab(learn.dls))
     try:
-        load_ignore_keys(learn.model, clean_raw_keys(wgts))
+        own = learn.model.state_dict()
+        if set(own) <= set(wgts):  # same key names (our own files): load by name
+            learn.model.load_state_dict({k: wgts[k] for k in own}, strict=True)
+        else:  # fastai's files: same tensors in the same order, older key names
+            load_ignore_keys(learn.model, clean_raw_keys(wgts))
     except RuntimeError as e:
         raise ValueError(f"The pretrained weights do not fit this architecture: {e}") from e
 
@@ -179,7 +183,7 @@ def _fit_lm(dls: Any, cfg: LMConfig, *, start: tuple[dict[str, torch.Tensor], li
     from fastai.text.models.awdlstm import AWD_LSTM
 
     arch = lm_arch_config(cfg.arch)
-    learn = language_model_learner(dls, AWD_LSTM, config=dict(arch), drop_mult=cfg.drop_mult, pretrained=False,
+    learn = language_model_learner(dls, AWD_LSTM, config=scale_dropouts(arch, cfg.drop_mult), drop_mult=1.0, pretrained=False,
                                    metrics=[accuracy, Perplexity()], wd=cfg.wd)
     if start is not None:
         _load_into(learn, *start)

@@ -67,9 +67,27 @@ class BCEFocalLossFlat(nn.Module):
 
 def make_loss(kind: str, *, y_train: np.ndarray, pos_weight: str | float | Sequence[float] | None,
               cap: float = 10.0, gamma: float = 2.0, device: Any = "cpu"):
-    """The classifier's loss: fastai ``BCEWithLogitsLossFlat`` or :class:`BCEFocalLossFlat`."""
+    """The classifier's loss: fastai ``BCEWithLogitsLossFlat`` or :class:`BCEFocalLossFlat`.
+
+    Args:
+        kind: ``"bce"`` or ``"focal"``.
+        y_train: training targets ``(n_texts, n_labels)`` (for ``pos_weight="auto"``).
+        pos_weight: ``None`` (unweighted), ``"auto"`` (:func:`pos_weight_from_labels` with
+            ``cap``), one number for every label, or one number per label.
+        cap: upper bound of the ``"auto"`` weights.
+        gamma: focal-loss focusing parameter (``0`` gives plain BCE).
+        device: where the ``pos_weight`` tensor lives (the model's device).
+
+    Returns:
+        A fastai-compatible loss (has ``activation`` = sigmoid and ``decodes``).
+    """
     from fastai.losses import BCEWithLogitsLossFlat
 
+    if kind not in ("bce", "focal"):
+        raise ValueError(f"loss must be 'bce' or 'focal', got {kind!r}.")
+    y_train = np.asarray(y_train)
+    if y_train.ndim != 2:
+        raise ValueError(f"y_train must be 2-D (n_texts, n_labels), got shape {y_train.shape}.")
     n_labels = y_train.shape[1]
     pw = None
     if isinstance(pos_weight, str):

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import uuid
 from pathlib import Path
 from typing import Any, Callable
@@ -44,8 +45,9 @@ def _versions() -> dict[str, str]:
 def atomic_dir(path: str | Path, write: Callable[[Path], None], *, overwrite: bool = False) -> Path:
     """Run ``write(tmp_dir)`` then move ``tmp_dir`` to ``path`` in one rename.
 
-    With ``overwrite``, the old directory is renamed aside first and deleted only after the
-    new one is in place.
+    With ``overwrite``, the new directory is swapped with the old one in one atomic
+    ``renameat2(RENAME_EXCHANGE)`` on Linux (elsewhere: the old one is renamed aside to
+    ``.NAME.old-*`` first), then the old one is deleted.
     """
     path = Path(path)
     if path.exists() and not overwrite:
@@ -60,17 +62,58 @@ def atomic_dir(path: str | Path, write: Callable[[Path], None], *, overwrite: bo
         for f in tmp.iterdir():  # flush file contents before the rename makes them visible
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
-        old = None
-        if path.exists():
+        _fsync_dir(tmp)
+        if not path.exists():
+            os.rename(tmp, path)
+        elif _exchange(tmp, path):  # one atomic step: path = new, tmp = old
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:  # no atomic exchange here: a crash between the renames leaves the old dir at .old-*
             old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
             os.rename(path, old)
-        os.rename(tmp, path)
-        if old is not None:
+            try:
+                os.rename(tmp, path)
+            except BaseException:
+                os.rename(old, path)
+                raise
             shutil.rmtree(old, ignore_errors=True)
+        _fsync_dir(path.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return path
+
+
+def _fsync_dir(d: Path) -> None:
+    """Persist a directory's entries (renames) on POSIX; a no-op where directories cannot be opened."""
+    try:
+        fd = os.open(d, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two directories atomically (Linux ``renameat2(RENAME_EXCHANGE)``); False if unsupported.
+
+    Python has no ``os.renameat2``, so glibc's is reached through ctypes; elsewhere (or on a
+    filesystem without exchange support) the caller falls back to two renames.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    at_fdcwd, rename_exchange = -100, 2
+    return fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
 
 
 def _write_json(p: Path, obj: Any) -> None:
@@ -144,7 +187,9 @@ def load_classifier(path: str | Path, *, device: str | None = "cpu") -> Any:
 
     path = Path(path)
     if not path.is_dir():
-        raise FileNotFoundError(f"No model directory at {path}.")
+        left = sorted(path.parent.glob(f".{path.name}.old-*")) if not path.exists() else []
+        hint = f" An interrupted save left the previous model at {left[-1]}: rename it to {path}." if left else ""
+        raise FileNotFoundError(f"No model directory at {path}.{hint}")
     cfg = _read_json(path / "config.json")
     if not isinstance(cfg, dict) or cfg.get("kind") != "classifier":
         raise ValueError(f"{path / 'config.json'} is not a ulmfit_ml classifier config.")
@@ -155,19 +200,30 @@ def load_classifier(path: str | Path, *, device: str | None = "cpu") -> Any:
     thresholds = _read_json(path / "thresholds.json")
     if not isinstance(vocab, list) or not all(isinstance(t, str) for t in vocab):
         raise ValueError(f"{path / 'vocab.json'} must hold a list of strings.")
-    if not isinstance(labels, list) or len(labels) != cfg.get("n_labels"):
-        raise ValueError(f"{path / 'labels.json'} must list {cfg.get('n_labels')} labels.")
-    if not isinstance(thresholds, list) or len(thresholds) != len(labels):
-        raise ValueError(f"{path / 'thresholds.json'} must hold {len(labels)} numbers (one per label).")
+    if len(vocab) != cfg.get("vocab_size"):
+        raise ValueError(f"{path / 'vocab.json'} lists {len(vocab)} tokens but config.json says vocab_size="
+                         f"{cfg.get('vocab_size')}: the files come from different models.")
+    if not isinstance(labels, list) or len(labels) != cfg.get("n_labels") or not all(isinstance(x, str) for x in labels) \
+            or len(set(labels)) != len(labels):
+        raise ValueError(f"{path / 'labels.json'} must list {cfg.get('n_labels')} distinct label names (config.json n_labels).")
+    if not isinstance(thresholds, list) or len(thresholds) != len(labels) or not all(
+            isinstance(t, (int, float)) and not isinstance(t, bool) and 0 <= t <= 1 for t in thresholds):
+        raise ValueError(f"{path / 'thresholds.json'} must hold {len(labels)} numbers in [0, 1] (one per label).")
     try:
         model = build_classifier_model(len(vocab), len(labels), arch=cfg["arch"], seq_len=cfg["seq_len"],
                                        max_len=cfg["max_len"], lin_ftrs=cfg["lin_ftrs"], drop_mult=cfg.get("drop_mult", 0.5))
     except KeyError as e:
         raise ValueError(f"{path / 'config.json'} lacks the key {e}.") from e
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{path / 'config.json'} has invalid architecture values ({type(e).__name__}: {e}).") from e
     _load_weights(model, path / "model.safetensors")
     model.eval()
     model.to(resolve_device(device))
-    history = pd.read_csv(path / "history.csv") if (path / "history.csv").exists() else None
+    try:
+        history = pd.read_csv(path / "history.csv") if (path / "history.csv").exists() else None
+    except (ValueError, UnicodeDecodeError) as e:  # pandas' ParserError/EmptyDataError are ValueErrors
+        raise ValueError(f"Model file {path / 'history.csv'} is corrupt ({type(e).__name__}: {e}); delete it "
+                         "(it is informational) to load the model.") from e
     meta = {k: v for k, v in cfg.items() if k not in ("format_version", "kind", "n_labels", "vocab_size", "tokenizer", "versions")}
     return MultiLabelClassifier(model, vocab, labels, meta=meta, thresholds=np.asarray(thresholds, dtype=np.float64),
                                 history=history)

@@ -40,34 +40,61 @@ def apply_thresholds(y_prob: np.ndarray, thresholds: float | Sequence[float] | n
     return pred
 
 
-def _f1_per_label_at(y_true: np.ndarray, y_prob: np.ndarray, grid: np.ndarray) -> np.ndarray:
-    """F1 of every label at every grid threshold, shape ``(len(grid), n_labels)``.
+def _counts_at(y_true: np.ndarray, y_prob: np.ndarray, grid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """True positives, false positives and false negatives of every label at every grid
+    threshold, each of shape ``(len(grid), n_labels)``.
 
-    Vectorised over the grid (sklearn's ``f1_score`` per threshold would be ~100 calls per
-    label); equals ``sklearn.metrics.f1_score(..., average=None, zero_division=0)``, which
-    the tests check.
+    Hand-rolled (one vectorised pass per threshold, memory ``n_texts x n_labels``) because
+    sklearn's ``f1_score`` per threshold and label would be thousands of calls; the tests
+    check it equals ``sklearn.metrics.f1_score(..., zero_division=0)``.
     """
     y = y_true.astype(bool)
-    pred = y_prob[None, :, :] >= grid[:, None, None]
-    tp = (pred & y[None]).sum(1)
-    fp = (pred & ~y[None]).sum(1)
-    fn = (~pred & y[None]).sum(1)
+    n_pos = y.sum(0)
+    tp = np.empty((len(grid), y.shape[1]), dtype=np.int64)
+    n_pred = np.empty_like(tp)
+    for i, t in enumerate(grid):
+        pred = y_prob >= t
+        tp[i] = (pred & y).sum(0)
+        n_pred[i] = pred.sum(0)
+    return tp, n_pred - tp, n_pos[None, :] - tp
+
+
+def _f1(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> np.ndarray:
     denom = 2 * tp + fp + fn
-    return np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0)
+    return np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0)  # zero_division=0, as sklearn
 
 
-def f1_vs_threshold(y_true: np.ndarray, y_prob: np.ndarray, grid: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(grid, macro_f1, micro_f1)`` with one global threshold at each grid value."""
-    grid = DEFAULT_GRID if grid is None else np.asarray(grid, dtype=np.float64)
+def _f1_per_label_at(y_true: np.ndarray, y_prob: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """F1 of every label at every grid threshold, shape ``(len(grid), n_labels)``."""
+    return _f1(*_counts_at(y_true, y_prob, grid))
+
+
+def _check_grid(grid: Sequence[float] | np.ndarray | None) -> np.ndarray:
+    if grid is None:
+        return DEFAULT_GRID
+    g = np.asarray(grid, dtype=np.float64).ravel()
+    if g.size == 0 or not np.isfinite(g).all() or (g < 0).any() or (g > 1).any():
+        raise ValueError("grid must be a non-empty sequence of thresholds in [0, 1], e.g. np.arange(0.05, 0.95, 0.01).")
+    return g
+
+
+def f1_vs_threshold(y_true: np.ndarray, y_prob: np.ndarray, grid: Sequence[float] | None = None
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Macro- and micro-F1 when one global threshold is used for every label.
+
+    Args:
+        y_true: 0/1 array ``(n_texts, n_labels)``.
+        y_prob: probabilities of the same shape.
+        grid: candidate thresholds (default :data:`DEFAULT_GRID`).
+
+    Returns:
+        ``(grid, macro_f1, micro_f1)``, three float arrays of length ``len(grid)``.
+    """
+    g = _check_grid(grid)
     y_true, y_prob = _check_pair(y_true, y_prob)
-    per = _f1_per_label_at(y_true, y_prob, grid)
-    y = y_true.astype(bool)
-    pred = y_prob[None] >= grid[:, None, None]
-    tp = (pred & y[None]).sum((1, 2))
-    fp = (pred & ~y[None]).sum((1, 2))
-    fn = (~pred & y[None]).sum((1, 2))
-    micro = np.where(2 * tp + fp + fn > 0, 2 * tp / np.maximum(2 * tp + fp + fn, 1), 0.0)
-    return grid, per.mean(1), micro
+    tp, fp, fn = _counts_at(y_true, y_prob, g)
+    micro = _f1(tp.sum(1), fp.sum(1), fn.sum(1))
+    return g, _f1(tp, fp, fn).mean(1), micro
 
 
 def _check_pair(y_true: np.ndarray, y_prob: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -76,6 +103,8 @@ def _check_pair(y_true: np.ndarray, y_prob: np.ndarray) -> tuple[np.ndarray, np.
         raise ValueError(f"y_true and y_prob must both be (n_texts, n_labels); got {y_true.shape} and {y_prob.shape}.")
     if len(y_true) == 0:
         raise ValueError("Cannot tune thresholds on 0 rows.")
+    if not np.isin(y_true, (0, 1)).all():
+        raise ValueError("y_true must hold only 0/1 (multi-hot targets); did you swap y_true and y_prob?")
     return y_true, y_prob
 
 
@@ -95,14 +124,25 @@ def tune_thresholds(y_true: np.ndarray, y_prob: np.ndarray, *, strategy: str = "
     """
     if strategy not in ("global", "per_label"):
         raise ValueError(f"strategy must be 'global' or 'per_label', got {strategy!r}.")
+    if isinstance(min_positives, bool) or not isinstance(min_positives, (int, np.integer)) or min_positives < 0:
+        raise ValueError(f"min_positives must be an int >= 0, got {min_positives!r}.")
     y_true, y_prob = _check_pair(y_true, y_prob)
-    g = DEFAULT_GRID if grid is None else np.asarray(grid, dtype=np.float64)
+    g = _check_grid(grid)
     per = _f1_per_label_at(y_true, y_prob, g)  # (grid, labels)
-    global_t = float(g[int(np.argmax(per.mean(1)))])
+    global_t = _plateau_middle(g, per.mean(1))
     out = np.full(y_true.shape[1], global_t)
     if strategy == "per_label":
         pos = y_true.sum(0)
-        best = g[np.argmax(per, axis=0)]
-        ok = pos >= min_positives
-        out[ok] = best[ok]
+        for j in np.flatnonzero(pos >= min_positives):
+            out[j] = _plateau_middle(g, per[:, j])
     return out
+
+
+def _plateau_middle(grid: np.ndarray, f1: np.ndarray) -> float:
+    """The middle of the thresholds that reach the best F1.
+
+    On well-separated labels F1 is flat over a wide range; taking its first point (plain
+    argmax) puts the threshold right next to the negatives and generalises badly.
+    """
+    best = np.flatnonzero(f1 >= f1.max() - 1e-12)
+    return float(grid[best[len(best) // 2]])

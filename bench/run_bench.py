@@ -1,0 +1,612 @@
+"""GoEmotions benchmark for ulmfit_ml: one command, side by side with a TF-IDF baseline.
+
+    python bench/run_bench.py --preset cpu-quick            # writes bench/RESULTS.md + bench/results.json
+    python bench/run_bench.py --preset smoke --max-rows 300 --out /tmp/b   # CI smoke (tiny model)
+
+See bench/README.md for the presets, what each figure means and how to reproduce the GPU run.
+Splits: the classifier trains on train.tsv minus a stratified held-out part; thresholds are
+tuned on that held-out part (never on dev); every figure is reported on dev.tsv (and on each
+``--eval-file``).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import json
+import os
+import platform
+import resource
+import sys
+import time
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+if str(HERE) not in sys.path:  # run as a script: make the sibling helpers importable
+    sys.path.insert(0, str(HERE))
+if str(REPO) not in sys.path:  # on the GPU machine ulmfit_ml is not installed, only carried
+    sys.path.insert(0, str(REPO))
+
+import ulmfit_ml as um  # noqa: E402
+from tokcache import load_cache, save_cache, spacy_available, use_cache  # noqa: E402
+
+__all__ = ["PRESETS", "read_goemotions", "main"]
+
+DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "goemotions"
+DEFAULT_CORPUS = REPO.parent / "shared" / "corpora" / "wikitext-2"
+WORK = HERE / "_work"
+METRICS = ("f1_macro", "f1_micro", "roc_auc_macro", "average_precision_macro", "precision_micro", "recall_micro")
+
+#: Each preset: AWD-LSTM size, optional pretraining on WikiText-2, LM fine-tuning and
+#: classifier options (LMConfig / ClassifierConfig fields), forward+backward ensembling,
+#: ablations and the throughput A/B. Chosen from the measurements in RESULTS.md.
+PRESETS: dict[str, dict[str, Any]] = {
+    "smoke": {  # CI only: proves the script runs end to end; figures are meaningless
+        "arch": "tiny", "heldout_pct": 0.2, "pretrain": None, "backwards": True, "ablations": True, "tfidf_plain": False,
+        "lm": {"epochs": 1, "bs": 16, "seq_len": 24},
+        "clf": {"bs": 16, "seq_len": 24, "unfreeze": [1, 0], "epochs": [1, 1], "lrs": [2e-2, 5e-3],
+                "pos_weight": "auto"},
+        "throughput": {"n_batches": 2, "repeats": 2},
+    },
+    "cpu-quick": {  # under 20 minutes on 2 CPU cores, ablations included
+        "arch": "small", "heldout_pct": 0.1, "pretrain": None, "backwards": False, "ablations": True,
+        "lm": {"epochs": 2, "bs": 64, "seq_len": 48, "lr": 3e-3, "drop_mult": 0.2},
+        "clf": {"bs": 64, "seq_len": 48, "unfreeze": [1, 2, 0], "epochs": [1, 1, 2], "lrs": [3e-2, 1.5e-2, 5e-3],
+                "drop_mult": 0.3, "pos_weight": "auto"},
+        "throughput": {"n_batches": 15, "repeats": 3},
+    },
+    "cpu-full": {  # under 2 hours on 2 CPU cores: WikiText-2 pretraining, bigger LM, fwd+bwd ensemble
+        "arch": "cpu", "heldout_pct": 0.1, "pretrain": {"epochs": 4}, "backwards": True, "ablations": False,
+        "lm": {"epochs": 3, "bs": 64, "seq_len": 48, "lr": 3e-3, "drop_mult": 0.2},
+        "clf": {"bs": 64, "seq_len": 48, "unfreeze": [1, 2, 0], "epochs": [1, 1, 3], "lrs": [3e-2, 1.5e-2, 5e-3],
+                "drop_mult": 0.3, "pos_weight": "auto"},
+        "throughput": {"n_batches": 15, "repeats": 3},
+    },
+    "gpu": {  # the paper-size AWD-LSTM, fp16 on CUDA, WikiText-2 pretraining, fwd+bwd
+        "arch": "paper", "heldout_pct": 0.1, "pretrain": {"epochs": 10, "bs": 64, "seq_len": 70, "lr": 3e-3},
+        "backwards": True, "ablations": True,
+        "lm": {"epochs": 6, "bs": 64, "seq_len": 70, "lr": 3e-3, "drop_mult": 0.3},
+        "clf": {"bs": 64, "seq_len": 70, "unfreeze": [1, 2, 3, 0], "epochs": [1, 1, 1, 4],
+                "lrs": [2e-2, 1e-2, 5e-3, 2e-3], "drop_mult": 0.4, "pos_weight": "auto"},
+        "throughput": {"n_batches": 30, "repeats": 3},
+    },
+}
+
+
+# ---------------------------------------------------------------------- small helpers
+def _now() -> float:
+    return time.perf_counter()
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far, in MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class Stages:
+    """Wall time of each stage (``with stages("name"): ...``) and peak RSS after it."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.times: dict[str, float] = {}
+        self.rss: dict[str, float] = {}
+        self.device = device
+
+    @contextmanager
+    def __call__(self, name: str, *, quiet: bool = False) -> Iterator[None]:
+        t0 = _now()
+        yield
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        self.times[name] = round(self.times.get(name, 0.0) + _now() - t0, 2)
+        self.rss[name] = round(peak_rss_mb(), 1)
+        if not quiet:
+            print(f"[bench] {name}: {self.times[name]:.1f} s (peak RSS {self.rss[name]:.0f} MiB)", flush=True)
+
+
+def read_goemotions(path: str | Path, label_names: Sequence[str]) -> pd.DataFrame:
+    """A GoEmotions TSV (text, comma-separated label ids, id; no header) with a ``labels``
+    column of comma-delimited label *names* (ids mapped through ``labels.txt``)."""
+    df = pd.read_csv(path, sep="\t", header=None, names=["text", "labels", "id"], quoting=csv.QUOTE_NONE,
+                     dtype={"labels": str, "id": str}, keep_default_na=False)
+    names = list(label_names)
+
+    def to_names(cell: str) -> str:
+        try:
+            return ",".join(names[int(i)] for i in str(cell).split(",") if i.strip())
+        except (ValueError, IndexError) as e:
+            raise ValueError(f"{path}: label cell {cell!r} is not comma-separated ids in 0..{len(names) - 1}.") from e
+
+    df["labels"] = df["labels"].map(to_names)
+    return df
+
+
+def _parse_set(items: Sequence[str], cfg: dict[str, Any]) -> dict[str, Any]:
+    """Apply ``--set a.b=VALUE`` overrides (VALUE read as JSON, else as a string)."""
+    cfg = copy.deepcopy(cfg)
+    for it in items:
+        if "=" not in it:
+            raise ValueError(f"--set expects KEY=VALUE (e.g. clf.epochs=[1,1,2]), got {it!r}.")
+        key, raw = it.split("=", 1)
+        try:
+            val = json.loads(raw)
+        except json.JSONDecodeError:
+            val = raw
+        node = cfg
+        parts = key.split(".")
+        for p in parts[:-1]:
+            if node.get(p) is None:
+                node[p] = {}
+            node = node[p]
+        node[parts[-1]] = val
+    return cfg
+
+
+def summarise(y: np.ndarray, probs: np.ndarray, thresholds: float | np.ndarray, labels: Sequence[str]) -> dict[str, float]:
+    """The reported subset of :func:`ulmfit_ml.multilabel_report`'s summary."""
+    s = um.multilabel_report(y, probs, thresholds, labels=labels).summary
+    return {k: round(float(s[k]), 4) for k in METRICS}
+
+
+def score(name: str, results: dict[str, Any], sets: dict[str, tuple[np.ndarray, np.ndarray]],
+          thresholds: np.ndarray, labels: Sequence[str]) -> None:
+    """Store figures at 0.5 and at the tuned thresholds for every evaluation set."""
+    out = results.setdefault("models", {}).setdefault(name, {})
+    for set_name, (y, p) in sets.items():
+        out[set_name] = {"at_0.5": summarise(y, p, 0.5, labels), "tuned": summarise(y, p, thresholds, labels)}
+    dev = out.get("dev")
+    if dev:
+        print(f"[bench] {name}: dev macro-F1 {dev['at_0.5']['f1_macro']:.4f} @0.5, {dev['tuned']['f1_macro']:.4f} tuned; "
+              f"micro-F1 {dev['tuned']['f1_micro']:.4f}; macro AUC {dev['tuned']['roc_auc_macro']:.4f}", flush=True)
+
+
+def probs_from_tokens(clf: um.MultiLabelClassifier, tokens: Sequence[Sequence[str]], *, bs: int = 256) -> np.ndarray:
+    """``predict_proba`` on already-tokenised texts (the backward model needs reversed tokens,
+    which ``predict_proba`` cannot be given); same sorting/padding as ``predict_logits``."""
+    from fastai.text.data import pad_input_chunk
+
+    ids = clf._numericalize([list(t) for t in tokens])
+    order = np.argsort([-len(x) for x in ids], kind="stable")
+    out = np.zeros((len(ids), len(clf.labels)), dtype=np.float32)
+    model, dev, seq_len = clf.model, clf.device, int(clf.meta["seq_len"])
+    was = model.training
+    model.eval()
+    with torch.no_grad():
+        for s in range(0, len(ids), bs):
+            idx = order[s:s + bs]
+            batch = pad_input_chunk([(ids[i],) for i in idx], pad_idx=1, pad_first=True, seq_len=seq_len)
+            x = torch.stack([b[0] for b in batch]).to(dev)
+            out[idx] = torch.sigmoid(model(x)[0].float()).cpu().numpy()
+    model.train(was)
+    return out
+
+
+# ---------------------------------------------------------------------- TF-IDF baseline
+def tfidf_probs(data: um.MultiLabelData, texts_by_set: dict[str, list[str]], *, plain: bool = False
+                ) -> tuple[dict[str, np.ndarray], str]:
+    """TF-IDF + one-vs-rest logistic regression, fitted on ``data``'s training split.
+
+    ``plain=False``: the package's :class:`ulmfit_ml.TfidfBaseline` with its defaults.
+    ``plain=True``: the bare scikit-learn recipe the team's 0.464 figure was measured with
+    (scikit-learn defaults except ngram_range and class_weight).
+    """
+    if not plain:
+        from ulmfit_ml.baseline import TfidfBaseline
+
+        base = TfidfBaseline().fit(data)
+        return {k: base.predict_proba(v) for k, v in texts_by_set.items()}, f"ulmfit_ml.TfidfBaseline({base.options})"
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.multiclass import OneVsRestClassifier
+    from sklearn.pipeline import make_pipeline
+
+    pipe = make_pipeline(TfidfVectorizer(ngram_range=(1, 2)),
+                         OneVsRestClassifier(LogisticRegression(class_weight="balanced", max_iter=1000)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pipe.fit(data.train_texts, data.y_train.astype(int))
+    return {k: pipe.predict_proba(v).astype(np.float32) for k, v in texts_by_set.items()}, \
+        "TfidfVectorizer(ngram_range=(1,2)) + OneVsRestClassifier(LogisticRegression(class_weight='balanced'))"
+
+
+# ---------------------------------------------------------------------- the run
+def _machine(device: torch.device, note: str | None) -> dict[str, Any]:
+    m: dict[str, Any] = {"python": platform.python_version(), "torch": torch.__version__, "cpu_count": os.cpu_count(),
+                         "torch_threads": torch.get_num_threads(), "platform": platform.platform(),
+                         "device": str(device), "load_avg_start": list(os.getloadavg())}
+    try:
+        import fastai
+        m["fastai"] = fastai.__version__
+    except ImportError:  # pragma: no cover
+        pass
+    if device.type == "cuda":
+        m["gpu"] = torch.cuda.get_device_name(0)
+    if note:
+        m["note"] = note
+    return m
+
+
+def _pretrained_lm(cfg: dict[str, Any], corpus: Path, cache_dir: Path | None, *, backwards: bool, arch: Any,
+                   device: str | None, stages: Stages) -> tuple[Path, dict[str, Any]]:
+    """Pretrain on the corpus (or reuse an identical earlier pretraining from ``cache_dir``)."""
+    opts = {"epochs": 4, "bs": 64, "seq_len": 48, "lr": 3e-3, "drop_mult": 0.1, "min_freq": 2, "max_vocab": 30000}
+    opts.update(cfg)
+    key = json.dumps({"arch": arch, "backwards": backwards, "corpus": corpus.name, **opts}, sort_keys=True)
+    import hashlib
+    tag = hashlib.sha1(key.encode()).hexdigest()[:10]
+    target = (cache_dir or WORK / "pretrained") / f"wt-{'bwd' if backwards else 'fwd'}-{tag}"
+    name = f"pretrain_lm_{'bwd' if backwards else 'fwd'}"
+    if (target / "lm.safetensors").exists():
+        lm = um.load_lm(target)
+        info = {"reused_from": str(target), "train_seconds_when_made": lm.metrics.get("train_seconds"),
+                "perplexity": lm.metrics.get("perplexity"), "options": opts}
+        print(f"[bench] {name}: reusing {target} (made in {info['train_seconds_when_made']} s)", flush=True)
+        return target, info
+    with stages(name):
+        lm = um.pretrain_lm(corpus, arch=arch, backwards=backwards, quiet=True, device=device, **opts)
+    lm.save(target, overwrite=True)
+    return target, {"perplexity": lm.metrics.get("perplexity"), "train_seconds": lm.metrics.get("train_seconds"),
+                    "options": opts, "saved_to": str(target)}
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    cfg = _parse_set(args.set or [], PRESETS[args.preset])
+    device = torch.device(args.device) if args.device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev_arg = str(device)
+    stages = Stages(device)
+    R: dict[str, Any] = {"preset": args.preset, "config": cfg, "machine": _machine(device, args.note),
+                         "started": time.strftime("%Y-%m-%d %H:%M:%S"), "stages_s": stages.times,
+                         "peak_rss_mb_after_stage": stages.rss, "missing": []}
+    t_start = _now()
+    data_dir = Path(args.data_dir)
+    for f in ("train.tsv", "dev.tsv", "labels.txt"):
+        if not (data_dir / f).exists():
+            raise FileNotFoundError(f"{data_dir / f} not found: pass --data-dir pointing at the GoEmotions folder.")
+
+    # ---- load
+    with stages("load"):
+        label_names = [ln.strip() for ln in (data_dir / "labels.txt").read_text().splitlines() if ln.strip()]
+        train_df = read_goemotions(data_dir / "train.tsv", label_names)
+        dev_df = read_goemotions(data_dir / "dev.tsv", label_names)
+        evals = {f"eval:{Path(p).name}": read_goemotions(p, label_names) for p in (args.eval_file or [])}
+        if args.max_rows:
+            train_df = train_df.sample(n=min(args.max_rows, len(train_df)), random_state=0)
+            dev_df = dev_df.sample(n=min(max(args.max_rows // 2, 50), len(dev_df)), random_state=0)
+            evals = {k: v.sample(n=min(max(args.max_rows // 2, 50), len(v)), random_state=0) for k, v in evals.items()}
+    R["data"] = {"dir": str(data_dir), "n_train_file": len(train_df), "n_dev": len(dev_df),
+                 "n_labels": len(label_names), "eval_files": {k: len(v) for k, v in evals.items()}}
+
+    # ---- tokens (cached: spaCy is not on the GPU machine)
+    cache_path = Path(args.token_cache) if args.token_cache else (Path(args.out) / "tokens.json.gz" if args.out else WORK / "tokens.json.gz")
+    cache = load_cache(cache_path)
+    n_cached = len(cache)
+    corpus_dir = Path(args.corpus)
+    need_corpus = bool(cfg.get("pretrain")) or args.tokenize_only
+    with use_cache(cache):
+        with stages("tokenize"):
+            all_texts = list(train_df.text) + list(dev_df.text) + [t for v in evals.values() for t in v.text]
+            um.data.tokenize_texts(all_texts)
+            if need_corpus:
+                from ulmfit_ml.lm import _read_corpus  # the exact lines pretrain_lm reads
+                um.data.tokenize_texts(_read_corpus(corpus_dir))
+        R["tokenize"] = {"cache": str(cache_path), "texts_in_cache_before": n_cached, "texts_tokenised_now": len(cache) - n_cached,
+                         "note": "seconds include spaCy only for texts not already in the cache"}
+        if len(cache) > n_cached:
+            save_cache(cache, cache_path)
+        if args.tokenize_only:
+            return R
+
+        # ---- split: held-out part of train for thresholds (and the classifier's validation)
+        with stages("split"):
+            data = um.MultiLabelData.from_df(train_df, label_col="labels", label_delim=",", labels=label_names,
+                                             split="stratified", valid_pct=cfg["heldout_pct"], seed=42)
+        R["data"].update({"n_fit": int((~data.is_valid).sum()), "n_heldout": int(data.is_valid.sum())})
+        y_dev = um.data.parse_label_matrix(dev_df, um.data.LabelSpec(label_col="labels", label_delim=","), label_names)[0]
+        y_eval = {k: um.data.parse_label_matrix(v, um.data.LabelSpec(label_col="labels", label_delim=","), label_names)[0]
+                  for k, v in evals.items()}
+        texts_sets = {"dev": list(dev_df.text), **{k: list(v.text) for k, v in evals.items()}}
+        y_sets = {"dev": y_dev, **y_eval}
+        labels = data.labels
+
+        # ---- TF-IDF baselines on the same split
+        R["tfidf_recipes"] = {}
+        for plain in ([False, True] if cfg.get("tfidf_plain", True) else [False]):
+            name = "tfidf_plain_sklearn" if plain else "tfidf"
+            with stages(f"{name}_baseline"):
+                tp, recipe = tfidf_probs(data, {"heldout": data.valid_texts, **texts_sets}, plain=plain)
+                t_tfidf = um.tune_thresholds(data.y_valid, tp["heldout"])
+            R["tfidf_recipes"][name] = recipe
+            score(name, R, {k: (y_sets[k], tp[k]) for k in texts_sets}, t_tfidf, labels)
+
+        # ---- language models (+ optional pretraining on WikiText-2)
+        arch = cfg["arch"]
+        directions = [False, True] if cfg.get("backwards") else [False]
+        lms: dict[bool, um.LanguageModel] = {}
+        R["lm"] = {}
+        for bwd in directions:
+            d = "bwd" if bwd else "fwd"
+            pretrained: Any = False
+            if cfg.get("pretrain"):
+                path, info = _pretrained_lm(cfg["pretrain"], corpus_dir, Path(args.pretrained_cache) if args.pretrained_cache else None,
+                                            backwards=bwd, arch=arch, device=dev_arg, stages=stages)
+                R.setdefault("pretrain", {})[d] = info
+                pretrained = str(path)
+            with stages(f"finetune_lm_{d}"):
+                lm = um.finetune_lm(data, arch=arch, pretrained=pretrained, backwards=bwd, quiet=True, device=dev_arg,
+                                    seed=42, **cfg.get("lm", {}))
+            n_tok = sum(len(t) for t in data.tokens)
+            epochs = lm.config.get("epochs", 0) + (lm.config.get("frozen_epochs") or (1 if pretrained else 0))
+            R["lm"][d] = {"perplexity": lm.metrics.get("perplexity"), "accuracy": lm.metrics.get("accuracy"),
+                          "train_seconds": lm.metrics.get("train_seconds"), "vocab": len(lm.vocab),
+                          "end_to_end_tokens_per_s": round(n_tok * 0.9 * epochs / lm.metrics["train_seconds"], 1)
+                          if lm.metrics.get("train_seconds") else None}
+            lms[bwd] = lm
+
+        # ---- classifiers
+        clfs: dict[bool, um.MultiLabelClassifier] = {}
+        probs: dict[bool, dict[str, np.ndarray]] = {}
+        heldout: dict[bool, np.ndarray] = {}
+        for bwd in directions:
+            d = "bwd" if bwd else "fwd"
+            dd = data
+            if bwd:  # the classifier of a backward LM reads reversed token streams
+                dd = data.subset(np.ones(len(data.texts), dtype=bool))
+                dd._tokens = [list(reversed(t)) for t in data.tokens]
+            with stages(f"classifier_{d}"):
+                clf = um.train_classifier(dd, encoder=lms[bwd], quiet=True, device=dev_arg, seed=42, **cfg.get("clf", {}))
+            heldout[bwd] = clf._valid[1]
+            tuned = clf.tune_thresholds()  # on the held-out part of train (the classifier's validation split)
+            with stages(f"predict_sets_{d}"):
+                if bwd:
+                    probs[bwd] = {k: probs_from_tokens(clf, [list(reversed(t)) for t in um.data.tokenize_texts(v)])
+                                  for k, v in texts_sets.items()}
+                else:
+                    probs[bwd] = {k: clf.predict_proba(v, bs=256) for k, v in texts_sets.items()}
+            score(f"ulmfit_{d}", R, {k: (y_sets[k], probs[bwd][k]) for k in texts_sets}, tuned, labels)
+            R["models"][f"ulmfit_{d}"]["train_seconds"] = round(clf.meta["train_seconds"], 1)
+            R["models"][f"ulmfit_{d}"]["history"] = clf.history.round(4).to_dict(orient="records")
+            clfs[bwd] = clf
+        if len(directions) == 2:
+            p_h = (heldout[False] + heldout[True]) / 2
+            t_ens = um.tune_thresholds(data.y_valid, p_h)
+            score("ulmfit_fwd+bwd", R, {k: (y_sets[k], (probs[False][k] + probs[True][k]) / 2) for k in texts_sets}, t_ens, labels)
+
+        # ---- padding share in classifier batches
+        clf = clfs[False]
+        with stages("padding_share"):
+            R["padding"] = {}
+            for split_name, dl in (("train", clf.learner.dls.train), ("heldout", clf.learner.dls.valid)):
+                tot = real = nb = 0
+                for xb, _ in dl:
+                    tot += xb.numel()
+                    real += int((xb != 1).sum())
+                    nb += 1
+                    if nb >= args.pad_batches:
+                        break
+                R["padding"][split_name] = {"real_token_share": round(real / max(tot, 1), 4), "batches": nb}
+        print(f"[bench] real-token share: {R['padding']}", flush=True)
+
+        # ---- ablations (the ULMFiT paper's claims)
+        if cfg.get("ablations"):
+            R["ablations"] = {}
+            base_clf = dict(cfg.get("clf", {}))
+            variants = {
+                "random_init_encoder": {"encoder": None},
+                "all_layers_at_once": {"encoder": lms[False], "unfreeze": [0], "epochs": [int(sum(base_clf.get("epochs", [1])))],
+                                        "lrs": [float(base_clf.get("lrs", [1e-3])[-1])]},
+            }
+            for vname, v in variants.items():
+                opts = dict(base_clf)
+                enc = v.pop("encoder")
+                opts.update(v)
+                with stages(f"ablation_{vname}"):
+                    c2 = um.train_classifier(data, encoder=enc, arch=arch, quiet=True, device=dev_arg, seed=42, **opts)
+                t2 = c2.tune_thresholds()
+                p2 = c2.predict_proba(texts_sets["dev"], bs=256)
+                R["ablations"][vname] = {"dev": {"at_0.5": summarise(y_dev, p2, 0.5, labels),
+                                                 "tuned": summarise(y_dev, p2, t2, labels)},
+                                         "options": {k: v for k, v in opts.items()}, "train_seconds": round(c2.meta["train_seconds"], 1)}
+                print(f"[bench] ablation {vname}: dev macro-F1 {R['ablations'][vname]['dev']['tuned']['f1_macro']:.4f} tuned", flush=True)
+                del c2
+            m = R["models"]["ulmfit_fwd"]["dev"]
+            R["ablations"]["reference_finetuned_gradual"] = {"dev": m}
+            R["ablations"]["thresholds_tuned_vs_0.5"] = {"at_0.5": m["at_0.5"]["f1_macro"], "tuned": m["tuned"]["f1_macro"]}
+
+        # ---- inference on CPU, large batches
+        with stages("inference_cpu"):
+            R["inference_cpu"] = _inference(clf, texts_sets["dev"], device)
+
+        # ---- training throughput: ulmfit_ml vs plain loop (last: it keeps training the models)
+        tp_cfg = cfg.get("throughput", {})
+        if not args.no_throughput:
+            with stages("throughput_ab"):
+                from throughput import compare_training_throughput
+                clf.to(device)
+                R["throughput"] = {
+                    "lm": compare_training_throughput(lms[False].learner, **tp_cfg),
+                    "classifier": compare_training_throughput(clf.learner, pad_idx=1, **tp_cfg),
+                }
+            for k, v in R["throughput"].items():
+                print(f"[bench] throughput {k}: ulmfit_ml {v['ulmfit_ml_tokens_per_s']['median']:.0f} tok/s, plain "
+                      f"{v['plain_loop_tokens_per_s']['median']:.0f} tok/s, ratio {v['ratio_of_medians']:.3f}", flush=True)
+        else:
+            R["missing"].append("throughput A/B (--no-throughput)")
+    R["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    R["total_seconds"] = round(_now() - t_start, 1)
+    R["machine"]["load_avg_end"] = list(os.getloadavg())
+    return R
+
+
+def _inference(clf: um.MultiLabelClassifier, texts: list[str], device: torch.device) -> dict[str, Any]:
+    """``predict_proba`` texts/s on CPU with bs=512: end to end (spaCy tokenisation included,
+    where spaCy is installed) and from cached tokens (numericalise + model)."""
+    clf.to("cpu")
+    texts = list(texts)
+    out: dict[str, Any] = {"n_texts": len(texts), "bs": 512, "torch_threads": torch.get_num_threads()}
+    clf.predict_proba(texts[:64], bs=512)  # warm-up
+    t0 = _now()
+    clf.predict_proba(texts, bs=512)  # tokens from the cache (use_cache is active)
+    out["texts_per_s_cached_tokens"] = round(len(texts) / (_now() - t0), 1)
+    if spacy_available():
+        import ulmfit_ml.classifier as cm
+        saved = cm.tokenize_texts
+        cm.tokenize_texts = _ORIG_TOKENIZE  # bypass the cache: spaCy tokenises every text
+        try:
+            t0 = _now()
+            clf.predict_proba(texts, bs=512)
+            out["texts_per_s_end_to_end"] = round(len(texts) / (_now() - t0), 1)
+        finally:
+            cm.tokenize_texts = saved
+    else:
+        out["texts_per_s_end_to_end"] = None
+        out["note"] = "spaCy not installed on this machine: only the cached-token figure"
+    clf.to(device)
+    return out
+
+
+#: ulmfit_ml's own tokenize_texts, captured before tokcache.use_cache patches it.
+_ORIG_TOKENIZE = um.data.tokenize_texts
+
+
+# ---------------------------------------------------------------------- report
+def _fmt(v: Any, nd: int = 4) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.{nd}f}"
+    return str(v)
+
+
+def render_markdown(all_results: dict[str, Any]) -> str:
+    """RESULTS.md from results.json (one section per preset run)."""
+    lines = ["# GoEmotions benchmark results", "",
+             "Generated by `bench/run_bench.py` from `bench/results.json` (see bench/README.md). Split: the models "
+             "train on train.tsv minus a stratified held-out 10%; thresholds are tuned per label on that held-out "
+             "part (never on dev); all figures below are on **dev.tsv** unless a set is named.", ""]
+    notes = all_results.get("_notes")
+    if notes:
+        lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
+    for preset, R in all_results.items():
+        if preset.startswith("_"):
+            continue
+        m = R.get("machine", {})
+        lines += [f"## Preset `{preset}`", "",
+                  f"Machine: {m.get('gpu', 'CPU')} / {m.get('cpu_count')} CPU cores visible, torch {m.get('torch')}, "
+                  f"{m.get('torch_threads')} torch threads, device `{m.get('device')}`; started {R.get('started')}; "
+                  f"total {R.get('total_seconds')} s; peak RSS {R.get('peak_rss_mb')} MiB."]
+        if m.get("note"):
+            lines += ["", f"Note: {m['note']}"]
+        if R.get("missing"):
+            lines += ["", "**Missing from this run:** " + "; ".join(R["missing"])]
+        lines += ["", "| model | set | macro-F1 @0.5 | macro-F1 tuned | micro-F1 @0.5 | micro-F1 tuned | macro ROC-AUC |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
+        for name, mod in R.get("models", {}).items():
+            for set_name, v in mod.items():
+                if not isinstance(v, dict) or "at_0.5" not in v:
+                    continue
+                a, t = v["at_0.5"], v["tuned"]
+                lines.append(f"| {name} | {set_name} | {_fmt(a['f1_macro'])} | {_fmt(t['f1_macro'])} | {_fmt(a['f1_micro'])} | "
+                             f"{_fmt(t['f1_micro'])} | {_fmt(a['roc_auc_macro'])} |")
+        if R.get("ablations"):
+            lines += ["", "Ablations (dev):", "", "| variant | macro-F1 @0.5 | macro-F1 tuned | micro-F1 tuned | macro ROC-AUC | train s |",
+                      "| --- | --- | --- | --- | --- | --- |"]
+            for k, v in R["ablations"].items():
+                if "dev" in v:
+                    a, t = v["dev"]["at_0.5"], v["dev"]["tuned"]
+                    lines.append(f"| {k} | {_fmt(a['f1_macro'])} | {_fmt(t['f1_macro'])} | {_fmt(t['f1_micro'])} | "
+                                 f"{_fmt(a['roc_auc_macro'])} | {_fmt(v.get('train_seconds'))} |")
+        if R.get("lm"):
+            lines += ["", "Language models: " + "; ".join(
+                f"{d}: perplexity {_fmt(v.get('perplexity'), 1)}, {_fmt(v.get('train_seconds'), 0)} s, "
+                f"~{_fmt(v.get('end_to_end_tokens_per_s'), 0)} tok/s end to end" for d, v in R["lm"].items())]
+        if R.get("pretrain"):
+            lines += ["", "Pretraining (WikiText-2): " + "; ".join(
+                f"{d}: perplexity {_fmt(v.get('perplexity'), 1)}, "
+                + (f"{_fmt(v.get('train_seconds'), 0)} s" if v.get("train_seconds") else f"reused (made in {_fmt(v.get('train_seconds_when_made'), 0)} s)")
+                for d, v in R["pretrain"].items())]
+        if R.get("throughput"):
+            lines += ["", "Training throughput, interleaved A/B in the same process (tokens/s, median [min–max]):", "",
+                      "| model | ulmfit_ml | plain fastai loop | ratio of medians | paired ratio median [min–max] |",
+                      "| --- | --- | --- | --- | --- |"]
+            for k, v in R["throughput"].items():
+                a, b, p = v["ulmfit_ml_tokens_per_s"], v["plain_loop_tokens_per_s"], v["paired_ratio"]
+                lines.append(f"| {k} | {a['median']:.0f} [{a['min']:.0f}–{a['max']:.0f}] | {b['median']:.0f} [{b['min']:.0f}–{b['max']:.0f}] | "
+                             f"{v['ratio_of_medians']:.3f} | {p['median']:.3f} [{p['min']:.3f}–{p['max']:.3f}] |")
+        if R.get("inference_cpu"):
+            i = R["inference_cpu"]
+            lines += ["", f"`predict_proba` on CPU, bs=512, {i['n_texts']} dev texts, {i['torch_threads']} threads: "
+                          f"{_fmt(i.get('texts_per_s_end_to_end'), 0)} texts/s end to end (spaCy tokenisation included), "
+                          f"{_fmt(i.get('texts_per_s_cached_tokens'), 0)} texts/s from cached tokens."]
+        if R.get("padding"):
+            lines += ["", "Real (non-pad) token share in classifier batches: " + ", ".join(
+                f"{k} {v['real_token_share']:.3f} ({v['batches']} batches)" for k, v in R["padding"].items())]
+        if R.get("stages_s"):
+            lines += ["", "Wall time per stage (s): " + ", ".join(f"{k} {v}" for k, v in R["stages_s"].items())]
+        lines += [""]
+    return "\n".join(lines) + "\n"
+
+
+def write_results(R: dict[str, Any], out_dir: Path, *, key: str | None = None) -> None:
+    """Merge ``R`` into ``out_dir/results.json`` under ``key`` (default: its preset) and
+    regenerate ``out_dir/RESULTS.md``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    jp = out_dir / "results.json"
+    allr: dict[str, Any] = json.loads(jp.read_text()) if jp.exists() else {}
+    allr[key or R["preset"]] = R
+    tmp = jp.with_name("results.json.tmp-write")
+    tmp.write_text(json.dumps(allr, indent=1, default=float))
+    tmp.replace(jp)
+    (out_dir / "RESULTS.md").write_text(render_markdown(allr))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", choices=sorted(PRESETS), default="cpu-quick")
+    p.add_argument("--data-dir", default=str(DEFAULT_DATA), help="GoEmotions folder (train.tsv, dev.tsv, labels.txt)")
+    p.add_argument("--eval-file", action="append", help="extra labelled TSV (GoEmotions format) to score; repeatable")
+    p.add_argument("--max-rows", type=int, default=None, help="sample this many train rows (dev: half) - for the CI smoke")
+    p.add_argument("--out", default=None, help="write results.json/RESULTS.md here instead of bench/ (smoke runs)")
+    p.add_argument("--key", default=None, help="name of this run in results.json (default: the preset)")
+    p.add_argument("--set", action="append", metavar="KEY=JSON", help="override a preset field, e.g. clf.epochs=[1,1,3]")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--corpus", default=str(DEFAULT_CORPUS), help="pretraining corpus (.txt file or folder)")
+    p.add_argument("--token-cache", default=None, help="gzipped JSON token cache (default bench/_work/tokens.json.gz)")
+    p.add_argument("--pretrained-cache", default=None, help="folder of reusable pretrained LMs (default bench/_work/pretrained)")
+    p.add_argument("--tokenize-only", action="store_true", help="only build the token cache (run where spaCy is installed)")
+    p.add_argument("--no-throughput", action="store_true", help="skip the ulmfit_ml vs plain-loop throughput A/B")
+    p.add_argument("--pad-batches", type=int, default=200, help="classifier batches inspected for the padding share")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    p.add_argument("--note", default=None, help="free text stored with the machine info (e.g. 'shared with 4 others')")
+    p.add_argument("--merge", default=None, help="fold an existing results.json (e.g. from the GPU) into --out/bench and exit")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    out_dir = Path(args.out) if args.out else HERE
+    if args.merge:
+        other = json.loads(Path(args.merge).read_text())
+        for k, v in other.items():
+            write_results(v, out_dir, key=k)
+        print(f"[bench] merged {list(other)} into {out_dir / 'results.json'}")
+        return 0
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    R = run(args)
+    if args.tokenize_only:
+        print(f"[bench] token cache: {R['tokenize']}")
+        return 0
+    write_results(R, out_dir, key=args.key)
+    print(f"[bench] wrote {out_dir / 'results.json'} and {out_dir / 'RESULTS.md'} in {R['total_seconds']} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

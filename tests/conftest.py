@@ -1,0 +1,64 @@
+"""Shared tiny fixtures: synthetic frames with a learnable signal, a tiny LM and classifier."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+REPO = Path(__file__).resolve().parent.parent
+GOEMOTIONS = REPO.parent / "shared" / "datasets" / "goemotions"
+
+FILLER = ("the a is was very really today then also just some more there here it this that with and of "
+          "movie food day night city road house book table window green blue").split()
+CUES = {"joy": "happy", "anger": "furious", "fear": "scared"}
+TINY = {"emb_sz": 16, "n_hid": 32, "n_layers": 1}
+
+
+def make_frame(n: int = 400, seed: int = 0, n_words: int = 10) -> pd.DataFrame:
+    """Texts of filler words; label L is on iff its cue word is in the text (independent, p~0.3)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        words = list(rng.choice(FILLER, n_words))
+        labs = [lab for lab in CUES if rng.random() < 0.3]
+        for lab in labs:
+            words.insert(int(rng.integers(0, len(words) + 1)), CUES[lab])
+        row = {"id": i, "text": " ".join(words), "tags": ";".join(labs)}
+        row.update({lab: int(lab in labs) for lab in CUES})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="session")
+def frame() -> pd.DataFrame:
+    return make_frame(600)
+
+
+@pytest.fixture(scope="session")
+def data(frame):
+    import ulmfit_ml as um
+
+    return um.MultiLabelData.from_df(frame, text_col="text", label_cols=list(CUES), seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_lm(data):
+    import ulmfit_ml as um
+
+    return um.finetune_lm(data, arch=TINY, epochs=1, bs=32, seq_len=20, lr=1e-2, quiet=True, device="cpu")
+
+
+FAST_CLF = dict(bs=32, seq_len=20, drop_mult=0.0, unfreeze=(1, 0), epochs=(2, 10), lrs=(5e-2, 3e-2), quiet=True,
+                device="cpu", lin_ftrs=(16,))
+
+
+@pytest.fixture(scope="session")
+def tiny_clf(data, tiny_lm):
+    import ulmfit_ml as um
+
+    return um.train_classifier(data, encoder=tiny_lm, **FAST_CLF)

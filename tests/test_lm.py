@@ -1,0 +1,123 @@
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+import ulmfit_ml as um
+from ulmfit_ml import lm as lm_mod
+from ulmfit_ml.config import LMConfig
+
+from conftest import TINY
+
+
+def test_finetune_returns_language_model(tiny_lm, data):
+    assert isinstance(tiny_lm, um.LanguageModel)
+    assert tiny_lm.vocab[:2] == ["xxunk", "xxpad"] and "happy" in tiny_lm.vocab
+    assert tiny_lm.state_dict["0.encoder.weight"].shape == (len(tiny_lm.vocab), 16)
+    assert set(tiny_lm.encoder_state_dict) == set(tiny_lm.learner.model[0].state_dict())
+    assert {"stage", "epoch", "train_loss", "valid_loss", "accuracy", "perplexity"} <= set(tiny_lm.history.columns)
+    assert tiny_lm.metrics["perplexity"] > 1
+
+
+def test_lm_learns_a_predictable_sequence():
+    # each text is a window of one fixed cyclic word sequence: the next word is predictable
+    import pandas as pd
+
+    words = "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november".split()
+    rng = np.random.default_rng(0)
+    starts = rng.integers(0, len(words), 400)
+    texts = [" ".join(words[(s + i) % len(words)] for i in range(12)) for s in starts]
+    df = pd.DataFrame({"text": texts, "y": (starts % 2).astype(int)})
+    d = um.MultiLabelData.from_df(df, label_cols=["y"], split="random")
+    lm = um.finetune_lm(d, arch=TINY, epochs=4, bs=16, seq_len=24, lr=3e-2, drop_mult=0.0, quiet=True, seed=0)
+    assert lm.history["valid_loss"].iloc[-1] < lm.history["valid_loss"].iloc[0]
+    assert lm.metrics["perplexity"] < 4, lm.history  # uniform guessing over the 14 words: 14
+    assert lm.metrics["accuracy"] > 0.6
+
+
+def test_unknown_option_and_bad_config(data):
+    with pytest.raises(TypeError, match="Unknown option\\(s\\) \\['epoch'\\]"):
+        um.finetune_lm(data, epoch=2)
+    with pytest.raises(ValueError, match="Unknown arch preset 'huge'"):
+        um.finetune_lm(data, arch="huge")
+    with pytest.raises(ValueError, match="lr must be a number > 0"):
+        LMConfig(lr=0)
+    with pytest.raises(TypeError, match="MultiLabelData"):
+        um.finetune_lm("texts")
+
+
+def test_pretrained_true_needs_paper_arch(data):
+    with pytest.raises(ValueError, match="only fit arch='paper'"):
+        um.finetune_lm(data, arch=TINY, pretrained=True)
+
+
+def test_pretrained_download_failure_names_alternatives(data, monkeypatch):
+    import fastai.data.external as ext
+
+    def offline(*a, **k):
+        raise ConnectionError("no network")
+
+    monkeypatch.setattr(ext, "untar_data", offline)
+    with pytest.raises(RuntimeError, match="Could not download.*WikiText-103.*pretrained='path/to/dir'.*pretrain_lm.*pretrained=False"):
+        um.finetune_lm(data, arch="paper", pretrained=True)
+
+
+def test_pretrained_missing_path(data, tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist.*Alternatives"):
+        um.finetune_lm(data, arch=TINY, pretrained=tmp_path / "nope")
+
+
+def test_lm_save_load_and_use_as_pretrained(tiny_lm, data, tmp_path):
+    p = tiny_lm.save(tmp_path / "lm")
+    lm2 = um.load_lm(p)
+    assert lm2.vocab == tiny_lm.vocab and lm2.learner is None
+    for k, v in tiny_lm.state_dict.items():
+        torch.testing.assert_close(lm2.state_dict[k], v)
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        tiny_lm.save(tmp_path / "lm")
+    # start from it without training: weights are carried over token by token
+    lm3 = um.finetune_lm(data, arch=TINY, pretrained=p, epochs=0, frozen_epochs=0, quiet=True)
+    emb_old = dict(zip(tiny_lm.vocab, tiny_lm.state_dict["0.encoder.weight"]))
+    emb_new = lm3.state_dict["0.encoder.weight"]
+    for tok in ("happy", "furious", "the"):
+        torch.testing.assert_close(emb_new[lm3.vocab.index(tok)], emb_old[tok])
+    with pytest.raises(ValueError, match="has arch .* pass arch="):
+        um.finetune_lm(data, arch={"emb_sz": 8, "n_hid": 32, "n_layers": 1}, pretrained=p)
+
+
+def test_fastai_format_weights_are_read_safely(tiny_lm, data, tmp_path):
+    torch.save(tiny_lm.state_dict, tmp_path / "wt.pth")
+    with open(tmp_path / "wt.pkl", "wb") as f:
+        pickle.dump(tiny_lm.vocab, f)
+    lm = um.finetune_lm(data, arch=TINY, pretrained=tmp_path, epochs=0, frozen_epochs=0, quiet=True)
+    torch.testing.assert_close(lm.state_dict["0.encoder.weight"][lm.vocab.index("happy")],
+                               tiny_lm.state_dict["0.encoder.weight"][tiny_lm.vocab.index("happy")])
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(tmp_path / "pwned"), "w"))
+
+    with open(tmp_path / "wt.pkl", "wb") as f:
+        pickle.dump([Evil()], f)
+    with pytest.raises(ValueError, match="Could not read vocab.*refusing to load"):
+        um.finetune_lm(data, arch=TINY, pretrained=tmp_path, epochs=0, frozen_epochs=0, quiet=True)
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_pretrain_lm_on_a_corpus_then_finetune(data, tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(" = Title = \n" + "\n".join(data.texts[:200]) + "\n\n", encoding="utf-8")
+    base = um.pretrain_lm(corpus, arch=TINY, epochs=1, bs=16, seq_len=16, quiet=True)
+    assert isinstance(base, um.LanguageModel) and len(base.history) == 1
+    d = base.save(tmp_path / "base")
+    lm = um.finetune_lm(data, arch=TINY, pretrained=d, epochs=1, bs=32, seq_len=20, quiet=True)
+    assert list(lm.history["stage"]) == ["frozen", "unfrozen"]  # ULMFiT: head first, then unfreeze
+    with pytest.raises(FileNotFoundError, match="No corpus text"):
+        um.pretrain_lm(tmp_path / "missing.txt")
+    with pytest.raises(ValueError, match="no non-empty text"):
+        um.pretrain_lm(["", "  "])
+
+
+def test_from_scratch_has_no_frozen_stage(tiny_lm):
+    assert list(tiny_lm.history["stage"]) == ["unfrozen"]

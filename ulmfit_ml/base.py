@@ -1,0 +1,111 @@
+"""What every multi-label model of ulmfit_ml shares: thresholds, ``predict``, ``evaluate``,
+``report`` and ``tune_thresholds`` on top of the model's own ``predict_proba``.
+
+:class:`~ulmfit_ml.classifier.MultiLabelClassifier` (ULMFiT) and
+:class:`~ulmfit_ml.baseline.TfidfBaseline` both use :class:`MultiLabelPredictorMixin`, so
+an experiment can print both side by side on the same split with the same code.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .data import LabelSpec, check_columns, check_utf8, parse_label_matrix, validate_texts
+from .metrics import MultiLabelReport, multilabel_report
+from .thresholds import apply_thresholds, tune_thresholds
+
+__all__ = ["MultiLabelPredictorMixin", "check_texts"]
+
+
+def check_texts(texts: Any) -> list[str]:
+    """A list of strings from a list/Series of texts; a lone string or a DataFrame raises."""
+    if isinstance(texts, str):
+        raise TypeError("Pass a list of texts, not a single string: clf.predict([text]).")
+    if isinstance(texts, pd.DataFrame):
+        raise TypeError("Pass a list or Series of texts, e.g. clf.predict_proba(df['text']), not a DataFrame.")
+    texts = list(texts)
+    bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
+    if bad:
+        raise TypeError(f"{len(bad)} text(s) are not strings (first at position {bad[0]}: {texts[bad[0]]!r}); "
+                        "convert or drop them first.")
+    check_utf8(texts, col="texts")
+    return texts
+
+
+class MultiLabelPredictorMixin:
+    """Shared evaluation API.
+
+    A class using it provides ``labels`` (list of names), ``thresholds`` (float array, one
+    per label), ``meta`` (with ``"text_col"`` and ``"label_spec"``: how labelled frames are
+    read), ``_valid`` (``(y_true, probs)`` of the validation split, or ``None``) and
+    ``predict_proba(texts, *, bs)`` returning ``(n_texts, n_labels)`` probabilities.
+    """
+
+    labels: list[str]
+    thresholds: np.ndarray
+    meta: dict[str, Any]
+    _valid: tuple[np.ndarray, np.ndarray] | None
+
+    def predict_proba(self, texts: Sequence[str], *, bs: int = 128) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _check_texts(self, texts: Any) -> list[str]:
+        return check_texts(texts)
+
+    def predict(self, texts: Sequence[str], *, threshold: float | Sequence[float] | None = None,
+                at_least_one: bool = False, bs: int = 128) -> list[list[str]]:
+        """Label lists, one per text, using the stored per-label thresholds (or ``threshold``).
+
+        Args:
+            texts: list or Series of strings.
+            threshold: one threshold or one per label, overriding ``thresholds`` for this call.
+            at_least_one: when no label passes, predict the most probable one (off by default).
+            bs: texts per batch.
+        """
+        probs = self.predict_proba(texts, bs=bs)
+        pred = apply_thresholds(probs, self.thresholds if threshold is None else threshold, at_least_one=at_least_one)
+        return [[self.labels[j] for j in np.flatnonzero(row)] for row in pred]
+
+    def _labelled(self, df: pd.DataFrame) -> tuple[list[str], np.ndarray]:
+        text_col = self.meta["text_col"]
+        spec = LabelSpec.from_dict(self.meta["label_spec"])
+        check_columns(df, [text_col] + spec.columns)
+        if len(df) == 0:
+            raise ValueError("The DataFrame is empty: nothing to evaluate.")
+        keep = validate_texts(df[text_col], col=text_col)
+        df = df.loc[keep]
+        y, _ = parse_label_matrix(df, spec, self.labels)
+        return df[text_col].tolist(), y
+
+    def _y_probs(self, df: pd.DataFrame | None) -> tuple[np.ndarray, np.ndarray]:
+        if df is None:
+            if self._valid is None:
+                raise ValueError("No validation predictions are stored (a loaded model keeps none): pass a labelled DataFrame.")
+            return self._valid
+        texts, y = self._labelled(df)
+        return y, self.predict_proba(texts)
+
+    def report(self, df: pd.DataFrame | None = None, *, threshold: float | Sequence[float] | None = None
+               ) -> MultiLabelReport:
+        """Full :class:`~ulmfit_ml.metrics.MultiLabelReport` on a labelled frame (same columns
+        as the training frame), or on the validation split when ``df`` is None."""
+        y, probs = self._y_probs(df)
+        return multilabel_report(y, probs, self.thresholds if threshold is None else threshold, labels=self.labels)
+
+    def evaluate(self, df: pd.DataFrame | None = None, *, threshold: float | Sequence[float] | None = None
+                 ) -> dict[str, float]:
+        """Summary metrics (micro/macro F1, ROC-AUC, ...) on a labelled frame, as a dict."""
+        return dict(self.report(df, threshold=threshold).summary)
+
+    def tune_thresholds(self, df: pd.DataFrame | None = None, *, strategy: str = "per_label",
+                        min_positives: int = 5) -> np.ndarray:
+        """Choose thresholds maximising F1 on the validation split (or ``df``); stores and returns them.
+
+        ``strategy="global"`` (one threshold, best macro-F1) or ``"per_label"`` (each label's
+        best F1; labels with fewer than ``min_positives`` positives keep the global one).
+        """
+        y, probs = self._y_probs(df)
+        self.thresholds = tune_thresholds(y, probs, strategy=strategy, min_positives=min_positives)
+        return self.thresholds.copy()
