@@ -165,11 +165,21 @@ def parse_set(item: str) -> tuple[str, str, Any]:
 
 
 def _describe(hint: Any) -> str:
+    """A type hint in words: ``tuple[int, ...]`` -> ``a list of int``."""
     if hint is type(None):
         return "None"
-    if isinstance(hint, type) and not typing.get_args(hint):
-        return hint.__name__
-    return str(hint).replace("typing.", "")
+    if hint is Any:
+        return "any value"
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args)
+    if origin in (list, tuple):
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            return f"a list of {len(args)} {_describe(args[0])}"
+        return f"a list of {_describe(args[0])}" if args else "a list"
+    if origin is dict:
+        return "a table {key = value}"
+    return getattr(hint, "__name__", str(hint))
 
 
 def _matches(v: Any, hint: Any) -> bool:
@@ -258,8 +268,14 @@ def resolve_config(file_sections: dict[str, dict[str, Any]] | None = None,
 
 
 def config_sections(cfgs: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """The resolved dataclasses as plain ``{section: {key: value}}`` (for config.toml/json)."""
-    return {s: config_to_dict(c) for s, c in cfgs.items()}
+    """The resolved dataclasses as plain ``{section: {key: value}}`` (for config.toml/json).
+
+    ``run.overwrite`` is stored as ``false``: rerunning a saved config must not delete the
+    run directory it was read from.
+    """
+    out = {s: config_to_dict(c) for s, c in cfgs.items()}
+    out["run"]["overwrite"] = False
+    return out
 
 
 # ---------------------------------------------------------------------- argument parsing
@@ -788,7 +804,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise ConfigError("--format submission needs --id-col (the id column of the input, e.g. --id-col id).")
     if args.bs < 1:
         raise ConfigError(f"--bs must be >= 1, got {args.bs}.")
-    table_format(args.out)  # unknown output extension: fail before predicting
+    try:
+        table_format(args.out)  # unknown output extension: fail before predicting
+    except ValueError as e:
+        raise ConfigError(f"--out: {e}") from e
     paths = _resolve_models(args.model)
     in_fmt = table_format(args.input)
     if (len(paths) == 1 and args.format != "submission" and Path(args.out).suffix.lower() == ".csv"

@@ -12,6 +12,7 @@ and ``label_delim`` raises a TypeError, fastai issue #3685), so the DataBlocks a
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import re
 import warnings
@@ -238,6 +239,7 @@ def parse_label_matrix(df: pd.DataFrame, spec: LabelSpec, labels: Sequence[str] 
     return y, labels
 
 
+@functools.lru_cache(maxsize=1)  # spacy.blank takes ~0.3 s: build it once per process, not per predict call
 def _tokenizer():
     """fastai's default word tokenizer (spaCy, blank English) with its default rules."""
     from fastai.text.core import WordTokenizer
