@@ -97,8 +97,10 @@ class _ScalerOpt:
 
 
 def _plain_run(model: torch.nn.Module, dl: Any, loss_func: Any, opt: Any, n_batches: int, device: torch.device,
-               fp16: bool, pad_idx: int | None) -> dict[str, float]:
-    """The hand-written loop over the same model / batches / loss / fastai optimizer."""
+               fp16: bool, pad_idx: int | None, alpha: float = 0.0, beta: float = 0.0) -> dict[str, float]:
+    """The hand-written loop over the same model / batches / loss / fastai optimizer, with the
+    same AR/TAR penalty (``alpha``/``beta``) fastai's ``RNNRegularizer`` adds: it is part of the
+    recipe's loss, not framework overhead."""
     model.train()
     if hasattr(model, "reset"):
         model.reset()
@@ -108,9 +110,15 @@ def _plain_run(model: torch.nn.Module, dl: Any, loss_func: Any, opt: Any, n_batc
     t0 = t1 = 0.0
     for i, (xb, yb) in enumerate(dl):
         with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=fp16):
-            out = model(xb)
-            out = out[0] if isinstance(out, tuple) else out
+            pred = model(xb)
+        out = pred[0] if isinstance(pred, tuple) else pred
         loss = loss_func(out.float(), yb)
+        if isinstance(pred, tuple) and len(pred) == 3 and (alpha or beta):
+            raw_out, dropped = [o[-1] if isinstance(o, (list, tuple)) else o for o in pred[1:]]
+            if alpha:
+                loss = loss + alpha * dropped.float().pow(2).mean()
+            if beta and raw_out.shape[1] > 1:
+                loss = loss + beta * (raw_out[:, 1:] - raw_out[:, :-1]).float().pow(2).mean()
         if scaler is not None:
             scaler.scale(loss).backward()
             scaler.step(sopt)
@@ -154,7 +162,11 @@ def compare_training_throughput(learn: Any, *, n_batches: int = 20, repeats: int
     device = next(learn.model.parameters()).device
     from fastai.callback.fp16 import MixedPrecision
 
+    from fastai.callback.rnn import RNNRegularizer
+
     fp16 = any(isinstance(cb, MixedPrecision) for cb in learn.cbs)
+    reg = [cb for cb in learn.cbs if isinstance(cb, RNNRegularizer)]
+    alpha, beta = (float(reg[0].alpha), float(reg[0].beta)) if reg else (0.0, 0.0)
     dl = learn.dls.train
     state = _replay_state(dl)
     learn.unfreeze()
@@ -165,7 +177,7 @@ def compare_training_throughput(learn: Any, *, n_batches: int = 20, repeats: int
         a_runs.append(_learner_run(learn, n_batches, lr, device, pad_idx))
         _restore(dl, state, seed)
         opt = learn.opt_func(learn.splitter(learn.model), lr=lr)
-        b_runs.append(_plain_run(learn.model, dl, learn.loss_func, opt, n_batches, device, fp16, pad_idx))
+        b_runs.append(_plain_run(learn.model, dl, learn.loss_func, opt, n_batches, device, fp16, pad_idx, alpha, beta))
     a = [x["tokens_per_s"] for x in a_runs]
     b = [x["tokens_per_s"] for x in b_runs]
     pair = [x / y for x, y in zip(a, b)]
@@ -176,4 +188,5 @@ def compare_training_throughput(learn: Any, *, n_batches: int = 20, repeats: int
         "ratio_of_medians": statistics.median(a) / statistics.median(b),
         "paired_ratio": _summ(pair),
         "n_batches": n_batches, "repeats": repeats, "fp16": fp16, "device": str(device),
+        "plain_loop_ar_tar": [alpha, beta],
     }

@@ -10,6 +10,12 @@ import pytest
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
+import torch  # noqa: E402
+
+# Tiny models gain nothing from intra-op threads, and on a shared, loaded 2-core machine
+# two threads per op thrash (measured: one small LSTM call 6 ms with 1 thread, 1.2 s with 2).
+torch.set_num_threads(1)
+
 REPO = Path(__file__).resolve().parent.parent
 GOEMOTIONS = REPO.parent / "shared" / "datasets" / "goemotions"
 

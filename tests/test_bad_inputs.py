@@ -213,3 +213,13 @@ def test_one_label_column_trains_and_predicts():
     one = um.train_classifier(d, **TINY_CLF)
     p = one.predict_proba(["alpha", "beta gamma"])
     assert one.labels == ["a"] and p.shape == (2, 1) and ((p >= 0) & (p <= 1)).all()
+
+
+def test_tiny_stratified_split_falls_back_to_random():
+    # iterative stratification puts all 5 rows of this frame in training
+    y = np.array([[0, 0, 1], [0, 1, 0], [0, 0, 1], [1, 0, 0], [0, 1, 0]])
+    df = pd.DataFrame({"text": [f"t{i}" for i in range(5)], "a": y[:, 0], "b": y[:, 1], "c": y[:, 2]})
+    with pytest.warns(UserWarning, match=r"Stratified split of 5 rows left no training or no validation row; "
+                                         r"using a random split of 1 validation row"):
+        d = M(df, label_cols=["a", "b", "c"], split="stratified")
+    assert d.is_valid.sum() == 1

@@ -103,6 +103,20 @@ def test_model_state_is_restored(zebra_clf) -> None:
         zebra_clf.model.eval()
 
 
+def test_texts_longer_than_max_len_keep_the_chunking(zebra_clf, monkeypatch) -> None:
+    """Beyond max_len the model only pools the last chunks: earlier tokens get 0, as in the model."""
+    enc = zebra_clf.model[0]
+    monkeypatch.setattr(enc, "bptt", 4)
+    monkeypatch.setattr(enc, "max_len", 8)
+    text = "zebra the cat runs fast over the blue river and the red sky sun moon car zebra"
+    fr = explain(zebra_clf, [text], ["pos"])
+    n = len(tokenize_texts([text])[0])
+    assert len(fr) == n and n > 8
+    a = fr["attribution"].to_numpy()
+    first_kept = ((n - 8 + 3) // 4) * 4  # first chunk start i with n - i <= max_len
+    assert np.all(a[:first_kept] == 0) and np.any(a[first_kept:] != 0)
+
+
 def test_explain_html(zebra_clf) -> None:
     html = explain_html(zebra_clf, ["the zebra runs <b>"], ["pos", "other"])
     assert html.startswith("<div") and html.count("<p>") == 2

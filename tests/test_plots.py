@@ -4,7 +4,7 @@ import matplotlib
 matplotlib.use("Agg")  # no display: must work on a headless machine
 
 import io  # noqa: E402
-import warnings  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -27,12 +27,13 @@ def _png(fig: Figure) -> int:
 
 
 @pytest.fixture(scope="module")
-def data() -> um.MultiLabelData:
-    df = pd.read_csv("data/support_tickets.csv").iloc[:160]
+def tickets() -> um.MultiLabelData:
+    df = pd.read_csv(Path(__file__).resolve().parent.parent / "data" / "support_tickets.csv").iloc[:160]
     return um.MultiLabelData.from_df(df, label_col="labels")
 
 
-def test_data_plots(data) -> None:
+def test_data_plots(tickets) -> None:
+    data = tickets
     fig = plot_label_frequency(data)
     assert _png(fig) > 1000
     ax = fig.axes[0]
@@ -77,15 +78,14 @@ def test_loss_plots_from_history_and_stored_batches() -> None:
     assert len(plot_loss(Trained(), per_batch=False).axes) == 1
 
 
-def test_loss_plot_of_a_trained_classifier_and_lr_find_plots(data) -> None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        clf = um.train_classifier(data, arch=TINY, unfreeze=(1, 0), epochs=(1, 1), lrs=(1e-2, 1e-2), bs=32,
-                                  lin_ftrs=(16,), quiet=True, device="cpu")
-    fig = plot_loss(clf)
+def test_loss_plot_of_a_trained_classifier(tiny_clf) -> None:
+    fig = plot_loss(tiny_clf)  # the shared tiny classifier of conftest.py
     assert _png(fig) > 1000
-    assert list(fig.axes[0].lines[0].get_ydata()) == clf.history["train_loss"].tolist()
-    res = lr_find(data, stage="classifier", arch=TINY, num_it=12, bs=32, lin_ftrs=(16,), quiet=True, device="cpu")
+    assert list(fig.axes[0].lines[0].get_ydata()) == tiny_clf.history["train_loss"].tolist()
+
+
+def test_lr_find_classifier_stage(tickets) -> None:
+    res = lr_find(tickets, stage="classifier", arch=TINY, num_it=12, bs=32, lin_ftrs=(16,), quiet=True, device="cpu")
     assert isinstance(res, LRFindResult) and res.stage == "classifier"
     assert 6 <= len(res.lrs) == len(res.losses) <= 12 and np.all(np.diff(res.lrs) > 0)
     assert set(res.suggestions) <= {"valley", "slide", "minimum", "steep"}
@@ -93,13 +93,14 @@ def test_loss_plot_of_a_trained_classifier_and_lr_find_plots(data) -> None:
     assert _png(plot_lr_find(res)) > 1000
 
 
-def test_lr_find_lm_stage(data) -> None:
-    res = lr_find(data, stage="lm", arch=TINY, num_it=6, bs=16, seq_len=24, quiet=True, device="cpu")
+def test_lr_find_lm_stage(tickets) -> None:
+    res = lr_find(tickets, stage="lm", arch=TINY, num_it=6, bs=16, seq_len=24, quiet=True, device="cpu")
     assert res.stage == "lm" and len(res.lrs) == 6 and np.isfinite(res.losses).all()
     assert _png(plot_lr_find(res)) > 1000
 
 
-def test_errors(data) -> None:
+def test_errors(tickets) -> None:
+    data = tickets
     with pytest.raises(TypeError, match="plot_loss expects"):
         plot_loss([0.1, 0.2])
     with pytest.raises(ValueError, match="Nothing to plot"):

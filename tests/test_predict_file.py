@@ -274,7 +274,7 @@ def test_progress_of_another_run_refused(model_dir, inputs, tmp_path, monkeypatc
         _run(model_dir, inputs, out, _warn=False, **change)
 
 
-def test_progress_with_another_model_or_input_refused(model_dir, inputs, tmp_path, clf, monkeypatch):
+def test_progress_with_another_model_or_input_refused(model_dir, inputs, tmp_path):
     out = tmp_path / "o.csv"
     _run(model_dir, inputs, out)
     other = um.load_classifier(model_dir)

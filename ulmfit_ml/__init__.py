@@ -9,18 +9,27 @@ __version__ = "0.1.0"
 from .baseline import TfidfBaseline
 from .classifier import MultiLabelClassifier, train_classifier
 from .config import ARCH_PRESETS, ClassifierConfig, DataConfig, LMConfig
+from .cv import CVResult, cross_validate, kfold_assignments
 from .data import MultiLabelData
 from .explain import explain, explain_html
+from .io import read_table, write_table
 from .lm import LanguageModel, finetune_lm, load_lm, pretrain_lm
 from .metrics import MultiLabelReport, multilabel_report
 from .persist import load_classifier
 from .plots import (LRFindResult, lr_find, plot_f1_vs_threshold, plot_label_frequency, plot_labels_per_text,
                     plot_loss, plot_lr_find, plot_per_label_f1)
 from .predict import PredictFileResult, load_fastai_learner, predict_file
+from .runs import RunDir
 from .thresholds import apply_thresholds, tune_thresholds
 
 __all__ = [
     "__version__",
+    "cross_validate",
+    "CVResult",
+    "kfold_assignments",
+    "read_table",
+    "write_table",
+    "RunDir",
     "MultiLabelData",
     "DataConfig",
     "LMConfig",

@@ -12,15 +12,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .base import MultiLabelPredictorMixin
 from ._train import history_frame, quiet_mode, resolve_device, seed_everything, use_fp16
+from .base import MultiLabelPredictorMixin
 from .config import ClassifierConfig, config_to_dict, merge_config, resolve_arch, scale_dropouts
-from .data import LabelSpec, MultiLabelData, check_columns, parse_label_matrix, tokenize_texts, validate_texts
+from .data import MultiLabelData, tokenize_texts
 from .lm import LanguageModel, load_lm
 from .losses import make_loss
-from .metrics import MultiLabelReport, epoch_metrics, multilabel_report
+from .metrics import epoch_metrics
 from .runs import checkpoint_callback, load_checkpoint, restore_rng_states, resumable_save_model_callback
-from .thresholds import apply_thresholds, check_thresholds, tune_thresholds
+from .thresholds import check_thresholds
 
 __all__ = ["MultiLabelClassifier", "train_classifier", "clas_arch_config", "build_classifier_model"]
 

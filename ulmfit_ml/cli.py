@@ -618,6 +618,7 @@ def cmd_lm(args: argparse.Namespace) -> int:
             run.save_plots(history=lm.history, log=log)
     except BaseException as e:
         run.set_status("interrupted" if isinstance(e, KeyboardInterrupt) else "failed", error=str(e))
+        log.error(f"stopped: {type(e).__name__}: {e}", extra={"file_only": True})
         raise
     run.set_status("done")
     print(f"language model saved to {run.lm_dir}")
@@ -679,7 +680,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if cfgs["run"].thresholds != "none":
             clf.tune_thresholds(strategy=cfgs["run"].thresholds)
         report = clf.report()
-        history = _history(lm, clf)
+        history = _history(None if cfgs["run"].lm else lm, clf)  # a reused LM was trained elsewhere
         if len(history):
             run.write_table("history.csv", history)
         run.write_json("metrics.json", {"valid": report.to_dict(), "thresholds": dict(zip(clf.labels, clf.thresholds)),
@@ -700,7 +701,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise
     except BaseException as e:
         run.set_status("failed", error=str(e))
-        log.error(f"failed: {type(e).__name__}: {e}")
+        log.error(f"failed: {type(e).__name__}: {e}", extra={"file_only": True})  # main() prints the one line
         raise
     run.set_status("done")
     s = report.summary
@@ -910,9 +911,11 @@ def cmd_cv(args: argparse.Namespace) -> int:
             run.save_plots(valid=(res.y, res.oof), log=log)
     except KeyboardInterrupt:
         run.set_status("interrupted")
+        log.info("interrupted (cv runs are not resumable: start it again)")
         raise
     except BaseException as e:
         run.set_status("failed", error=str(e))
+        log.error(f"failed: {type(e).__name__}: {e}", extra={"file_only": True})
         raise
     run.set_status("done")
     for k in ("f1_micro", "f1_macro", "roc_auc_macro"):

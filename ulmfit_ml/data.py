@@ -514,11 +514,11 @@ def _make_split(df: pd.DataFrame, y: np.ndarray, c: DataConfig) -> np.ndarray:
     n_valid = int(round(c.valid_pct * n))
     if n_valid < 1 or n_valid >= n:
         raise ValueError(f"valid_pct={c.valid_pct} of {n} rows leaves no training or no validation row.")
+    rng = np.random.default_rng(c.seed)
+    random_valid = np.zeros(n, dtype=bool)
+    random_valid[rng.permutation(n)[:n_valid]] = True
     if c.split == "random":
-        rng = np.random.default_rng(c.seed)
-        is_valid = np.zeros(n, dtype=bool)
-        is_valid[rng.permutation(n)[:n_valid]] = True
-        return is_valid
+        return random_valid
     from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
 
     mss = MultilabelStratifiedShuffleSplit(n_splits=1, test_size=c.valid_pct, random_state=c.seed)
@@ -528,6 +528,10 @@ def _make_split(df: pd.DataFrame, y: np.ndarray, c: DataConfig) -> np.ndarray:
     _, valid_idx = next(mss.split(np.zeros((n, 1)), strat))
     is_valid = np.zeros(n, dtype=bool)
     is_valid[valid_idx] = True
+    if not 0 < is_valid.sum() < n:  # iterstrat can put every row on one side of a tiny frame
+        warnings.warn(f"Stratified split of {n} rows left no training or no validation row; using a random "
+                      f"split of {n_valid} validation row(s) instead.", UserWarning, stacklevel=3)
+        return random_valid
     return is_valid
 
 

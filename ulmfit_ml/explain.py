@@ -100,7 +100,8 @@ def _attribute(clf: Any, ids: torch.Tensor, label_idx: list[int], method: str, n
                 target = torch.tensor([j for j, _ in chunk], device=logits.device)
                 logits.float().gather(1, target[:, None]).sum().backward()
                 emb = torch.cat([b for b, _ in captured], dim=1)  # (rows, sl, emb)
-                grad = torch.cat([e.grad for _, e in captured], dim=1)
+                # chunks before the last max_len tokens feed no output: no gradient there
+                grad = torch.cat([e.grad if e.grad is not None else torch.zeros_like(e) for _, e in captured], dim=1)
                 contrib = (emb * grad).sum(-1).double().cpu().numpy()  # (rows, sl)
                 for r, (j, _) in enumerate(chunk):
                     out[label_idx.index(j)] += contrib[r] / len(alphas)

@@ -262,7 +262,7 @@ def _lm_learner(data: MultiLabelData, options: dict[str, Any], config: Any) -> t
     from fastai.text.models.awdlstm import AWD_LSTM
 
     from ._train import resolve_device, seed_everything
-    from .config import LMConfig, merge_config
+    from .config import LMConfig, merge_config, scale_dropouts
     from .lm import _load_into, _pretrained_weights, lm_arch_config
 
     cfg = merge_config(LMConfig, config, options)
@@ -272,8 +272,8 @@ def _lm_learner(data: MultiLabelData, options: dict[str, Any], config: Any) -> t
     seed_everything(cfg.seed)
     dls = data.lm_dataloaders(bs=cfg.bs, seq_len=cfg.seq_len, min_freq=cfg.min_freq, max_vocab=cfg.max_vocab,
                               backwards=cfg.backwards, seed=cfg.seed, device=device)
-    learn = language_model_learner(dls, AWD_LSTM, config=dict(arch), drop_mult=cfg.drop_mult, pretrained=False,
-                                   metrics=[accuracy], wd=cfg.wd)
+    learn = language_model_learner(dls, AWD_LSTM, config=scale_dropouts(arch, cfg.drop_mult), drop_mult=1.0,
+                                   pretrained=False, metrics=[accuracy], wd=cfg.wd)
     if start is not None:
         _load_into(learn, *start)
     learn.unfreeze()  # the long, unfrozen LM stage
@@ -281,14 +281,14 @@ def _lm_learner(data: MultiLabelData, options: dict[str, Any], config: Any) -> t
 
 
 def _classifier_learner(data: MultiLabelData, encoder: Any, options: dict[str, Any], config: Any) -> tuple[Any, bool]:
-    # Mirrors train_classifier's Learner (same data, loss, architecture and encoder weights);
-    # kept here because train_classifier builds and trains in one function.
+    # Mirrors train_classifier's Learner (same data, loss, architecture, dropouts and encoder
+    # weights); kept here because train_classifier builds and trains in one function.
     from fastai.text.learner import text_classifier_learner
     from fastai.text.models.awdlstm import AWD_LSTM
 
     from ._train import resolve_device, seed_everything
     from .classifier import _resolve_encoder, _vocab_from_data, clas_arch_config
-    from .config import ClassifierConfig, merge_config, resolve_arch
+    from .config import ClassifierConfig, merge_config, resolve_arch, scale_dropouts
     from .losses import make_loss
 
     arch = options.pop("arch", "cpu")
@@ -304,8 +304,9 @@ def _classifier_learner(data: MultiLabelData, encoder: Any, options: dict[str, A
     dls = data.classifier_dataloaders(vocab, bs=cfg.bs, seq_len=cfg.seq_len, device=device)
     loss = make_loss(cfg.loss, y_train=data.y_train, pos_weight=cfg.pos_weight, cap=cfg.pos_weight_cap,
                      gamma=cfg.focal_gamma, device=device)
-    learn = text_classifier_learner(dls, AWD_LSTM, seq_len=cfg.seq_len, config=clas_arch_config(arch_cfg),
-                                    pretrained=False, drop_mult=cfg.drop_mult, n_out=data.n_labels,
+    learn = text_classifier_learner(dls, AWD_LSTM, seq_len=cfg.seq_len,
+                                    config=scale_dropouts(clas_arch_config(arch_cfg), cfg.drop_mult),
+                                    pretrained=False, drop_mult=1.0, n_out=data.n_labels,
                                     lin_ftrs=list(cfg.lin_ftrs), max_len=cfg.max_len, loss_func=loss, wd=cfg.wd)
     if lm is not None:
         try:

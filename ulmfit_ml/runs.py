@@ -271,7 +271,8 @@ class RunDir:
 
     def logger(self, *, quiet: bool = False, name: str = "ulmfit_ml.run") -> logging.Logger:
         """A logger writing to ``run.log`` (appending, so a resumed run keeps the earlier log)
-        and, unless ``quiet``, to stderr."""
+        and, unless ``quiet``, to stderr (records logged with ``extra={"file_only": True}`` go
+        to the file only)."""
         log = logging.getLogger(f"{name}.{id(self)}")
         log.setLevel(logging.INFO)
         log.propagate = False
@@ -284,6 +285,7 @@ class RunDir:
         if not quiet:
             sh = logging.StreamHandler(sys.stderr)
             sh.setFormatter(logging.Formatter("%(message)s"))
+            sh.addFilter(lambda record: not getattr(record, "file_only", False))  # extra={"file_only": True}
             log.addHandler(sh)
         return log
 
