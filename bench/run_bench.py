@@ -328,7 +328,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         # ---- TF-IDF baselines on the same split
         R["tfidf_recipes"] = {}
-        for plain in ([False, True] if cfg.get("tfidf_plain", False) else [False]):
+        tfidf_runs = ([False, True] if cfg.get("tfidf_plain", False) else [False]) if cfg.get("tfidf", True) else []
+        if not tfidf_runs:
+            R["missing"].append("TF-IDF baseline (tfidf=false: it is CPU-only and deterministic, see the CPU presets)")
+        for plain in tfidf_runs:
             name = "tfidf_plain_sklearn" if plain else "tfidf"
             with stages(f"{name}_baseline"):
                 tp, recipe = tfidf_probs(data, {"heldout": data.valid_texts, **texts_sets}, plain=plain)

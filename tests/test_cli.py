@@ -19,7 +19,7 @@ import ulmfit_ml as um
 from ulmfit_ml.cli import (ConfigError, RunConfig, build_parser, config_sections, load_config_file, main, parse_set,
                            resolve_config)
 from ulmfit_ml.cli import _config_from_args  # the parse -> config step of every training command
-from ulmfit_ml.config import ClassifierConfig, DataConfig, LMConfig
+from ulmfit_ml.config import ClassifierConfig, DataConfig
 from ulmfit_ml.runs import to_toml
 
 from conftest import CUES, make_frame
@@ -369,3 +369,115 @@ def test_lm_refuses_run_lm(tmp_path, capsys):
 def test_pretrain_only_takes_lm_options(tmp_path, capsys):
     assert main(["pretrain", "corpus.txt", "--out", str(tmp_path / "p"), "--set", "classifier.epochs=[1]"]) == 2
     assert "pretrain only uses [lm] options" in capsys.readouterr().err
+
+
+def test_lm_refuses_random_encoder(capsys):
+    assert main(["lm", "--train", "x.csv", "--set", "run.encoder=random"]) == 2
+    assert "needs encoder = \"lm\"" in capsys.readouterr().err
+
+
+def test_data_loading_extra_texts_and_unlabelled_lm_corpus(tmp_path):
+    from ulmfit_ml.cli import _load_data
+
+    make_frame(40, seed=1).to_csv(tmp_path / "train.csv", index=False)
+    pd.DataFrame({"text": ["extra one", "", "extra two"]}).to_parquet(tmp_path / "extra.parquet")
+    pd.DataFrame({"body": ["only texts here", "no labels at all", "a third"]}).to_csv(tmp_path / "raw.tsv", sep="\t",
+                                                                                         index=False)
+    c = resolve_config({"data": {"label_cols": list(CUES)},
+                        "run": {"train": str(tmp_path / "train.csv"), "extra_texts": [str(tmp_path / "extra.parquet")]}})
+    data = _load_data(c)
+    assert len(data.texts) == 40 and data.extra_texts == ["extra one", "extra two"]
+    assert data.labels == list(CUES)
+    # `ulmfit-ml lm` on a file without labels: texts only
+    c = resolve_config({"data": {"text_col": "body"}, "run": {"train": str(tmp_path / "raw.tsv")}})
+    lm_data = _load_data(c, labelled=False)
+    assert lm_data.texts == ["only texts here", "no labels at all", "a third"]
+    c = resolve_config({"data": {"text_col": "missing"}, "run": {"train": str(tmp_path / "raw.tsv")}})
+    with pytest.raises(ValueError, match=r"Missing column\(s\) \['missing'\]"):
+        _load_data(c, labelled=False)
+
+
+# ---------------------------------------------------------------------- remaining error branches
+def test_to_toml_rejects_what_toml_cannot_hold():
+    with pytest.raises(ValueError, match="TOML cannot hold None inside a list"):
+        to_toml({"a": {"x": [1, None]}})
+    with pytest.raises(TypeError, match="Cannot write object"):
+        to_toml({"a": {"x": object()}})
+
+
+def test_section_must_be_a_table(tmp_path):
+    f = tmp_path / "c.json"
+    f.write_text('{"data": 3}', encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"\[data\] must be a section"):
+        load_config_file(f)
+
+
+def test_toml_needs_tomllib_or_tomli(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tomllib", None)
+    monkeypatch.setitem(sys.modules, "tomli", None)
+    f = tmp_path / "c.toml"
+    f.write_text("[data]\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="needs Python 3.11\\+ or the `tomli` package"):
+        load_config_file(f)
+    assert parse_set("lm.lr=[1, 2]") == ("lm", "lr", [1, 2]), "--set falls back to JSON values"
+
+
+def test_run_dir_must_be_a_directory(tmp_path):
+    from ulmfit_ml.runs import RunDir
+
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(FileExistsError, match="is not a directory"):
+        RunDir.create(tmp_path / "file")
+
+
+def _fake_run(tmp_path: Path, command: str, train: Path) -> Path:
+    run = tmp_path / f"run_{command}"
+    run.mkdir()
+    c = resolve_config({"data": {"label_col": "tags"}, "run": {"train": str(train), "out": str(run)}})
+    (run / "config.json").write_text(json.dumps({"command": command, **config_sections(c)}), encoding="utf-8")
+    return run
+
+
+def test_resume_checks_command_and_data(tmp_path, capsys):
+    train = tmp_path / "train.csv"
+    make_frame(30, seed=1).to_csv(train, index=False)
+    assert main(["train", "--resume", str(_fake_run(tmp_path, "lm", train))]) == 2
+    assert "is a `lm` run directory" in capsys.readouterr().err
+    run = _fake_run(tmp_path, "train", train)
+    (run / "data.json").write_text('{"sha256": "0000"}', encoding="utf-8")
+    assert main(["train", "--resume", str(run), "--quiet"]) == 1
+    assert "The training data changed since" in capsys.readouterr().err
+    assert json.loads((run / "status.json").read_text())["status"] == "failed"
+
+
+def test_train_with_a_missing_lm(tmp_path, capsys):
+    train = tmp_path / "train.csv"
+    make_frame(30, seed=1).to_csv(train, index=False)
+    assert main(["train", "--train", str(train), "--label-col", "tags", "--lm", str(tmp_path / "nope"),
+                 "--out", str(tmp_path / "r"), "--quiet"]) == 1
+    assert "No language model at" in capsys.readouterr().err
+
+
+def test_predict_input_and_model_errors(train_run, work, tmp_path, capsys):
+    bad = tmp_path / "nums.jsonl"
+    pd.DataFrame({"id": [1, 2], "text": [5, 6]}).to_json(bad, orient="records", lines=True)
+    assert main(["predict", str(train_run), str(bad), "--out", str(tmp_path / "o.csv"), "--format", "submission",
+                 "--id-col", "id"]) == 1
+    assert "has non-string values" in capsys.readouterr().err
+    assert main(["predict", str(train_run), str(work / "test.csv"), "--out", str(tmp_path / "o.csv"),
+                 "--bs", "0"]) == 2
+    assert "--bs must be >= 1" in capsys.readouterr().err
+    # two "fold" models with different labels cannot be averaged
+    for k in (0, 1):
+        shutil.copytree(train_run / "model", tmp_path / "cv" / "folds" / f"fold{k}" / "model")
+    labels_file = tmp_path / "cv" / "folds" / "fold1" / "model" / "labels.json"
+    labels_file.write_text(json.dumps(["x", "y", "z"]), encoding="utf-8")
+    assert main(["predict", str(tmp_path / "cv"), str(work / "test.csv"), "--out", str(tmp_path / "o.csv"),
+                 "--format", "submission", "--id-col", "id"]) == 1
+    assert "different labels" in capsys.readouterr().err
+
+
+def test_pretrain_refuses_existing_out(tmp_path, capsys):
+    (tmp_path / "p").mkdir()
+    assert main(["pretrain", "corpus.txt", "--out", str(tmp_path / "p")]) == 1
+    assert "already exists" in capsys.readouterr().err

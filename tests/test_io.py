@@ -74,3 +74,15 @@ def test_failed_write_leaves_no_file(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="disk full"):
         write_table(pd.DataFrame({"a": [1]}), tmp_path / "out.csv")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_parquet_without_pyarrow_says_what_to_install(tmp_path, monkeypatch):
+    p = tmp_path / "t.parquet"
+    p.write_bytes(b"PAR1")
+
+    def no_engine(*a, **k):
+        raise ImportError("Unable to find a usable engine")
+
+    monkeypatch.setattr(pd, "read_parquet", no_engine)
+    with pytest.raises(ImportError, match=r"pip install ulmfit_ml\[parquet\]"):
+        read_table(p)

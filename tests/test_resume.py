@@ -193,3 +193,9 @@ def test_cli_train_interrupted_then_resumed(tmp_path, monkeypatch):
     mb = json.loads((run / "metrics.json").read_text())["valid"]["summary"]
     assert ma == pytest.approx(mb, nan_ok=True)
     assert main(["train", "--resume", str(run)]) == 0  # already complete: nothing to do
+
+
+def test_foreign_checkpoint_json_is_refused(tmp_path):
+    (tmp_path / "checkpoint.json").write_text('{"format": 99}')
+    with pytest.raises(ValueError, match="is not a ulmfit_ml checkpoint"):
+        runs.load_checkpoint(tmp_path)

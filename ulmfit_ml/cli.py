@@ -20,14 +20,14 @@ import sys
 import time
 import types
 import typing
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 from .config import ClassifierConfig, DataConfig, LMConfig, config_from_dict, config_to_dict
 
 __all__ = ["main", "build_parser", "RunConfig", "ConfigError", "load_config_file", "resolve_config",
-           "parse_set", "SECTIONS"]
+           "parse_set", "config_sections", "SECTIONS"]
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -600,6 +600,8 @@ def cmd_lm(args: argparse.Namespace) -> int:
     if cfgs["run"].lm:
         raise ConfigError("run.lm is set: `ulmfit-ml lm` fine-tunes a new LM; start it from saved weights with "
                           "lm.pretrained = \"DIR\" instead.")
+    if cfgs["run"].encoder == "random":
+        raise ConfigError("run.encoder = \"random\" means no language model: `ulmfit-ml lm` needs encoder = \"lm\".")
     device = _device_of(cfgs)
     run = RunDir.create(cfgs["run"].out or _default_out("lm"), overwrite=cfgs["run"].overwrite)
     run.write_config(config_sections(cfgs), command="lm")
@@ -688,7 +690,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                                         "train_seconds": clf.meta.get("train_seconds")})
         clf.save(run.model_dir, overwrite=True)
         if cfgs["run"].plots:
-            run.save_plots(history=history, report=report, valid=clf._valid, data=data, log=log)
+            run.save_plots(history=history, report=report, valid=getattr(clf, "_valid", None), data=data, log=log)
         if not cfgs["run"].keep_checkpoints:
             import shutil
 

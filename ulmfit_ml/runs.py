@@ -242,12 +242,13 @@ class RunDir:
         return write_json_atomic(self.path / name, obj)
 
     def read_json(self, name: str) -> Any:
+        """The JSON file ``<run>/<name>``."""
         return json.loads((self.path / name).read_text(encoding="utf-8"))
 
     def write_config(self, sections: dict[str, dict[str, Any]], *, command: str) -> None:
         """The resolved configuration as ``config.toml`` (for people) and ``config.json`` (exact)."""
         header = (f"Resolved configuration of `ulmfit-ml {command}` ({time.strftime('%Y-%m-%d %H:%M:%S')}).\n"
-                  f"Rerun: ulmfit-ml {command} --config {self.config_toml}")
+                  f"Rerun: ulmfit-ml {command} --config {self.config_toml} --out NEW_RUN_DIR")
         _write_text_atomic(self.config_toml, to_toml(sections, header=header))
         self.write_json("config.json", {"command": command, **sections})
 
