@@ -24,7 +24,7 @@ def smoke(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
     dev = DATA / "dev.tsv"
     proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--preset", "smoke", "--max-rows", "200", "--out", str(out),
+        [sys.executable, str(SCRIPT), "--preset", "smoke", "--max-rows", "120", "--out", str(out),
          "--eval-file", str(dev), "--threads", "2", "--note", "CI smoke"],
         capture_output=True, text=True, timeout=300, cwd=REPO)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -49,7 +49,7 @@ def test_every_model_reports_dev_and_eval_file_at_05_and_tuned(smoke):
 
 def test_side_by_side_sections(smoke):
     _, r, _ = smoke
-    assert r["data"]["n_train_file"] == 200 and r["data"]["n_heldout"] > 0
+    assert r["data"]["n_train_file"] == 120 and r["data"]["n_heldout"] > 0
     for k in ("lm", "classifier"):
         t = r["throughput"][k]
         assert t["ulmfit_ml_tokens_per_s"]["median"] > 0 and t["plain_loop_tokens_per_s"]["median"] > 0

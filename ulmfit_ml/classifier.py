@@ -22,7 +22,8 @@ from .metrics import epoch_metrics
 from .runs import checkpoint_callback, load_checkpoint, restore_rng_states, resumable_save_model_callback
 from .thresholds import check_thresholds
 
-__all__ = ["MultiLabelClassifier", "train_classifier", "clas_arch_config", "build_classifier_model"]
+__all__ = ["MultiLabelClassifier", "train_classifier", "build_classifier_learner", "clas_arch_config",
+           "build_classifier_model"]
 
 
 def clas_arch_config(arch: dict[str, Any] | str) -> dict[str, Any]:
@@ -64,6 +65,7 @@ class MultiLabelClassifier(MultiLabelPredictorMixin):
         self.history = history if history is not None else pd.DataFrame()
         self.learner = learner
         self._valid = valid_data  # (y_true, probs) of the validation split, for tune_thresholds
+        self.batch_losses = np.zeros(0, dtype=np.float32)  # per-batch training losses (set by train_classifier)
         self._o2i = {t: i for i, t in enumerate(self.vocab)}
 
     # ------------------------------------------------------------------ inference
@@ -205,6 +207,43 @@ def _restore_checkpoint(learn: Any, ckpt: dict[str, Any], *, with_opt: bool) -> 
     restore_rng_states(learn, ckpt)
 
 
+def build_classifier_learner(data: MultiLabelData, encoder: LanguageModel | str | Path | None, cfg: ClassifierConfig, *,
+                             arch: str | dict[str, Any] = "cpu", device: torch.device | None = None,
+                             metrics: list | None = None, path: Path | None = None
+                             ) -> tuple[Any, LanguageModel | None, list[str], dict[str, Any]]:
+    """The fastai classifier ``Learner`` of :func:`train_classifier` (also used by ``lr_find``).
+
+    Returns ``(learn, lm, vocab, arch)``: the learner with the encoder weights loaded (not
+    yet frozen), the resolved language model (or ``None``), its vocab and AWD-LSTM sizes.
+    """
+    from fastai.text.learner import text_classifier_learner
+    from fastai.text.models.awdlstm import AWD_LSTM
+
+    device = resolve_device(cfg.device) if device is None else device
+    lm = _resolve_encoder(encoder)
+    if lm is not None:
+        vocab, arch_cfg = lm.vocab, lm.arch
+    else:
+        arch_cfg = resolve_arch(arch)
+        vocab = _vocab_from_data(data, 2, 30000)
+    seed_everything(cfg.seed)
+    dls = data.classifier_dataloaders(vocab, bs=cfg.bs, seq_len=cfg.seq_len, device=device)
+    loss = make_loss(cfg.loss, y_train=data.y_train, pos_weight=cfg.pos_weight, cap=cfg.pos_weight_cap,
+                     gamma=cfg.focal_gamma, device=device)
+    kw = {"path": path} if path is not None else {}
+    learn = text_classifier_learner(dls, AWD_LSTM, seq_len=cfg.seq_len,
+                                    config=scale_dropouts(clas_arch_config(arch_cfg), cfg.drop_mult),
+                                    pretrained=False, drop_mult=1.0, n_out=data.n_labels,
+                                    lin_ftrs=list(cfg.lin_ftrs), max_len=cfg.max_len, loss_func=loss,
+                                    metrics=metrics or [], wd=cfg.wd, **kw)
+    if lm is not None:
+        try:
+            learn.model[0].module.load_state_dict(lm.encoder_state_dict)
+        except RuntimeError as e:
+            raise ValueError(f"The encoder's weights do not fit the classifier: {e}") from e
+    return learn, lm, list(vocab), arch_cfg
+
+
 def train_classifier(data: MultiLabelData, *, encoder: LanguageModel | str | Path | None = None,
                      config: ClassifierConfig | None = None, arch: str | dict[str, Any] = "cpu",
                      checkpoint_dir: str | Path | None = None, resume: bool = False,
@@ -233,37 +272,15 @@ def train_classifier(data: MultiLabelData, *, encoder: LanguageModel | str | Pat
         ValueError: ``resume`` without ``checkpoint_dir``, or a checkpoint made with another
             config or other data.
     """
-    from fastai.text.learner import text_classifier_learner
-    from fastai.text.models.awdlstm import AWD_LSTM
-
     if not isinstance(data, MultiLabelData):
         raise TypeError(f"train_classifier expects a MultiLabelData, got {type(data).__name__}.")
     cfg = merge_config(ClassifierConfig, config, options)
     device = resolve_device(cfg.device)
     ckpt, ckpt_info = _open_checkpoint(data, cfg, checkpoint_dir, resume)
-    lm = _resolve_encoder(encoder)
-    if lm is not None:
-        vocab, arch_cfg = lm.vocab, lm.arch
-    else:
-        arch_cfg = resolve_arch(arch)
-        vocab = _vocab_from_data(data, 2, 30000)
-    seed_everything(cfg.seed)
-    dls = data.classifier_dataloaders(vocab, bs=cfg.bs, seq_len=cfg.seq_len, device=device)
-    loss = make_loss(cfg.loss, y_train=data.y_train, pos_weight=cfg.pos_weight, cap=cfg.pos_weight_cap,
-                     gamma=cfg.focal_gamma, device=device)
-    metrics = epoch_metrics()
-    workdir = Path(tempfile.mkdtemp(prefix="ulmfit_ml_"))
-    learn = text_classifier_learner(dls, AWD_LSTM, seq_len=cfg.seq_len,
-                                    config=scale_dropouts(clas_arch_config(arch_cfg), cfg.drop_mult),
-                                    pretrained=False, drop_mult=1.0, n_out=data.n_labels,
-                                    lin_ftrs=list(cfg.lin_ftrs), max_len=cfg.max_len, loss_func=loss,
-                                    metrics=metrics, wd=cfg.wd,
-                                    path=Path(checkpoint_dir) if checkpoint_dir is not None else workdir)
-    if lm is not None:
-        try:
-            learn.model[0].module.load_state_dict(lm.encoder_state_dict)
-        except RuntimeError as e:
-            raise ValueError(f"The encoder's weights do not fit the classifier: {e}") from e
+    learn, lm, vocab, arch_cfg = build_classifier_learner(
+        data, encoder, cfg, arch=arch, device=device, metrics=epoch_metrics(),
+        path=Path(checkpoint_dir) if checkpoint_dir is not None else Path(tempfile.mkdtemp(prefix="ulmfit_ml_")))
+    dls = learn.dls
     if use_fp16(cfg.fp16, device):
         learn = learn.to_fp16()
     learn.freeze()
@@ -272,6 +289,7 @@ def train_classifier(data: MultiLabelData, *, encoder: LanguageModel | str | Pat
     t0 = time.perf_counter()
     n_stages = len(cfg.unfreeze)
     restored = False
+    batch_losses: list[float] = []  # fastai's recorder forgets them at the next fit / get_preds
     with quiet_mode(learn, cfg.quiet):
         for i, (k, ep, lr) in enumerate(zip(cfg.unfreeze, cfg.epochs, cfg.lrs)):
             if k == 0:
@@ -307,6 +325,7 @@ def train_classifier(data: MultiLabelData, *, encoder: LanguageModel | str | Pat
                 cbs.append(checkpoint_callback(checkpoint_dir, stage=i, start_epoch=start, info=info,
                                                resume_state=ckpt["tensors"] if start > 0 else None))
             learn.fit_one_cycle(ep, lr_arg, moms=cfg.moms, cbs=cbs, start_epoch=start)
+            batch_losses += [float(v) for v in learn.recorder.losses]
             hist.append(_stage_history(learn, name, epoch + start))
             hist = [f for f in hist if len(f)]
             epoch += ep
@@ -326,5 +345,7 @@ def train_classifier(data: MultiLabelData, *, encoder: LanguageModel | str | Pat
         "config": config_to_dict(cfg), "train_seconds": seconds,
         "encoder": "language_model" if lm is not None else "random",
     }
-    return MultiLabelClassifier(learn.model, vocab, data.labels, meta=meta, history=history, learner=learn,
-                                valid_data=(targs.numpy().astype(np.float32), probs.float().numpy()))
+    clf = MultiLabelClassifier(learn.model, vocab, data.labels, meta=meta, history=history, learner=learn,
+                               valid_data=(targs.numpy().astype(np.float32), probs.float().numpy()))
+    clf.batch_losses = np.asarray(batch_losses, dtype=np.float32)
+    return clf

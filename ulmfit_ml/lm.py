@@ -21,7 +21,7 @@ from ._train import history_frame, quiet_mode, resolve_device, seed_everything, 
 from .config import LMConfig, config_to_dict, merge_config, resolve_arch, scale_dropouts
 from .data import MultiLabelData, lm_dataloaders_from_tokens, tokenize_texts
 
-__all__ = ["LanguageModel", "finetune_lm", "pretrain_lm", "load_lm", "lm_arch_config"]
+__all__ = ["LanguageModel", "finetune_lm", "pretrain_lm", "load_lm", "lm_arch_config", "build_lm_learner"]
 
 
 def lm_arch_config(arch: str | dict[str, Any]) -> dict[str, Any]:
@@ -56,6 +56,7 @@ class LanguageModel:
         self.metrics = dict(metrics or {})
         self.config = dict(config or {})
         self.learner = learner
+        self.batch_losses = np.zeros(0, dtype=np.float32)  # per-batch training losses (set by training)
 
     @property
     def encoder_state_dict(self) -> dict[str, torch.Tensor]:
@@ -176,30 +177,43 @@ def _load_into(learn: Any, wgts: dict[str, torch.Tensor], old_vocab: list[str]) 
 
 
 # ---------------------------------------------------------------------- training
-def _fit_lm(dls: Any, cfg: LMConfig, *, start: tuple[dict[str, torch.Tensor], list[str]] | None,
-            device: torch.device) -> LanguageModel:
-    from fastai.metrics import Perplexity, accuracy
+def build_lm_learner(dls: Any, cfg: LMConfig, *, start: tuple[dict[str, torch.Tensor], list[str]] | None = None,
+                     metrics: list | None = None) -> Any:
+    """fastai's ``language_model_learner`` for AWD-LSTM of size ``cfg.arch``, starting from
+    ``start`` weights (re-mapped to this vocab) when given. Used by training and ``lr_find``."""
     from fastai.text.learner import language_model_learner
     from fastai.text.models.awdlstm import AWD_LSTM
 
     arch = lm_arch_config(cfg.arch)
-    learn = language_model_learner(dls, AWD_LSTM, config=scale_dropouts(arch, cfg.drop_mult), drop_mult=1.0, pretrained=False,
-                                   metrics=[accuracy, Perplexity()], wd=cfg.wd)
+    learn = language_model_learner(dls, AWD_LSTM, config=scale_dropouts(arch, cfg.drop_mult), drop_mult=1.0,
+                                   pretrained=False, metrics=metrics or [], wd=cfg.wd)
     if start is not None:
         _load_into(learn, *start)
+    return learn
+
+
+def _fit_lm(dls: Any, cfg: LMConfig, *, start: tuple[dict[str, torch.Tensor], list[str]] | None,
+            device: torch.device) -> LanguageModel:
+    from fastai.metrics import Perplexity, accuracy
+
+    arch = lm_arch_config(cfg.arch)
+    learn = build_lm_learner(dls, cfg, start=start, metrics=[accuracy, Perplexity()])
     if use_fp16(cfg.fp16, device):
         learn = learn.to_fp16()
     frozen = cfg.frozen_epochs if cfg.frozen_epochs is not None else (1 if start is not None else 0)
     hist = []
+    batch_losses: list[float] = []
     t0 = time.perf_counter()
     with quiet_mode(learn, cfg.quiet):
         if frozen:
             learn.freeze()
             learn.fit_one_cycle(frozen, cfg.lr * 10, moms=cfg.moms)
+            batch_losses += [float(v) for v in learn.recorder.losses]
             hist.append(history_frame(learn, "frozen"))
         learn.unfreeze()
         if cfg.epochs:
             learn.fit_one_cycle(cfg.epochs, cfg.lr, moms=cfg.moms)
+            batch_losses += [float(v) for v in learn.recorder.losses]
             hist.append(history_frame(learn, "unfrozen", start_epoch=frozen))
     seconds = time.perf_counter() - t0
     history = pd.concat(hist, ignore_index=True) if hist else pd.DataFrame()
@@ -211,8 +225,10 @@ def _fit_lm(dls: Any, cfg: LMConfig, *, start: tuple[dict[str, torch.Tensor], li
     state = {k: v.detach().float().cpu().clone() for k, v in learn.model.state_dict().items()}
     vocab = list(dls.vocab)
     learn.model.float()
-    return LanguageModel(vocab, arch, state, backwards=cfg.backwards, history=history, metrics=metrics,
-                         config=config_to_dict(cfg), learner=learn)
+    lm = LanguageModel(vocab, arch, state, backwards=cfg.backwards, history=history, metrics=metrics,
+                       config=config_to_dict(cfg), learner=learn)
+    lm.batch_losses = np.asarray(batch_losses, dtype=np.float32)
+    return lm
 
 
 def finetune_lm(data: MultiLabelData, *, config: LMConfig | None = None, **options: Any) -> LanguageModel:

@@ -258,61 +258,29 @@ def plot_lr_find(result: LRFindResult | Any, *, skip_end: int = 5) -> Figure:
 
 def _lm_learner(data: MultiLabelData, options: dict[str, Any], config: Any) -> tuple[Any, bool]:
     from fastai.metrics import accuracy
-    from fastai.text.learner import language_model_learner
-    from fastai.text.models.awdlstm import AWD_LSTM
 
     from ._train import resolve_device, seed_everything
-    from .config import LMConfig, merge_config, scale_dropouts
-    from .lm import _load_into, _pretrained_weights, lm_arch_config
+    from .config import LMConfig, merge_config
+    from .lm import _pretrained_weights, build_lm_learner, lm_arch_config
 
     cfg = merge_config(LMConfig, config, options)
     device = resolve_device(cfg.device)
-    arch = lm_arch_config(cfg.arch)
-    start = _pretrained_weights(cfg.pretrained, arch, cfg.backwards)
+    start = _pretrained_weights(cfg.pretrained, lm_arch_config(cfg.arch), cfg.backwards)
     seed_everything(cfg.seed)
     dls = data.lm_dataloaders(bs=cfg.bs, seq_len=cfg.seq_len, min_freq=cfg.min_freq, max_vocab=cfg.max_vocab,
                               backwards=cfg.backwards, seed=cfg.seed, device=device)
-    learn = language_model_learner(dls, AWD_LSTM, config=scale_dropouts(arch, cfg.drop_mult), drop_mult=1.0,
-                                   pretrained=False, metrics=[accuracy], wd=cfg.wd)
-    if start is not None:
-        _load_into(learn, *start)
+    learn = build_lm_learner(dls, cfg, start=start, metrics=[accuracy])
     learn.unfreeze()  # the long, unfrozen LM stage
     return learn, cfg.quiet
 
 
 def _classifier_learner(data: MultiLabelData, encoder: Any, options: dict[str, Any], config: Any) -> tuple[Any, bool]:
-    # Mirrors train_classifier's Learner (same data, loss, architecture, dropouts and encoder
-    # weights); kept here because train_classifier builds and trains in one function.
-    from fastai.text.learner import text_classifier_learner
-    from fastai.text.models.awdlstm import AWD_LSTM
-
-    from ._train import resolve_device, seed_everything
-    from .classifier import _resolve_encoder, _vocab_from_data, clas_arch_config
-    from .config import ClassifierConfig, merge_config, resolve_arch, scale_dropouts
-    from .losses import make_loss
+    from .classifier import build_classifier_learner
+    from .config import ClassifierConfig, merge_config
 
     arch = options.pop("arch", "cpu")
     cfg = merge_config(ClassifierConfig, config, options)
-    device = resolve_device(cfg.device)
-    lm = _resolve_encoder(encoder)
-    if lm is not None:
-        vocab, arch_cfg = lm.vocab, lm.arch
-    else:
-        arch_cfg = resolve_arch(arch)
-        vocab = _vocab_from_data(data, 2, 30000)
-    seed_everything(cfg.seed)
-    dls = data.classifier_dataloaders(vocab, bs=cfg.bs, seq_len=cfg.seq_len, device=device)
-    loss = make_loss(cfg.loss, y_train=data.y_train, pos_weight=cfg.pos_weight, cap=cfg.pos_weight_cap,
-                     gamma=cfg.focal_gamma, device=device)
-    learn = text_classifier_learner(dls, AWD_LSTM, seq_len=cfg.seq_len,
-                                    config=scale_dropouts(clas_arch_config(arch_cfg), cfg.drop_mult),
-                                    pretrained=False, drop_mult=1.0, n_out=data.n_labels,
-                                    lin_ftrs=list(cfg.lin_ftrs), max_len=cfg.max_len, loss_func=loss, wd=cfg.wd)
-    if lm is not None:
-        try:
-            learn.model[0].module.load_state_dict(lm.encoder_state_dict)
-        except RuntimeError as e:
-            raise ValueError(f"The encoder's weights do not fit the classifier: {e}") from e
+    learn = build_classifier_learner(data, encoder, cfg, arch=arch)[0]
     k = cfg.unfreeze[0]  # the first gradual-unfreezing stage
     if k == 0:
         learn.unfreeze()
