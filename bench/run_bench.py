@@ -459,6 +459,47 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return R
 
 
+def run_speed(args: argparse.Namespace) -> dict[str, Any]:
+    """``--speed-only``: the throughput A/B, CPU inference and padding share with *untrained*
+    models of the preset's size (speed does not depend on the weights), in minutes."""
+    cfg = _parse_set(args.set or [], PRESETS[args.preset])
+    device = torch.device(args.device) if args.device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    stages = Stages(device)
+    R: dict[str, Any] = {"preset": args.preset, "mode": "speed-only (untrained models of the preset's size)",
+                         "config": cfg, "machine": _machine(device, args.note), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+                         "stages_s": stages.times, "peak_rss_mb_after_stage": stages.rss, "missing": ["quality figures (speed-only run)"]}
+    t0 = _now()
+    data_dir = Path(args.data_dir)
+    names = [ln.strip() for ln in (data_dir / "labels.txt").read_text().splitlines() if ln.strip()]
+    train_df = read_goemotions(data_dir / "train.tsv", names)
+    dev_df = read_goemotions(data_dir / "dev.tsv", names)
+    cache = load_cache(Path(args.token_cache) if args.token_cache else WORK / "tokens.json.gz")
+    with use_cache(cache):
+        data = um.MultiLabelData.from_df(train_df, label_col="labels", label_delim=",", labels=names,
+                                         split="stratified", valid_pct=cfg["heldout_pct"], seed=42)
+        lm_opts = dict(cfg.get("lm", {}), epochs=0, frozen_epochs=0)
+        with stages("build_untrained"):
+            lm = um.finetune_lm(data, arch=cfg["arch"], quiet=True, device=str(device), **lm_opts)
+            clf_opts = dict(cfg.get("clf", {}))
+            clf_opts["epochs"] = [0] * len(clf_opts.get("unfreeze", [0]))
+            clf = um.train_classifier(data, encoder=lm, quiet=True, device=str(device), **clf_opts)
+        with stages("inference_cpu"):
+            R["inference_cpu"] = _inference(clf, list(dev_df.text), device)
+        with stages("throughput_ab"):
+            from throughput import compare_training_throughput
+            tp = cfg.get("throughput", {})
+            R["throughput"] = {"lm": compare_training_throughput(lm.learner, **tp),
+                               "classifier": compare_training_throughput(clf.learner, pad_idx=1, **tp)}
+    for k, v in R["throughput"].items():
+        print(f"[bench] throughput {k}: ulmfit_ml {v['ulmfit_ml_tokens_per_s']['median']:.0f} tok/s, plain "
+              f"{v['plain_loop_tokens_per_s']['median']:.0f} tok/s, ratio {v['ratio_of_medians']:.3f}", flush=True)
+    R["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    R["total_seconds"] = round(_now() - t0, 1)
+    R["machine"]["load_avg_end"] = list(os.getloadavg())
+    R["partial"] = False
+    return R
+
+
 def _inference(clf: um.MultiLabelClassifier, texts: list[str], device: torch.device) -> dict[str, Any]:
     """``predict_proba`` texts/s on CPU with bs=512: end to end (spaCy tokenisation included,
     where spaCy is installed) and from cached tokens (numericalise + model)."""
@@ -598,6 +639,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--token-cache", default=None, help="gzipped JSON token cache (default bench/_work/tokens.json.gz)")
     p.add_argument("--pretrained-cache", default=None, help="folder of reusable pretrained LMs (default bench/_work/pretrained)")
     p.add_argument("--tokenize-only", action="store_true", help="only build the token cache (run where spaCy is installed)")
+    p.add_argument("--speed-only", action="store_true", help="only the throughput A/B + CPU inference, untrained models")
     p.add_argument("--no-throughput", action="store_true", help="skip the ulmfit_ml vs plain-loop throughput A/B")
     p.add_argument("--pad-batches", type=int, default=0, help="classifier batches inspected for the padding share (0: all)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
@@ -617,7 +659,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.threads:
         torch.set_num_threads(args.threads)
-    R = run(args)
+    R = run_speed(args) if args.speed_only else run(args)
     if args.tokenize_only:
         print(f"[bench] token cache: {R['tokenize']}")
         return 0
