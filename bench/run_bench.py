@@ -407,7 +407,28 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 R["padding"][split_name] = {"real_token_share": round(real / max(tot, 1), 4), "batches": nb}
         print(f"[bench] real-token share: {R['padding']}", flush=True)
 
-        # ---- ablations (the ULMFiT paper's claims)
+        # ---- inference on CPU, large batches
+        with stages("inference_cpu"):
+            R["inference_cpu"] = _inference(clf, texts_sets["dev"], device)
+
+        # ---- training throughput: ulmfit_ml vs plain loop (last: it keeps training the models)
+        tp_cfg = cfg.get("throughput", {})
+        if not args.no_throughput:
+            with stages("throughput_ab"):
+                from throughput import compare_training_throughput
+                clf.to(device)
+                R["throughput"] = {
+                    "lm": compare_training_throughput(lms[False].learner, **tp_cfg),
+                    "classifier": compare_training_throughput(clf.learner, pad_idx=1, **tp_cfg),
+                }
+            for k, v in R["throughput"].items():
+                print(f"[bench] throughput {k}: ulmfit_ml {v['ulmfit_ml_tokens_per_s']['median']:.0f} tok/s, plain "
+                      f"{v['plain_loop_tokens_per_s']['median']:.0f} tok/s, ratio {v['ratio_of_medians']:.3f}", flush=True)
+        else:
+            R["missing"].append("throughput A/B (--no-throughput)")
+
+        # ---- ablations (the ULMFiT paper's claims); last: the longest optional part.
+        # (throughput changed lms[False].learner's weights, not lms[False].state_dict used here)
         if cfg.get("ablations"):
             R["ablations"] = {}
             base_clf = dict(cfg.get("clf", {}))
@@ -433,25 +454,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             R["ablations"]["reference_finetuned_gradual"] = {"dev": m}
             R["ablations"]["thresholds_tuned_vs_0.5"] = {"at_0.5": m["at_0.5"]["f1_macro"], "tuned": m["tuned"]["f1_macro"]}
 
-        # ---- inference on CPU, large batches
-        with stages("inference_cpu"):
-            R["inference_cpu"] = _inference(clf, texts_sets["dev"], device)
-
-        # ---- training throughput: ulmfit_ml vs plain loop (last: it keeps training the models)
-        tp_cfg = cfg.get("throughput", {})
-        if not args.no_throughput:
-            with stages("throughput_ab"):
-                from throughput import compare_training_throughput
-                clf.to(device)
-                R["throughput"] = {
-                    "lm": compare_training_throughput(lms[False].learner, **tp_cfg),
-                    "classifier": compare_training_throughput(clf.learner, pad_idx=1, **tp_cfg),
-                }
-            for k, v in R["throughput"].items():
-                print(f"[bench] throughput {k}: ulmfit_ml {v['ulmfit_ml_tokens_per_s']['median']:.0f} tok/s, plain "
-                      f"{v['plain_loop_tokens_per_s']['median']:.0f} tok/s, ratio {v['ratio_of_medians']:.3f}", flush=True)
-        else:
-            R["missing"].append("throughput A/B (--no-throughput)")
     R["peak_rss_mb"] = round(peak_rss_mb(), 1)
     R["total_seconds"] = round(_now() - t_start, 1)
     R["machine"]["load_avg_end"] = list(os.getloadavg())
@@ -460,7 +462,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_speed(args: argparse.Namespace) -> dict[str, Any]:
-    """``--speed-only``: the throughput A/B, CPU inference and padding share with *untrained*
+    """``--speed-only``: the throughput A/B and CPU inference with *untrained*
     models of the preset's size (speed does not depend on the weights), in minutes."""
     cfg = _parse_set(args.set or [], PRESETS[args.preset])
     device = torch.device(args.device) if args.device else torch.device("cuda" if torch.cuda.is_available() else "cpu")

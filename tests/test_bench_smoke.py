@@ -25,7 +25,7 @@ def smoke(tmp_path_factory):
     dev = DATA / "dev.tsv"
     proc = subprocess.run(
         [sys.executable, str(SCRIPT), "--preset", "smoke", "--max-rows", "120", "--out", str(out),
-         "--eval-file", str(dev), "--threads", "2", "--note", "CI smoke"],
+         "--eval-file", str(dev), "--threads", "1", "--note", "CI smoke"],
         capture_output=True, text=True, timeout=300, cwd=REPO)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return out, json.loads((out / "results.json").read_text())["smoke"], proc.stdout

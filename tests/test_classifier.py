@@ -170,3 +170,23 @@ def test_device_and_option_errors(data, tiny_lm):
         um.train_classifier(data, encoder=123)
     with pytest.raises(ValueError, match="loss must be"):
         ClassifierConfig(loss="hinge")
+
+
+def test_backward_language_model_encoder_reads_reversed_texts(data, tmp_path):
+    bwd = um.finetune_lm(data, arch=TINY, epochs=1, bs=32, seq_len=20, backwards=True, quiet=True)
+    assert bwd.backwards
+    clf = um.train_classifier(data, encoder=bwd, **dict(FAST_CLF, epochs=(1, 2)))
+    assert clf.meta["backwards"] is True
+    # fastai's validation predictions (reversed by the DataBlock) == our inference path (reversed ids)
+    np.testing.assert_allclose(clf.predict_proba(data.valid_texts), clf._valid[1], atol=1e-5)
+    forward_view = clf.meta.copy()
+    clf.meta["backwards"] = False  # reading the texts the wrong way round gives other probabilities
+    assert np.abs(clf.predict_proba(data.valid_texts[:20]) - clf._valid[1][:20]).max() > 1e-3
+    clf.meta = forward_view
+    clf2 = um.load_classifier(clf.save(tmp_path / "bwd"))
+    assert clf2.meta["backwards"] is True
+    np.testing.assert_allclose(clf2.predict_proba(data.valid_texts[:20]), clf._valid[1][:20], atol=1e-5)
+    from ulmfit_ml.data import tokenize_texts
+
+    ex = clf2.explain(data.valid_texts[:1], labels=["joy"])
+    assert list(ex["token"]) == tokenize_texts(data.valid_texts[:1])[0]  # attributions back in text order

@@ -80,7 +80,10 @@ class MultiLabelClassifier(MultiLabelPredictorMixin):
 
     def _numericalize(self, tokens: list[list[str]]) -> list[torch.Tensor]:
         o2i = self._o2i
-        return [torch.tensor([o2i.get(t, 0) for t in toks] or [0], dtype=torch.long) for toks in tokens]
+        ids = [torch.tensor([o2i.get(t, 0) for t in toks] or [0], dtype=torch.long) for toks in tokens]
+        if self.meta.get("backwards"):  # trained on reversed texts (fastai's reverse_text)
+            ids = [x.flip(0) for x in ids]
+        return ids
 
     @torch.no_grad()
     def predict_logits(self, texts: Sequence[str], *, bs: int = 128) -> np.ndarray:
@@ -227,7 +230,8 @@ def build_classifier_learner(data: MultiLabelData, encoder: LanguageModel | str 
         arch_cfg = resolve_arch(arch)
         vocab = _vocab_from_data(data, 2, 30000)
     seed_everything(cfg.seed)
-    dls = data.classifier_dataloaders(vocab, bs=cfg.bs, seq_len=cfg.seq_len, device=device)
+    backwards = bool(lm.backwards) if lm is not None else False  # a backward LM's encoder reads reversed texts
+    dls = data.classifier_dataloaders(vocab, bs=cfg.bs, seq_len=cfg.seq_len, device=device, backwards=backwards)
     loss = make_loss(cfg.loss, y_train=data.y_train, pos_weight=cfg.pos_weight, cap=cfg.pos_weight_cap,
                      gamma=cfg.focal_gamma, device=device)
     kw = {"path": path} if path is not None else {}
@@ -344,6 +348,7 @@ def train_classifier(data: MultiLabelData, *, encoder: LanguageModel | str | Pat
         "text_col": data.text_col, "label_spec": data.spec.to_dict(),
         "config": config_to_dict(cfg), "train_seconds": seconds,
         "encoder": "language_model" if lm is not None else "random",
+        "backwards": bool(lm.backwards) if lm is not None else False,
     }
     clf = MultiLabelClassifier(learn.model, vocab, data.labels, meta=meta, history=history, learner=learn,
                                valid_data=(targs.numpy().astype(np.float32), probs.float().numpy()))

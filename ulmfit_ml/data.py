@@ -475,10 +475,10 @@ class MultiLabelData:
                                           seed=self.config.seed if seed is None else seed, device=device)
 
     def classifier_dataloaders(self, vocab: Sequence[str], *, bs: int = 64, seq_len: int = 72, device: Any = None,
-                               shuffle_seed: int | None = None):
+                               backwards: bool = False, shuffle_seed: int | None = None):
         """fastai ``DataLoaders`` for the classifier: length-sorted padded batches (``SortedDL``),
         float multi-hot targets (``MultiCategoryBlock(encoded=True)``), the validation split
-        of this object."""
+        of this object. ``backwards`` reverses every text (for a backward language model's encoder)."""
         from fastai.data.block import DataBlock, MultiCategoryBlock
         from fastai.data.transforms import ColReader, ColSplitter
         from fastai.text.data import TextBlock
@@ -488,7 +488,7 @@ class MultiLabelData:
         frame = pd.DataFrame({"text": list(self.tokens), "text_length": [len(t) for t in self.tokens],
                               "_y": list(self.y), "_is_valid": self.is_valid})
         dblock = DataBlock(
-            blocks=(TextBlock(_pretokenized_tfm(), vocab=list(vocab), seq_len=seq_len),
+            blocks=(TextBlock(_pretokenized_tfm(), vocab=list(vocab), seq_len=seq_len, backwards=backwards),
                     MultiCategoryBlock(encoded=True, vocab=list(self.labels))),
             get_x=ColReader("text"), get_y=ColReader("_y"), splitter=ColSplitter("_is_valid"))
         return dblock.dataloaders(frame, bs=bs, seq_len=seq_len, device=device, num_workers=0)

@@ -151,6 +151,8 @@ def explain(clf: Any, texts: Sequence[str], labels: str | Sequence[str] | None =
         if not lab_idx:
             continue
         attr = _attribute(clf, x, lab_idx, method, n_steps)
+        if clf.meta.get("backwards"):  # the ids were reversed for a backward model: back to text order
+            attr = attr[:, ::-1]
         toks = toks or ["xxunk"]  # _numericalize gives an empty text one unknown token
         for r, j in enumerate(lab_idx):
             parts.append(pd.DataFrame({"text_id": i, "label": clf.labels[j], "position": np.arange(len(toks)),
