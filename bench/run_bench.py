@@ -169,27 +169,6 @@ def score(name: str, results: dict[str, Any], sets: dict[str, tuple[np.ndarray, 
               f"micro-F1 {dev['tuned']['f1_micro']:.4f}; macro AUC {dev['tuned']['roc_auc_macro']:.4f}", flush=True)
 
 
-def probs_from_tokens(clf: um.MultiLabelClassifier, tokens: Sequence[Sequence[str]], *, bs: int = 256) -> np.ndarray:
-    """``predict_proba`` on already-tokenised texts (the backward model needs reversed tokens,
-    which ``predict_proba`` cannot be given); same sorting/padding as ``predict_logits``."""
-    from fastai.text.data import pad_input_chunk
-
-    ids = clf._numericalize([list(t) for t in tokens])
-    order = np.argsort([-len(x) for x in ids], kind="stable")
-    out = np.zeros((len(ids), len(clf.labels)), dtype=np.float32)
-    model, dev, seq_len = clf.model, clf.device, int(clf.meta["seq_len"])
-    was = model.training
-    model.eval()
-    with torch.no_grad():
-        for s in range(0, len(ids), bs):
-            idx = order[s:s + bs]
-            batch = pad_input_chunk([(ids[i],) for i in idx], pad_idx=1, pad_first=True, seq_len=seq_len)
-            x = torch.stack([b[0] for b in batch]).to(dev)
-            out[idx] = torch.sigmoid(model(x)[0].float()).cpu().numpy()
-    model.train(was)
-    return out
-
-
 # ---------------------------------------------------------------------- TF-IDF baseline
 def tfidf_probs(data: um.MultiLabelData, texts_by_set: dict[str, list[str]], *, plain: bool = False
                 ) -> tuple[dict[str, np.ndarray], str]:
@@ -369,20 +348,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         heldout: dict[bool, np.ndarray] = {}
         for bwd in directions:
             d = "bwd" if bwd else "fwd"
-            dd = data
-            if bwd:  # the classifier of a backward LM reads reversed token streams
-                dd = data.subset(np.ones(len(data.texts), dtype=bool))
-                dd._tokens = [list(reversed(t)) for t in data.tokens]
-            with stages(f"classifier_{d}"):
-                clf = um.train_classifier(dd, encoder=lms[bwd], quiet=True, device=dev_arg, seed=42, **cfg.get("clf", {}))
+            with stages(f"classifier_{d}"):  # a backward LM's classifier reverses its texts itself
+                clf = um.train_classifier(data, encoder=lms[bwd], quiet=True, device=dev_arg, seed=42, **cfg.get("clf", {}))
             heldout[bwd] = clf._valid[1]
             tuned = clf.tune_thresholds()  # on the held-out part of train (the classifier's validation split)
             with stages(f"predict_sets_{d}"):
-                if bwd:
-                    probs[bwd] = {k: probs_from_tokens(clf, [list(reversed(t)) for t in um.data.tokenize_texts(v)])
-                                  for k, v in texts_sets.items()}
-                else:
-                    probs[bwd] = {k: clf.predict_proba(v, bs=256) for k, v in texts_sets.items()}
+                probs[bwd] = {k: clf.predict_proba(v, bs=256) for k, v in texts_sets.items()}
             score(f"ulmfit_{d}", R, {k: (y_sets[k], probs[bwd][k]) for k in texts_sets}, tuned, labels)
             R["models"][f"ulmfit_{d}"]["train_seconds"] = round(clf.meta["train_seconds"], 1)
             R["models"][f"ulmfit_{d}"]["history"] = clf.history.round(4).to_dict(orient="records")

@@ -51,10 +51,14 @@ def make(n: int = 3000, seed: int = 0) -> list[dict]:
         k = 0 if r < 0.06 else 1 if r < 0.62 else 2 if r < 0.92 else 3
         labs = rng.sample(LABELS, k)
         parts = [rng.choice(PHRASES[lab]) for lab in labs]
-        parts += rng.sample(FILLER, rng.randint(1, 3))
+        parts += rng.sample(FILLER, rng.randint(0 if labs else 1, 3))
         rng.shuffle(parts)
-        text = ". ".join(parts)
-        text = text[0].upper() + text[1:] + rng.choice([".", "!", "?", "..."])
+        text = parts[0]
+        for p in parts[1:]:  # people join sentences in many ways
+            text += rng.choice([". ", ". ", ", ", " and ", "! ", " - "]) + p
+        if rng.random() < 0.7:
+            text = text[0].upper() + text[1:]
+        text += rng.choice(["", ".", ".", "!", "?", "..."])
         noisy = set(labs)
         for lab in LABELS:  # label noise: annotators disagree sometimes
             if rng.random() < 0.01:
