@@ -130,7 +130,7 @@ class LMConfig:
     pretrained: bool | str = False
     epochs: int = 2
     frozen_epochs: int | None = None  #: None: 1 when pretrained weights are loaded, else 0
-    lr: float = 2e-3
+    lr: float | None = None  #: None: 1e-2 from scratch, 2e-3 (ULMFiT's fine-tuning rate) from pretrained weights
     bs: int = 64
     seq_len: int = 72
     drop_mult: float = 0.3
@@ -146,8 +146,10 @@ class LMConfig:
 
     def __post_init__(self) -> None:
         resolve_arch(self.arch)
-        for name in ("lr", "bs", "seq_len", "min_freq", "max_vocab"):
+        for name in ("bs", "seq_len", "min_freq", "max_vocab"):
             _check_positive(name, getattr(self, name))
+        if self.lr is not None:
+            _check_positive("lr", self.lr)
         for name in ("epochs", "drop_mult", "wd"):
             _check_positive(name, getattr(self, name), allow_zero=True)
         if self.frozen_epochs is not None:

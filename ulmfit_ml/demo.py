@@ -14,12 +14,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-__all__ = ["demo_path", "load_demo", "main"]
+__all__ = ["demo_path", "demo_config_path", "load_demo", "main"]
 
 
 def demo_path() -> Path:
     """Path of the bundled demo CSV (``data/support_tickets.csv`` in the source tree)."""
     return Path(__file__).resolve().parent.parent / "data" / "support_tickets.csv"
+
+
+def demo_config_path() -> Path:
+    """Path of ``data/demo.toml``: the demo's settings, also usable with ``ulmfit-ml train --config``."""
+    return demo_path().with_name("demo.toml")
 
 
 def load_demo() -> pd.DataFrame:
@@ -36,27 +41,39 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     ap = argparse.ArgumentParser(prog="python -m ulmfit_ml.demo", description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="models/demo", help="where to save the classifier (default: models/demo)")
-    ap.add_argument("--arch", default="small", help="AWD-LSTM size preset (tiny, small, cpu, paper)")
-    ap.add_argument("--lm-epochs", type=int, default=6)
+    ap.add_argument("--arch", default=None, help="AWD-LSTM size preset (tiny, small, cpu, paper); default from data/demo.toml")
+    ap.add_argument("--lm-epochs", type=int, default=None, help="LM epochs (default from data/demo.toml)")
     ap.add_argument("--rows", type=int, default=None, help="use only the first N rows (quick check)")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     args = ap.parse_args(argv)
+
+    from .cli import load_config_file
+    from .config import ClassifierConfig, DataConfig, LMConfig, config_from_dict
+
+    sections = load_config_file(demo_config_path())
+    lm_opts = dict(sections.get("lm", {}), quiet=args.quiet)
+    if args.arch:
+        lm_opts["arch"] = args.arch
+    if args.lm_epochs is not None:
+        lm_opts["epochs"] = args.lm_epochs
+    data_cfg = config_from_dict(DataConfig, sections.get("data", {}), section="data")
+    lm_cfg = config_from_dict(LMConfig, lm_opts, section="lm")
+    clf_cfg = config_from_dict(ClassifierConfig, dict(sections.get("classifier", {}), quiet=args.quiet), section="classifier")
 
     t0 = time.perf_counter()
     df = load_demo()
     if args.rows:
         df = df.head(args.rows)
-    data = um.MultiLabelData.from_df(df, text_col="text", label_col="labels", label_delim=";")
+    data = um.MultiLabelData.from_df(df, config=data_cfg)
     print(data)
     print(data.label_counts().T.to_string(), "\n")
 
-    print("== 1. Fine-tuning the AWD-LSTM language model on all texts")
-    lm = um.finetune_lm(data, arch=args.arch, epochs=args.lm_epochs, lr=1e-2, drop_mult=0.1, quiet=args.quiet)
+    print(f"== 1. Fine-tuning the AWD-LSTM language model on all texts (settings: {demo_config_path().name})")
+    lm = um.finetune_lm(data, config=lm_cfg)
     print(lm, "\n")
 
     print("== 2. Training the classifier (gradual unfreezing, discriminative learning rates)")
-    clf = um.train_classifier(data, encoder=lm, epochs=(1, 1, 1, 6), lrs=(5e-2, 2.5e-2, 1e-2, 5e-3), drop_mult=0.3,
-                              quiet=args.quiet)
+    clf = um.train_classifier(data, encoder=lm, config=clf_cfg)
 
     at_half = clf.evaluate()
     clf.tune_thresholds(strategy="per_label")
