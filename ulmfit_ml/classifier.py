@@ -180,6 +180,8 @@ def _open_checkpoint(data: MultiLabelData, cfg: ClassifierConfig, checkpoint_dir
     every new checkpoint records."""
     volatile = ("quiet", "device", "fp16")  # may change between the run and its resumption
     conf = {k: v for k, v in config_to_dict(cfg).items() if k not in volatile}
+    if checkpoint_dir is None and not resume:  # no checkpoints: skip hashing every text
+        return None, {}
     info = {"config": conf, "data_sha256": data.fingerprint()["sha256"]}
     if not resume:
         return None, info

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .config import DataConfig, merge_config
+from .config import DataConfig
 
 __all__ = [
     "MultiLabelData",
@@ -311,6 +311,7 @@ class MultiLabelData:
         self.extra_texts = list(extra_texts or [])
         self.index = index if index is not None else pd.RangeIndex(len(texts))
         self._tokens: list[list[str]] | None = None
+        self._extra_tokens: list[list[str]] | None = None
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -443,6 +444,7 @@ class MultiLabelData:
                              extra_texts=self.extra_texts, index=self.index[mask])
         if self._tokens is not None:
             out._tokens = [t for t, m in zip(self._tokens, mask) if m]
+        out._extra_tokens = self._extra_tokens
         return out
 
     def with_split(self, is_valid: np.ndarray) -> "MultiLabelData":
@@ -469,7 +471,9 @@ class MultiLabelData:
         """
         toks = list(self.tokens)
         if self.extra_texts:
-            toks += tokenize_texts(self.extra_texts)
+            if self._extra_tokens is None:  # tokenised once, like ``tokens``
+                self._extra_tokens = tokenize_texts(self.extra_texts)
+            toks += self._extra_tokens
         return lm_dataloaders_from_tokens(toks, bs=bs, seq_len=seq_len, min_freq=min_freq, max_vocab=max_vocab,
                                           backwards=backwards, valid_pct=valid_pct, vocab=vocab,
                                           seed=self.config.seed if seed is None else seed, device=device)
