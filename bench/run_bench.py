@@ -57,17 +57,17 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     "cpu-quick": {  # under 20 minutes on 2 CPU cores, ablations included
         "arch": "small", "heldout_pct": 0.1, "pretrain": None, "backwards": False, "ablations": True,
-        "lm": {"epochs": 2, "bs": 64, "seq_len": 48, "lr": 3e-3, "drop_mult": 0.2},
-        "clf": {"bs": 64, "seq_len": 48, "unfreeze": [1, 2, 0], "epochs": [1, 1, 2], "lrs": [3e-2, 1.5e-2, 5e-3],
+        "lm": {"epochs": 2, "bs": 64, "seq_len": 48, "lr": 1e-2, "drop_mult": 0.2, "max_vocab": 8000},
+        "clf": {"bs": 64, "seq_len": 48, "unfreeze": [0], "epochs": [5], "lrs": [1e-2],
                 "drop_mult": 0.3, "pos_weight": "auto"},
-        "throughput": {"n_batches": 15, "repeats": 3},
+        "throughput": {"n_batches": 15, "classifier_n_batches": 80, "repeats": 4},
     },
-    "cpu-full": {  # under 2 hours on 2 CPU cores: WikiText-2 pretraining, bigger LM, fwd+bwd ensemble
-        "arch": "cpu", "heldout_pct": 0.1, "pretrain": {"epochs": 4}, "backwards": True, "ablations": False,
-        "lm": {"epochs": 3, "bs": 64, "seq_len": 48, "lr": 3e-3, "drop_mult": 0.2},
-        "clf": {"bs": 64, "seq_len": 48, "unfreeze": [1, 2, 0], "epochs": [1, 1, 3], "lrs": [3e-2, 1.5e-2, 5e-3],
+    "cpu-full": {  # under 2 hours on 2 CPU cores: longer LM and classifier, fwd+bwd ensemble
+        "arch": "small", "heldout_pct": 0.1, "pretrain": None, "backwards": True, "ablations": False,
+        "lm": {"epochs": 4, "bs": 64, "seq_len": 48, "lr": 1e-2, "drop_mult": 0.2, "max_vocab": 8000},
+        "clf": {"bs": 64, "seq_len": 48, "unfreeze": [0], "epochs": [12], "lrs": [1e-2],
                 "drop_mult": 0.3, "pos_weight": "auto"},
-        "throughput": {"n_batches": 15, "repeats": 3},
+        "throughput": {"n_batches": 15, "classifier_n_batches": 80, "repeats": 4},
     },
     "gpu": {  # the paper-size AWD-LSTM, fp16 on CUDA, WikiText-2 pretraining, fwd+bwd (bigger batches: GPU)
         "arch": "paper", "heldout_pct": 0.1, "pretrain": {"epochs": 5, "bs": 128, "seq_len": 70, "lr": 3e-3},
@@ -81,6 +81,16 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 # ---------------------------------------------------------------------- small helpers
+def _tp_opts(tp: dict[str, Any], model: str) -> dict[str, Any]:
+    """Throughput A/B options for ``model`` ("lm" or "classifier"): the preset's ``throughput``
+    dict, where ``classifier_n_batches`` replaces ``n_batches`` for the classifier (its batches
+    are ~5x faster than the LM's, so it needs more of them for a run to last seconds)."""
+    out = {k: v for k, v in tp.items() if k in ("n_batches", "repeats", "lr")}
+    if model == "classifier" and "classifier_n_batches" in tp:
+        out["n_batches"] = tp["classifier_n_batches"]
+    return out
+
+
 def _now() -> float:
     return time.perf_counter()
 
@@ -307,6 +317,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         # ---- TF-IDF baselines on the same split
         R["tfidf_recipes"] = {}
+        tfidf_probs_by_name: dict[str, dict[str, np.ndarray]] = {}
         tfidf_runs = ([False, True] if cfg.get("tfidf_plain", False) else [False]) if cfg.get("tfidf", True) else []
         if not tfidf_runs:
             R["missing"].append("TF-IDF baseline (tfidf=false: it is CPU-only and deterministic, see the CPU presets)")
@@ -316,6 +327,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 tp, recipe = tfidf_probs(data, {"heldout": data.valid_texts, **texts_sets}, plain=plain)
                 t_tfidf = um.tune_thresholds(data.y_valid, tp["heldout"])
             R["tfidf_recipes"][name] = recipe
+            tfidf_probs_by_name[name] = tp
             score(name, R, {k: (y_sets[k], tp[k]) for k in texts_sets}, t_tfidf, labels)
 
         # ---- language models (+ optional pretraining on WikiText-2)
@@ -333,7 +345,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 pretrained = str(path)
             with stages(f"finetune_lm_{d}"):
                 lm = um.finetune_lm(data, arch=arch, pretrained=pretrained, backwards=bwd, quiet=True, device=dev_arg,
-                                    seed=42, **cfg.get("lm", {}))
+                                    seed=cfg.get("seed", 42), **cfg.get("lm", {}))
             n_tok = sum(len(t) for t in data.tokens)
             epochs = lm.config.get("epochs", 0) + (lm.config.get("frozen_epochs") or (1 if pretrained else 0))
             R["lm"][d] = {"perplexity": lm.metrics.get("perplexity"), "accuracy": lm.metrics.get("accuracy"),
@@ -349,7 +361,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for bwd in directions:
             d = "bwd" if bwd else "fwd"
             with stages(f"classifier_{d}"):  # a backward LM's classifier reverses its texts itself
-                clf = um.train_classifier(data, encoder=lms[bwd], quiet=True, device=dev_arg, seed=42, **cfg.get("clf", {}))
+                clf = um.train_classifier(data, encoder=lms[bwd], quiet=True, device=dev_arg, seed=cfg.get("seed", 42),
+                                         **cfg.get("clf", {}))
             heldout[bwd] = clf._valid[1]
             tuned = clf.tune_thresholds()  # on the held-out part of train (the classifier's validation split)
             with stages(f"predict_sets_{d}"):
@@ -358,10 +371,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             R["models"][f"ulmfit_{d}"]["train_seconds"] = round(clf.meta["train_seconds"], 1)
             R["models"][f"ulmfit_{d}"]["history"] = clf.history.round(4).to_dict(orient="records")
             clfs[bwd] = clf
+        # Ensembles: equal-weight probability means (the arithmetic of um.MultiLabelEnsemble, on the
+        # arrays already predicted), thresholds tuned on the held-out part like every other row.
+        ens_h = sum(heldout.values()) / len(directions)
+        ens_p = {k: sum(probs[b][k] for b in directions) / len(directions) for k in texts_sets}
         if len(directions) == 2:
-            p_h = (heldout[False] + heldout[True]) / 2
-            t_ens = um.tune_thresholds(data.y_valid, p_h)
-            score("ulmfit_fwd+bwd", R, {k: (y_sets[k], (probs[False][k] + probs[True][k]) / 2) for k in texts_sets}, t_ens, labels)
+            score("ulmfit_fwd+bwd", R, {k: (y_sets[k], ens_p[k]) for k in texts_sets},
+                  um.tune_thresholds(data.y_valid, ens_h), labels)
+        if "tfidf" in tfidf_probs_by_name:  # ULMFiT blended 50/50 with the TF-IDF baseline
+            tp = tfidf_probs_by_name["tfidf"]
+            name = "ulmfit_" + "+".join("bwd" if b else "fwd" for b in directions) + "+tfidf"
+            score(name, R, {k: (y_sets[k], (ens_p[k] + tp[k]) / 2) for k in texts_sets},
+                  um.tune_thresholds(data.y_valid, (ens_h + tp["heldout"]) / 2), labels)
 
         # ---- padding share in classifier batches
         clf = clfs[False]
@@ -389,8 +410,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 from throughput import compare_training_throughput
                 clf.to(device)
                 R["throughput"] = {
-                    "lm": compare_training_throughput(lms[False].learner, **tp_cfg),
-                    "classifier": compare_training_throughput(clf.learner, pad_idx=1, **tp_cfg),
+                    "lm": compare_training_throughput(lms[False].learner, **_tp_opts(tp_cfg, "lm")),
+                    "classifier": compare_training_throughput(clf.learner, pad_idx=1, **_tp_opts(tp_cfg, "classifier")),
                 }
             for k, v in R["throughput"].items():
                 print(f"[bench] throughput {k}: ulmfit_ml {v['ulmfit_ml_tokens_per_s']['median']:.0f} tok/s, plain "
@@ -403,17 +424,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if cfg.get("ablations"):
             R["ablations"] = {}
             base_clf = dict(cfg.get("clf", {}))
-            variants = {
-                "random_init_encoder": {"encoder": None},
-                "all_layers_at_once": {"encoder": lms[False], "unfreeze": [0], "epochs": [int(sum(base_clf.get("epochs", [1])))],
-                                        "lrs": [float(base_clf.get("lrs", [1e-3])[-1])]},
-            }
+            n_ep = int(sum(base_clf.get("epochs", [1])))
+            gradual_ref = list(base_clf.get("unfreeze", [0])) != [0]
+            # The other schedule with the same total epochs: all at once at the last stage's rate
+            # when the preset unfreezes gradually; else ULMFiT's gradual unfreezing (1 epoch with the
+            # head only, 1 with the last 2 groups, the rest unfrozen; rates 2x, 1.5x, 1x).
+            lr = float(base_clf.get("lrs", [1e-3])[-1])
+            schedule = ({"all_layers_at_once": {"unfreeze": [0], "epochs": [n_ep], "lrs": [lr]}} if gradual_ref else
+                        {"gradual_unfreezing": {"unfreeze": [1, 2, 0], "epochs": [1, 1, max(n_ep - 2, 1)],
+                                                "lrs": [2 * lr, 1.5 * lr, lr]}})
+            variants = {"random_init_encoder": {"encoder": None},
+                        **{k: {"encoder": lms[False], **v} for k, v in cfg.get("schedule_ablation", schedule).items()}}
             for vname, v in variants.items():
                 opts = dict(base_clf)
                 enc = v.pop("encoder")
                 opts.update(v)
                 with stages(f"ablation_{vname}"):
-                    c2 = um.train_classifier(data, encoder=enc, arch=arch, quiet=True, device=dev_arg, seed=42, **opts)
+                    c2 = um.train_classifier(data, encoder=enc, arch=arch, quiet=True, device=dev_arg, seed=cfg.get("seed", 42), **opts)
                 t2 = c2.tune_thresholds()
                 p2 = c2.predict_proba(texts_sets["dev"], bs=256)
                 R["ablations"][vname] = {"dev": {"at_0.5": summarise(y_dev, p2, 0.5, labels),
@@ -422,7 +449,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 print(f"[bench] ablation {vname}: dev macro-F1 {R['ablations'][vname]['dev']['tuned']['f1_macro']:.4f} tuned", flush=True)
                 del c2
             m = R["models"]["ulmfit_fwd"]["dev"]
-            R["ablations"]["reference_finetuned_gradual"] = {"dev": m}
+            R["ablations"]["reference_finetuned_" + ("gradual" if gradual_ref else "all_at_once")] = {"dev": m}
             R["ablations"]["thresholds_tuned_vs_0.5"] = {"at_0.5": m["at_0.5"]["f1_macro"], "tuned": m["tuned"]["f1_macro"]}
 
     R["peak_rss_mb"] = round(peak_rss_mb(), 1)
@@ -461,8 +488,8 @@ def run_speed(args: argparse.Namespace) -> dict[str, Any]:
         with stages("throughput_ab"):
             from throughput import compare_training_throughput
             tp = cfg.get("throughput", {})
-            R["throughput"] = {"lm": compare_training_throughput(lm.learner, **tp),
-                               "classifier": compare_training_throughput(clf.learner, pad_idx=1, **tp)}
+            R["throughput"] = {"lm": compare_training_throughput(lm.learner, **_tp_opts(tp, "lm")),
+                               "classifier": compare_training_throughput(clf.learner, pad_idx=1, **_tp_opts(tp, "classifier"))}
     for k, v in R["throughput"].items():
         print(f"[bench] throughput {k}: ulmfit_ml {v['ulmfit_ml_tokens_per_s']['median']:.0f} tok/s, plain "
               f"{v['plain_loop_tokens_per_s']['median']:.0f} tok/s, ratio {v['ratio_of_medians']:.3f}", flush=True)

@@ -4,7 +4,7 @@ Both sides run the same model, the same DataLoader (replayed with the same rando
 the same batches in the same order), the same loss and fastai's own optimizer; the plain
 loop is ``forward -> loss -> backward -> step -> zero_grad`` with no ``Learner`` and no
 callbacks (AMP by hand on CUDA, as fastai's ``MixedPrecision`` does). Runs are interleaved
-(A, B, A, B, ...) so that load from other processes on a shared machine hits both alike;
+(A, B, B, A, A, B, ...) so that load from other processes on a shared machine hits both alike;
 we report medians with min/max and the median of the per-pair ratios.
 """
 from __future__ import annotations
@@ -172,12 +172,18 @@ def compare_training_throughput(learn: Any, *, n_batches: int = 20, repeats: int
     learn.unfreeze()
     a_runs: list[dict[str, float]] = []
     b_runs: list[dict[str, float]] = []
-    for r in range(repeats):
+    def run_a() -> None:
         _restore(dl, state, seed)
         a_runs.append(_learner_run(learn, n_batches, lr, device, pad_idx))
+
+    def run_b() -> None:
         _restore(dl, state, seed)
         opt = learn.opt_func(learn.splitter(learn.model), lr=lr)
         b_runs.append(_plain_run(learn.model, dl, learn.loss_func, opt, n_batches, device, fp16, pad_idx, alpha, beta))
+
+    for r in range(repeats):  # A B, B A, A B, ...: neither side always runs first (caches, load drift)
+        for run in ((run_a, run_b) if r % 2 == 0 else (run_b, run_a)):
+            run()
     a = [x["tokens_per_s"] for x in a_runs]
     b = [x["tokens_per_s"] for x in b_runs]
     pair = [x / y for x, y in zip(a, b)]

@@ -38,8 +38,8 @@ def _is_prob(x):
 def test_every_model_reports_dev_and_eval_file_at_05_and_tuned(smoke):
     _, r, _ = smoke
     models = r["models"]
-    assert {"tfidf", "ulmfit_fwd", "ulmfit_bwd", "ulmfit_fwd+bwd"} <= set(models)
-    for name in ("tfidf", "ulmfit_fwd", "ulmfit_fwd+bwd"):
+    assert {"tfidf", "ulmfit_fwd", "ulmfit_bwd", "ulmfit_fwd+bwd", "ulmfit_fwd+bwd+tfidf"} <= set(models)
+    for name in ("tfidf", "ulmfit_fwd", "ulmfit_fwd+bwd", "ulmfit_fwd+bwd+tfidf"):
         for set_name in ("dev", "eval:dev.tsv"):
             for th in ("at_0.5", "tuned"):
                 figs = models[name][set_name][th]
@@ -57,7 +57,9 @@ def test_side_by_side_sections(smoke):
     assert r["inference_cpu"]["texts_per_s_cached_tokens"] > 0
     assert 0 < r["padding"]["train"]["real_token_share"] <= 1
     assert r["peak_rss_mb"] > 0
-    assert {"random_init_encoder", "all_layers_at_once"} <= set(r["ablations"])
+    # smoke trains all layers at once, so its schedule ablation is ULMFiT's gradual unfreezing
+    assert {"random_init_encoder", "gradual_unfreezing", "reference_finetuned_all_at_once"} <= set(r["ablations"])
+    assert r["ablations"]["gradual_unfreezing"]["options"]["unfreeze"] == [1, 2, 0]
     for stage in ("load", "tokenize", "tfidf_baseline", "finetune_lm_fwd", "classifier_fwd", "inference_cpu"):
         assert r["stages_s"][stage] >= 0
 

@@ -11,6 +11,7 @@ from .classifier import MultiLabelClassifier, train_classifier
 from .config import ARCH_PRESETS, ClassifierConfig, DataConfig, LMConfig
 from .cv import CVResult, cross_validate, kfold_assignments
 from .data import MultiLabelData
+from .ensemble import MultiLabelEnsemble
 from .explain import explain, explain_html
 from .io import read_table, write_table
 from .lm import LanguageModel, finetune_lm, load_lm, pretrain_lm
@@ -50,6 +51,7 @@ __all__ = [
     "tune_thresholds",
     "apply_thresholds",
     "TfidfBaseline",
+    "MultiLabelEnsemble",
     "explain",
     "explain_html",
     "lr_find",

@@ -1,0 +1,94 @@
+"""Average the probabilities of several multi-label models trained on the same labels.
+
+ULMFiT's paper ensembles a forward and a backward classifier; a Kaggle-style experiment
+often also blends in the TF-IDF baseline. :class:`MultiLabelEnsemble` does both, with the
+same ``predict`` / ``evaluate`` / ``report`` / ``tune_thresholds`` as its members::
+
+    fwd = um.train_classifier(data, encoder=lm_fwd)
+    bwd = um.train_classifier(data, encoder=lm_bwd)     # a backward LM's classifier
+    tfidf = um.TfidfBaseline().fit(data)
+    ens = um.MultiLabelEnsemble([fwd, bwd, tfidf], weights=[1, 1, 1])
+    ens.tune_thresholds()          # on the members' shared validation split
+    ens.evaluate(test_df)
+
+The members' own thresholds are ignored: an average of probabilities needs its own.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from .base import MultiLabelPredictorMixin
+from .thresholds import check_thresholds
+
+__all__ = ["MultiLabelEnsemble"]
+
+
+class MultiLabelEnsemble(MultiLabelPredictorMixin):
+    """Weighted mean of the members' ``predict_proba`` (arithmetic mean of probabilities).
+
+    Args:
+        models: two or more fitted models with the same ``labels`` in the same order
+            (:class:`~ulmfit_ml.MultiLabelClassifier`, :class:`~ulmfit_ml.TfidfBaseline`,
+            another ensemble, or anything with ``labels`` and ``predict_proba``).
+        weights: one non-negative weight per model (normalised to sum to 1); ``None``: equal.
+
+    The validation probabilities (for ``tune_thresholds()`` and ``evaluate()`` without a
+    frame) are the weighted mean of the members' own, available when every member kept them
+    for the same validation rows (same ``y``); otherwise pass a labelled frame.
+    """
+
+    def __init__(self, models: Sequence[Any], *, weights: Sequence[float] | None = None) -> None:
+        models = list(models) if not isinstance(models, (str, bytes)) else []
+        if len(models) < 2:
+            raise ValueError(f"An ensemble needs at least 2 models, got {len(models)}.")
+        for i, m in enumerate(models):
+            if not (hasattr(m, "predict_proba") and hasattr(m, "labels")):
+                raise TypeError(f"models[{i}] ({type(m).__name__}) has no labels/predict_proba: pass fitted "
+                                "MultiLabelClassifier / TfidfBaseline objects.")
+        labels = list(models[0].labels)
+        if not labels:
+            raise ValueError("models[0] has no labels: fit it first.")
+        for i, m in enumerate(models[1:], start=1):
+            if list(m.labels) != labels:
+                raise ValueError(f"models[{i}] has labels {list(m.labels)[:6]}... but models[0] has {labels[:6]}...: "
+                                 "every member must be trained on the same labels in the same order.")
+        if weights is None:
+            w = np.ones(len(models))
+        else:
+            w = np.asarray(list(weights), dtype=float)
+            if w.shape != (len(models),):
+                raise ValueError(f"weights must have one entry per model ({len(models)}), got {len(w)}.")
+            if not np.all(np.isfinite(w)) or (w < 0).any() or w.sum() <= 0:
+                raise ValueError(f"weights must be finite, >= 0 and not all 0, got {list(w)}.")
+        self.models = models
+        self.weights = w / w.sum()
+        self.labels = labels
+        self.thresholds = check_thresholds(0.5, len(labels))
+        self.meta: dict[str, Any] = dict(getattr(models[0], "meta", {}))
+        self.meta["kind"] = "ensemble"
+        self._valid = self._mean_valid()
+
+    def _mean_valid(self) -> tuple[np.ndarray, np.ndarray] | None:
+        vals = [getattr(m, "_valid", None) for m in self.models]
+        if any(v is None for v in vals):
+            return None
+        y0 = np.asarray(vals[0][0])
+        if any(np.asarray(v[0]).shape != y0.shape or not np.array_equal(np.asarray(v[0]), y0) for v in vals[1:]):
+            return None  # members validated on different rows: no shared validation split
+        probs = sum(wi * np.asarray(v[1], dtype=np.float64) for wi, v in zip(self.weights, vals))
+        return y0, probs.astype(np.float32)
+
+    def predict_proba(self, texts: Sequence[str], *, bs: int = 128) -> np.ndarray:
+        """Weighted mean of the members' probabilities, ``(n_texts, n_labels)`` float32."""
+        texts = self._check_texts(texts)
+        out = np.zeros((len(texts), len(self.labels)), dtype=np.float64)
+        for wi, m in zip(self.weights, self.models):
+            if wi > 0:
+                out += wi * np.asarray(m.predict_proba(texts, bs=bs), dtype=np.float64)
+        return out.astype(np.float32)
+
+    def __repr__(self) -> str:
+        parts = ", ".join(f"{type(m).__name__}:{w:.2f}" for m, w in zip(self.models, self.weights))
+        return f"MultiLabelEnsemble({len(self.labels)} labels; {parts})"
