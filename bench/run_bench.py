@@ -371,18 +371,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             R["models"][f"ulmfit_{d}"]["train_seconds"] = round(clf.meta["train_seconds"], 1)
             R["models"][f"ulmfit_{d}"]["history"] = clf.history.round(4).to_dict(orient="records")
             clfs[bwd] = clf
-        # Ensembles: equal-weight probability means (the arithmetic of um.MultiLabelEnsemble, on the
-        # arrays already predicted), thresholds tuned on the held-out part like every other row.
-        ens_h = sum(heldout.values()) / len(directions)
-        ens_p = {k: sum(probs[b][k] for b in directions) / len(directions) for k in texts_sets}
+        # Ensembles: equal-weight probability means (um.MultiLabelEnsemble's arithmetic, on the arrays
+        # already predicted), thresholds tuned on the held-out part like every other row.
+        from ulmfit_ml.ensemble import average_probabilities as avg
+        ens_h = avg([heldout[b] for b in directions])
+        ens_p = {k: avg([probs[b][k] for b in directions]) for k in texts_sets}
         if len(directions) == 2:
             score("ulmfit_fwd+bwd", R, {k: (y_sets[k], ens_p[k]) for k in texts_sets},
                   um.tune_thresholds(data.y_valid, ens_h), labels)
         if "tfidf" in tfidf_probs_by_name:  # ULMFiT blended 50/50 with the TF-IDF baseline
             tp = tfidf_probs_by_name["tfidf"]
             name = "ulmfit_" + "+".join("bwd" if b else "fwd" for b in directions) + "+tfidf"
-            score(name, R, {k: (y_sets[k], (ens_p[k] + tp[k]) / 2) for k in texts_sets},
-                  um.tune_thresholds(data.y_valid, (ens_h + tp["heldout"]) / 2), labels)
+            score(name, R, {k: (y_sets[k], avg([ens_p[k], tp[k]])) for k in texts_sets},
+                  um.tune_thresholds(data.y_valid, avg([ens_h, tp["heldout"]])), labels)
 
         # ---- padding share in classifier batches
         clf = clfs[False]

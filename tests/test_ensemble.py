@@ -75,3 +75,17 @@ def test_ulmfit_and_tfidf_members_blend_on_real_models(data, tiny_clf) -> None:
     res = ens.evaluate(test)
     assert res["f1_macro"] > 0.9  # the cue words make this data learnable for both members
     assert isinstance(ens.report(pd.DataFrame(test)), um.MultiLabelReport)
+
+
+def test_average_probabilities_matches_the_ensemble_and_checks_shapes() -> None:
+    from ulmfit_ml.ensemble import average_probabilities
+
+    a, b = np.array([[0.2, 0.4, 0.9]]), np.array([[0.6, 0.0, 0.3]])
+    np.testing.assert_allclose(average_probabilities([a, b], [3, 1]), [[0.3, 0.3, 0.75]], atol=1e-6)
+    assert average_probabilities([a, b]).dtype == np.float32
+    with pytest.raises(ValueError, match="share one shape"):
+        average_probabilities([a, np.zeros((2, 3))])
+    with pytest.raises(ValueError, match="at least one array"):
+        average_probabilities([])
+    with pytest.raises(ValueError, match="one entry per model"):
+        average_probabilities([a, b], [1.0])

@@ -22,7 +22,34 @@ import numpy as np
 from .base import MultiLabelPredictorMixin
 from .thresholds import check_thresholds
 
-__all__ = ["MultiLabelEnsemble"]
+__all__ = ["MultiLabelEnsemble", "average_probabilities"]
+
+
+def _check_weights(weights: Sequence[float] | None, n: int) -> np.ndarray:
+    """Weights normalised to sum to 1 (equal when ``None``)."""
+    if weights is None:
+        return np.full(n, 1.0 / n)
+    w = np.asarray(list(weights), dtype=float)
+    if w.shape != (n,):
+        raise ValueError(f"weights must have one entry per model ({n}), got {len(w)}.")
+    if not np.all(np.isfinite(w)) or (w < 0).any() or w.sum() <= 0:
+        raise ValueError(f"weights must be finite, >= 0 and not all 0, got {list(w)}.")
+    return w / w.sum()
+
+
+def average_probabilities(probs: Sequence[np.ndarray], weights: Sequence[float] | None = None) -> np.ndarray:
+    """Weighted mean of same-shaped ``(n_texts, n_labels)`` probability arrays, float32.
+
+    The arithmetic of :class:`MultiLabelEnsemble`, for probabilities already predicted (e.g.
+    by a benchmark that scores every member on its own too).
+    """
+    arrays = [np.asarray(p, dtype=np.float64) for p in probs]
+    if not arrays:
+        raise ValueError("average_probabilities needs at least one array.")
+    if any(a.shape != arrays[0].shape for a in arrays[1:]):
+        raise ValueError(f"probability arrays must share one shape, got {[a.shape for a in arrays]}.")
+    w = _check_weights(weights, len(arrays))
+    return sum(wi * a for wi, a in zip(w, arrays)).astype(np.float32)
 
 
 class MultiLabelEnsemble(MultiLabelPredictorMixin):
@@ -54,16 +81,8 @@ class MultiLabelEnsemble(MultiLabelPredictorMixin):
             if list(m.labels) != labels:
                 raise ValueError(f"models[{i}] has labels {list(m.labels)[:6]}... but models[0] has {labels[:6]}...: "
                                  "every member must be trained on the same labels in the same order.")
-        if weights is None:
-            w = np.ones(len(models))
-        else:
-            w = np.asarray(list(weights), dtype=float)
-            if w.shape != (len(models),):
-                raise ValueError(f"weights must have one entry per model ({len(models)}), got {len(w)}.")
-            if not np.all(np.isfinite(w)) or (w < 0).any() or w.sum() <= 0:
-                raise ValueError(f"weights must be finite, >= 0 and not all 0, got {list(w)}.")
         self.models = models
-        self.weights = w / w.sum()
+        self.weights = _check_weights(weights, len(models))
         self.labels = labels
         self.thresholds = check_thresholds(0.5, len(labels))
         self.meta: dict[str, Any] = dict(getattr(models[0], "meta", {}))
@@ -77,17 +96,13 @@ class MultiLabelEnsemble(MultiLabelPredictorMixin):
         y0 = np.asarray(vals[0][0])
         if any(np.asarray(v[0]).shape != y0.shape or not np.array_equal(np.asarray(v[0]), y0) for v in vals[1:]):
             return None  # members validated on different rows: no shared validation split
-        probs = sum(wi * np.asarray(v[1], dtype=np.float64) for wi, v in zip(self.weights, vals))
-        return y0, probs.astype(np.float32)
+        return y0, average_probabilities([v[1] for v in vals], self.weights)
 
     def predict_proba(self, texts: Sequence[str], *, bs: int = 128) -> np.ndarray:
         """Weighted mean of the members' probabilities, ``(n_texts, n_labels)`` float32."""
         texts = self._check_texts(texts)
-        out = np.zeros((len(texts), len(self.labels)), dtype=np.float64)
-        for wi, m in zip(self.weights, self.models):
-            if wi > 0:
-                out += wi * np.asarray(m.predict_proba(texts, bs=bs), dtype=np.float64)
-        return out.astype(np.float32)
+        used = [(wi, m) for wi, m in zip(self.weights, self.models) if wi > 0]  # weight 0: not run at all
+        return average_probabilities([m.predict_proba(texts, bs=bs) for _, m in used], [wi for wi, _ in used])
 
     def __repr__(self) -> str:
         parts = ", ".join(f"{type(m).__name__}:{w:.2f}" for m, w in zip(self.models, self.weights))
