@@ -4,8 +4,16 @@ Both sides run the same model, the same DataLoader (replayed with the same rando
 the same batches in the same order), the same loss and fastai's own optimizer; the plain
 loop is ``forward -> loss -> backward -> step -> zero_grad`` with no ``Learner`` and no
 callbacks (AMP by hand on CUDA, as fastai's ``MixedPrecision`` does). Runs are interleaved
-(A, B, B, A, A, B, ...) so that load from other processes on a shared machine hits both alike;
-we report medians with min/max and the median of the per-pair ratios.
+(A B, B A, A B, ...) so that load from other processes on a shared machine hits both alike.
+
+Every batch is timed on its own. Both sides run the *same* sequence of batches (checked: the
+per-batch token counts must match), so the headline estimate is, per side, the total tokens
+over the sum of per-batch median times (median over the repeats of batch i's time). A fixed
+per-batch framework cost is in every repeat of every batch and survives the median; a burst of
+load from another process hits a few batches of one run and does not. This matters on a
+2-core shared machine, where whole runs of the same side differ by 10-20 % (RESULTS.md notes).
+The older estimates (median of whole-run tokens/s, per-pair ratios, best batch times as
+``timeit`` reports) are kept next to it.
 """
 from __future__ import annotations
 
@@ -58,18 +66,23 @@ def _learner_run(learn: Any, n_batches: int, lr: float, device: torch.device, pa
 
         def __init__(self) -> None:
             self.i, self.tok, self.real, self.t0, self.t1 = 0, 0, 0, 0.0, 0.0
+            self.batch_s: list[float] = []
+            self.batch_tok: list[int] = []
 
         def after_batch(self) -> None:
             if not self.training:
                 return
             _sync(device)
+            now = time.perf_counter()
             if self.i == 0:
-                self.t0 = time.perf_counter()
+                self.t0 = now
             else:
                 a, b = _batch_tokens(self.learn.xb[0], pad_idx)
                 self.tok += a
                 self.real += b
-            self.t1 = time.perf_counter()
+                self.batch_s.append(now - self.t1)
+                self.batch_tok.append(a)
+            self.t1 = now
             self.i += 1
             if self.i > n_batches:
                 raise CancelFitException()
@@ -78,7 +91,8 @@ def _learner_run(learn: Any, n_batches: int, lr: float, device: torch.device, pa
     with learn.no_bar(), learn.no_logging():
         learn.fit_one_cycle(1, lr, cbs=[timer])
     dt = max(timer.t1 - timer.t0, 1e-9)
-    return {"tokens_per_s": timer.tok / dt, "real_tokens_per_s": timer.real / dt, "seconds": dt}
+    return {"tokens_per_s": timer.tok / dt, "real_tokens_per_s": timer.real / dt, "seconds": dt,
+            "batch_s": timer.batch_s, "batch_tokens": timer.batch_tok}
 
 
 class _ScalerOpt:
@@ -97,10 +111,13 @@ class _ScalerOpt:
 
 
 def _plain_run(model: torch.nn.Module, dl: Any, loss_func: Any, opt: Any, n_batches: int, device: torch.device,
-               fp16: bool, pad_idx: int | None, alpha: float = 0.0, beta: float = 0.0) -> dict[str, float]:
+               fp16: bool, pad_idx: int | None, alpha: float = 0.0, beta: float = 0.0,
+               cast: bool = False) -> dict[str, float]:
     """The hand-written loop over the same model / batches / loss / fastai optimizer, with the
     same AR/TAR penalty (``alpha``/``beta``) fastai's ``RNNRegularizer`` adds: it is part of the
-    recipe's loss, not framework overhead."""
+    recipe's loss, not framework overhead. ``cast``: turn fastai's tensor subclasses
+    (``TensorText``...) into plain ``Tensor``s first, as the Learner's ``CastToTensor`` does
+    (subclasses cost a Python ``__torch_function__`` call per op)."""
     model.train()
     if hasattr(model, "reset"):
         model.reset()
@@ -108,7 +125,11 @@ def _plain_run(model: torch.nn.Module, dl: Any, loss_func: Any, opt: Any, n_batc
     sopt = _ScalerOpt(opt)
     tok = real = 0
     t0 = t1 = 0.0
+    batch_s: list[float] = []
+    batch_tok: list[int] = []
     for i, (xb, yb) in enumerate(dl):
+        if cast:
+            xb, yb = xb.as_subclass(torch.Tensor), yb.as_subclass(torch.Tensor)
         with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=fp16):
             pred = model(xb)
         out = pred[0] if isinstance(pred, tuple) else pred
@@ -128,25 +149,39 @@ def _plain_run(model: torch.nn.Module, dl: Any, loss_func: Any, opt: Any, n_batc
             opt.step()
         opt.zero_grad()
         _sync(device)
+        now = time.perf_counter()
         if i == 0:
-            t0 = time.perf_counter()
+            t0 = now
         else:
             a, b = _batch_tokens(xb, pad_idx)
             tok += a
             real += b
-        t1 = time.perf_counter()
+            batch_s.append(now - t1)
+            batch_tok.append(a)
+        t1 = now
         if i >= n_batches:
             break
     dt = max(t1 - t0, 1e-9)
-    return {"tokens_per_s": tok / dt, "real_tokens_per_s": real / dt, "seconds": dt}
+    return {"tokens_per_s": tok / dt, "real_tokens_per_s": real / dt, "seconds": dt,
+            "batch_s": batch_s, "batch_tokens": batch_tok}
 
 
 def _summ(xs: list[float]) -> dict[str, float]:
     return {"median": statistics.median(xs), "min": min(xs), "max": max(xs), "n": len(xs)}
 
 
+def _per_batch(runs: list[dict[str, Any]]) -> dict[str, float]:
+    """Tokens/s from the per-batch median (and best) times over the repeats of one side."""
+    n = min(len(r["batch_s"]) for r in runs)
+    times = np.array([r["batch_s"][:n] for r in runs])  # (repeats, batches)
+    tokens = float(sum(runs[0]["batch_tokens"][:n]))
+    return {"median_tokens_per_s": tokens / max(float(np.median(times, axis=0).sum()), 1e-9),
+            "best_tokens_per_s": tokens / max(float(times.min(axis=0).sum()), 1e-9),
+            "median_batch_ms": 1000 * float(np.median(times))}
+
+
 def compare_training_throughput(learn: Any, *, n_batches: int = 20, repeats: int = 3, lr: float = 1e-3,
-                                pad_idx: int | None = None, seed: int = 0) -> dict[str, Any]:
+                                pad_idx: int | None = None, seed: int = 0, plain_cast: bool = False) -> dict[str, Any]:
     """Interleaved A/B of training throughput on ``learn``'s model and train DataLoader.
 
     Args:
@@ -155,9 +190,14 @@ def compare_training_throughput(learn: Any, *, n_batches: int = 20, repeats: int
         n_batches: timed batches per run (plus one warm-up batch).
         repeats: runs per side, interleaved.
         pad_idx: count tokens different from it as real tokens (classifier); None: all are real.
+        plain_cast: also time a third side, the plain loop casting batches to plain ``Tensor``
+            as ``CastToTensor`` does (a like-for-like reference for the Learner's own overhead).
 
     Returns:
-        ``{"ulmfit_ml": {...}, "plain": {...}, "ratio": {...}}`` with tokens/s medians, min, max.
+        ``ratio`` (the headline: ulmfit_ml / plain from per-batch median times, see the module
+        docstring), ``ratio_best_batches``, ``per_batch`` (tokens/s of each side), the whole-run
+        tokens/s of each side (median, min, max), ``ratio_of_medians``, ``paired_ratio`` and
+        ``same_batches`` (both sides saw the same per-batch token counts in every run).
     """
     device = next(learn.model.parameters()).device
     from fastai.callback.fp16 import MixedPrecision
@@ -170,8 +210,10 @@ def compare_training_throughput(learn: Any, *, n_batches: int = 20, repeats: int
     dl = learn.dls.train
     state = _replay_state(dl)
     learn.unfreeze()
-    a_runs: list[dict[str, float]] = []
-    b_runs: list[dict[str, float]] = []
+    a_runs: list[dict[str, Any]] = []
+    b_runs: list[dict[str, Any]] = []
+    c_runs: list[dict[str, Any]] = []
+
     def run_a() -> None:
         _restore(dl, state, seed)
         a_runs.append(_learner_run(learn, n_batches, lr, device, pad_idx))
@@ -181,13 +223,32 @@ def compare_training_throughput(learn: Any, *, n_batches: int = 20, repeats: int
         opt = learn.opt_func(learn.splitter(learn.model), lr=lr)
         b_runs.append(_plain_run(learn.model, dl, learn.loss_func, opt, n_batches, device, fp16, pad_idx, alpha, beta))
 
-    for r in range(repeats):  # A B, B A, A B, ...: neither side always runs first (caches, load drift)
-        for run in ((run_a, run_b) if r % 2 == 0 else (run_b, run_a)):
+    def run_c() -> None:
+        _restore(dl, state, seed)
+        opt = learn.opt_func(learn.splitter(learn.model), lr=lr)
+        c_runs.append(_plain_run(learn.model, dl, learn.loss_func, opt, n_batches, device, fp16, pad_idx, alpha, beta,
+                                 cast=True))
+
+    sides = [run_a, run_b] + ([run_c] if plain_cast else [])
+    for r in range(repeats):  # A B, B A, ... (A B C, B C A, C A B): no side always first (caches, drift)
+        for run in sides[r % len(sides):] + sides[:r % len(sides)]:
             run()
     a = [x["tokens_per_s"] for x in a_runs]
     b = [x["tokens_per_s"] for x in b_runs]
     pair = [x / y for x, y in zip(a, b)]
-    return {
+    pa, pb = _per_batch(a_runs), _per_batch(b_runs)
+    ref = b_runs[0]["batch_tokens"]
+    same = all(r["batch_tokens"] == ref for r in a_runs + b_runs + c_runs)
+    extra: dict[str, Any] = {}
+    if c_runs:
+        pc = _per_batch(c_runs)
+        extra = {"plain_loop_cast_per_batch": pc, "ratio_vs_plain_cast": pa["median_tokens_per_s"] / pc["median_tokens_per_s"],
+                 "plain_loop_cast_tokens_per_s": _summ([x["tokens_per_s"] for x in c_runs])}
+    return {**extra,
+        "ratio": pa["median_tokens_per_s"] / pb["median_tokens_per_s"],
+        "ratio_best_batches": pa["best_tokens_per_s"] / pb["best_tokens_per_s"],
+        "per_batch": {"ulmfit_ml": pa, "plain_loop": pb},
+        "same_batches": same,
         "ulmfit_ml_tokens_per_s": _summ(a),
         "plain_loop_tokens_per_s": _summ(b),
         "ulmfit_ml_real_tokens_per_s": _summ([x["real_tokens_per_s"] for x in a_runs]),

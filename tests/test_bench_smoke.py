@@ -53,7 +53,8 @@ def test_side_by_side_sections(smoke):
     for k in ("lm", "classifier"):
         t = r["throughput"][k]
         assert t["ulmfit_ml_tokens_per_s"]["median"] > 0 and t["plain_loop_tokens_per_s"]["median"] > 0
-        assert t["ratio_of_medians"] > 0
+        assert t["ratio_of_medians"] > 0 and t["ratio"] > 0 and t["ratio_best_batches"] > 0
+        assert t["same_batches"] is True  # the replayed DataLoader gave both sides the same batches
     assert r["inference_cpu"]["texts_per_s_cached_tokens"] > 0
     assert 0 < r["padding"]["train"]["real_token_share"] <= 1
     assert r["peak_rss_mb"] > 0
@@ -67,7 +68,7 @@ def test_side_by_side_sections(smoke):
 def test_markdown_written_next_to_json_not_into_bench(smoke):
     out, _, _ = smoke
     md = (out / "RESULTS.md").read_text()
-    assert "## Preset `smoke`" in md and "| tfidf | dev |" in md and "ratio of medians" in md
+    assert "## Preset `smoke`" in md and "| tfidf | dev |" in md and "**ratio** (per-batch medians)" in md
     assert (out / "tokens.json.gz").exists()  # the smoke run's token cache stays in --out too
 
 
