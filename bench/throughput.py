@@ -218,18 +218,13 @@ def compare_training_throughput(learn: Any, *, n_batches: int = 20, repeats: int
         _restore(dl, state, seed)
         a_runs.append(_learner_run(learn, n_batches, lr, device, pad_idx))
 
-    def run_b() -> None:
+    def run_plain(runs: list[dict[str, Any]], cast: bool) -> None:
         _restore(dl, state, seed)
         opt = learn.opt_func(learn.splitter(learn.model), lr=lr)
-        b_runs.append(_plain_run(learn.model, dl, learn.loss_func, opt, n_batches, device, fp16, pad_idx, alpha, beta))
+        runs.append(_plain_run(learn.model, dl, learn.loss_func, opt, n_batches, device, fp16, pad_idx, alpha, beta,
+                               cast=cast))
 
-    def run_c() -> None:
-        _restore(dl, state, seed)
-        opt = learn.opt_func(learn.splitter(learn.model), lr=lr)
-        c_runs.append(_plain_run(learn.model, dl, learn.loss_func, opt, n_batches, device, fp16, pad_idx, alpha, beta,
-                                 cast=True))
-
-    sides = [run_a, run_b] + ([run_c] if plain_cast else [])
+    sides = [run_a, lambda: run_plain(b_runs, False)] + ([lambda: run_plain(c_runs, True)] if plain_cast else [])
     for r in range(repeats):  # A B, B A, ... (A B C, B C A, C A B): no side always first (caches, drift)
         for run in sides[r % len(sides):] + sides[:r % len(sides)]:
             run()
