@@ -56,43 +56,52 @@ def _batch_tokens(xb: torch.Tensor, pad_idx: int | None) -> tuple[int, int]:
     return xb.numel(), real
 
 
-def _learner_run(learn: Any, n_batches: int, lr: float, device: torch.device, pad_idx: int | None) -> dict[str, float]:
+class _BatchClock:
+    """Per-batch wall times and token counts of one run (the first batch is a warm-up, untimed)."""
+
+    def __init__(self, device: torch.device, pad_idx: int | None) -> None:
+        self.device, self.pad_idx = device, pad_idx
+        self.n, self.last = 0, 0.0
+        self.batch_s: list[float] = []
+        self.batch_tokens: list[int] = []
+        self.real = 0
+
+    def tick(self, xb: torch.Tensor) -> int:
+        """Call after each training step with its input batch; returns the batches seen so far."""
+        _sync(self.device)
+        now = time.perf_counter()
+        if self.n:
+            tok, real = _batch_tokens(xb, self.pad_idx)
+            self.batch_s.append(now - self.last)
+            self.batch_tokens.append(tok)
+            self.real += real
+        self.last = now
+        self.n += 1
+        return self.n
+
+    def result(self) -> dict[str, Any]:
+        dt = max(sum(self.batch_s), 1e-9)
+        return {"tokens_per_s": sum(self.batch_tokens) / dt, "real_tokens_per_s": self.real / dt, "seconds": dt,
+                "batch_s": self.batch_s, "batch_tokens": self.batch_tokens}
+
+
+def _learner_run(learn: Any, n_batches: int, lr: float, device: torch.device, pad_idx: int | None) -> dict[str, Any]:
     """ulmfit_ml's path: ``learn.fit_one_cycle`` (what finetune_lm / train_classifier call),
     quiet, stopped after ``n_batches`` timed batches (the first batch is a warm-up)."""
     from fastai.callback.core import Callback, CancelFitException
 
+    clock = _BatchClock(device, pad_idx)
+
     class _Timer(Callback):
         order = 100
 
-        def __init__(self) -> None:
-            self.i, self.tok, self.real, self.t0, self.t1 = 0, 0, 0, 0.0, 0.0
-            self.batch_s: list[float] = []
-            self.batch_tok: list[int] = []
-
         def after_batch(self) -> None:
-            if not self.training:
-                return
-            _sync(device)
-            now = time.perf_counter()
-            if self.i == 0:
-                self.t0 = now
-            else:
-                a, b = _batch_tokens(self.learn.xb[0], pad_idx)
-                self.tok += a
-                self.real += b
-                self.batch_s.append(now - self.t1)
-                self.batch_tok.append(a)
-            self.t1 = now
-            self.i += 1
-            if self.i > n_batches:
+            if self.training and clock.tick(self.learn.xb[0]) > n_batches:
                 raise CancelFitException()
 
-    timer = _Timer()
     with learn.no_bar(), learn.no_logging():
-        learn.fit_one_cycle(1, lr, cbs=[timer])
-    dt = max(timer.t1 - timer.t0, 1e-9)
-    return {"tokens_per_s": timer.tok / dt, "real_tokens_per_s": timer.real / dt, "seconds": dt,
-            "batch_s": timer.batch_s, "batch_tokens": timer.batch_tok}
+        learn.fit_one_cycle(1, lr, cbs=[_Timer()])
+    return clock.result()
 
 
 class _ScalerOpt:
@@ -112,7 +121,7 @@ class _ScalerOpt:
 
 def _plain_run(model: torch.nn.Module, dl: Any, loss_func: Any, opt: Any, n_batches: int, device: torch.device,
                fp16: bool, pad_idx: int | None, alpha: float = 0.0, beta: float = 0.0,
-               cast: bool = False) -> dict[str, float]:
+               cast: bool = False) -> dict[str, Any]:
     """The hand-written loop over the same model / batches / loss / fastai optimizer, with the
     same AR/TAR penalty (``alpha``/``beta``) fastai's ``RNNRegularizer`` adds: it is part of the
     recipe's loss, not framework overhead. ``cast``: turn fastai's tensor subclasses
@@ -123,11 +132,8 @@ def _plain_run(model: torch.nn.Module, dl: Any, loss_func: Any, opt: Any, n_batc
         model.reset()
     scaler = torch.amp.GradScaler("cuda") if fp16 else None
     sopt = _ScalerOpt(opt)
-    tok = real = 0
-    t0 = t1 = 0.0
-    batch_s: list[float] = []
-    batch_tok: list[int] = []
-    for i, (xb, yb) in enumerate(dl):
+    clock = _BatchClock(device, pad_idx)
+    for xb, yb in dl:
         if cast:
             xb, yb = xb.as_subclass(torch.Tensor), yb.as_subclass(torch.Tensor)
         with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=fp16):
@@ -148,22 +154,9 @@ def _plain_run(model: torch.nn.Module, dl: Any, loss_func: Any, opt: Any, n_batc
             loss.backward()
             opt.step()
         opt.zero_grad()
-        _sync(device)
-        now = time.perf_counter()
-        if i == 0:
-            t0 = now
-        else:
-            a, b = _batch_tokens(xb, pad_idx)
-            tok += a
-            real += b
-            batch_s.append(now - t1)
-            batch_tok.append(a)
-        t1 = now
-        if i >= n_batches:
+        if clock.tick(xb) > n_batches:
             break
-    dt = max(t1 - t0, 1e-9)
-    return {"tokens_per_s": tok / dt, "real_tokens_per_s": real / dt, "seconds": dt,
-            "batch_s": batch_s, "batch_tokens": batch_tok}
+    return clock.result()
 
 
 def _summ(xs: list[float]) -> dict[str, float]:
@@ -201,7 +194,6 @@ def compare_training_throughput(learn: Any, *, n_batches: int = 20, repeats: int
     """
     device = next(learn.model.parameters()).device
     from fastai.callback.fp16 import MixedPrecision
-
     from fastai.callback.rnn import RNNRegularizer
 
     fp16 = any(isinstance(cb, MixedPrecision) for cb in learn.cbs)
@@ -234,12 +226,7 @@ def compare_training_throughput(learn: Any, *, n_batches: int = 20, repeats: int
     pa, pb = _per_batch(a_runs), _per_batch(b_runs)
     ref = b_runs[0]["batch_tokens"]
     same = all(r["batch_tokens"] == ref for r in a_runs + b_runs + c_runs)
-    extra: dict[str, Any] = {}
-    if c_runs:
-        pc = _per_batch(c_runs)
-        extra = {"plain_loop_cast_per_batch": pc, "ratio_vs_plain_cast": pa["median_tokens_per_s"] / pc["median_tokens_per_s"],
-                 "plain_loop_cast_tokens_per_s": _summ([x["tokens_per_s"] for x in c_runs])}
-    return {**extra,
+    out: dict[str, Any] = {
         "ratio": pa["median_tokens_per_s"] / pb["median_tokens_per_s"],
         "ratio_best_batches": pa["best_tokens_per_s"] / pb["best_tokens_per_s"],
         "per_batch": {"ulmfit_ml": pa, "plain_loop": pb},
@@ -252,3 +239,8 @@ def compare_training_throughput(learn: Any, *, n_batches: int = 20, repeats: int
         "n_batches": n_batches, "repeats": repeats, "fp16": fp16, "device": str(device),
         "plain_loop_ar_tar": [alpha, beta],
     }
+    if c_runs:
+        pc = _per_batch(c_runs)
+        out.update({"plain_loop_cast_per_batch": pc, "ratio_vs_plain_cast": pa["median_tokens_per_s"] / pc["median_tokens_per_s"],
+                    "plain_loop_cast_tokens_per_s": _summ([x["tokens_per_s"] for x in c_runs])})
+    return out
