@@ -45,6 +45,10 @@ DEFAULT_CORPUS = REPO.parent / "shared" / "corpora" / "wikitext-2"
 WORK = HERE / "_work"
 METRICS = ("f1_macro", "f1_micro", "roc_auc_macro", "average_precision_macro", "precision_micro", "recall_micro")
 
+#: The CPU presets' throughput A/B: many short interleaved runs, so that drift on a shared
+#: machine hits both sides alike (bench/README.md). Shared, read-only (presets are deep-copied).
+CPU_THROUGHPUT_AB: dict[str, Any] = {"lm": {"n_batches": 8, "repeats": 10}, "classifier": {"n_batches": 20, "repeats": 20}}
+
 #: Each preset: AWD-LSTM size, optional pretraining on WikiText-2, LM fine-tuning and
 #: classifier options (LMConfig / ClassifierConfig fields), forward+backward ensembling,
 #: ablations and the throughput A/B. Chosen from the measurements in RESULTS.md.
@@ -60,16 +64,14 @@ PRESETS: dict[str, dict[str, Any]] = {
         "lm": {"epochs": 2, "bs": 64, "seq_len": 48, "lr": 1e-2, "drop_mult": 0.2, "max_vocab": 8000},
         "clf": {"bs": 64, "seq_len": 48, "unfreeze": [0], "epochs": [5], "lrs": [1e-2],
                 "drop_mult": 0.3, "pos_weight": "auto"},
-        # many short interleaved runs: drift on a shared machine hits both sides alike (bench/README.md)
-        "throughput": {"lm": {"n_batches": 8, "repeats": 10}, "classifier": {"n_batches": 20, "repeats": 20}},
+        "throughput": CPU_THROUGHPUT_AB,
     },
     "cpu-full": {  # under 2 hours on 2 CPU cores: longer LM and classifier, fwd+bwd ensemble
         "arch": "small", "heldout_pct": 0.1, "pretrain": None, "backwards": True, "ablations": False,
         "lm": {"epochs": 4, "bs": 64, "seq_len": 48, "lr": 1e-2, "drop_mult": 0.2, "max_vocab": 8000},
         "clf": {"bs": 64, "seq_len": 48, "unfreeze": [0], "epochs": [12], "lrs": [1e-2],
                 "drop_mult": 0.3, "pos_weight": "auto"},
-        # many short interleaved runs: drift on a shared machine hits both sides alike (bench/README.md)
-        "throughput": {"lm": {"n_batches": 8, "repeats": 10}, "classifier": {"n_batches": 20, "repeats": 20}},
+        "throughput": CPU_THROUGHPUT_AB,
     },
     "gpu": {  # the paper-size AWD-LSTM, fp16 on CUDA, WikiText-2 pretraining, fwd+bwd (bigger batches: GPU)
         "arch": "paper", "heldout_pct": 0.1, "pretrain": {"epochs": 5, "bs": 128, "seq_len": 70, "lr": 3e-3},
