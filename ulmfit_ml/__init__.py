@@ -8,13 +8,15 @@ __version__ = "0.1.0"
 
 from .baseline import TfidfBaseline
 from .classifier import MultiLabelClassifier, train_classifier
-from .config import ARCH_PRESETS, ClassifierConfig, DataConfig, LMConfig
+from .config import ARCH_PRESETS, ClassifierConfig, DataConfig, LMConfig, PretrainConfig
 from .cv import CVResult, cross_validate, kfold_assignments
 from .data import MultiLabelData
 from .ensemble import MultiLabelEnsemble
 from .explain import explain, explain_html
 from .io import read_table, write_table
-from .lm import LanguageModel, finetune_lm, load_lm, pretrain_lm
+from .corpus import TokenCorpus, tokenize_corpus
+from .lm import LanguageModel, finetune_lm, load_lm
+from .pretrain import pretrain_lm
 from .metrics import MultiLabelReport, multilabel_report
 from .persist import load_classifier
 from .plots import (LRFindResult, lr_find, plot_f1_vs_threshold, plot_label_frequency, plot_labels_per_text,
@@ -39,6 +41,9 @@ __all__ = [
     "LanguageModel",
     "finetune_lm",
     "pretrain_lm",
+    "PretrainConfig",
+    "TokenCorpus",
+    "tokenize_corpus",
     "load_lm",
     "MultiLabelClassifier",
     "train_classifier",

@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from .config import ClassifierConfig, DataConfig, LMConfig, config_from_dict, config_to_dict
+from .config import ClassifierConfig, DataConfig, LMConfig, PretrainConfig, config_from_dict, config_to_dict
+from .pretrain import pretrain_lm
 
 __all__ = ["main", "build_parser", "RunConfig", "ConfigError", "load_config_file", "resolve_config",
            "parse_set", "config_sections", "SECTIONS"]
@@ -70,7 +71,8 @@ class RunConfig:
 
 
 #: Config sections -> dataclasses.
-SECTIONS: dict[str, type] = {"data": DataConfig, "lm": LMConfig, "classifier": ClassifierConfig, "run": RunConfig}
+SECTIONS: dict[str, type] = {"data": DataConfig, "lm": LMConfig, "classifier": ClassifierConfig, "run": RunConfig,
+                             "pretrain": PretrainConfig}
 _RUN_PATHS = ("train", "out", "lm", "test")
 
 
@@ -236,7 +238,7 @@ def resolve_config(file_sections: dict[str, dict[str, Any]] | None = None,
             hint = difflib.get_close_matches(section, list(SECTIONS), n=1)
             raise ConfigError(f"unknown config section {section!r} in {section}.{key}"
                               + (f" (did you mean {hint[0]}.{key}?)" if hint else "")
-                              + "; expected data, lm, classifier or run.")
+                              + "; expected data, lm, classifier, run or pretrain.")
         merged[section][key] = value
     out: dict[str, Any] = {}
     for section, cls in SECTIONS.items():
@@ -461,20 +463,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_cv)
 
     p = sub.add_parser("pretrain", parents=[common], formatter_class=fmt,
-                       help="pretrain a language model from scratch on a raw text corpus",
-                       description="Pretrain an AWD-LSTM LM on a general-domain corpus (a .txt file with one "
-                                   "paragraph per line, or a folder of .txt files) and save it to --out; then "
-                                   "fine-tune from it with --set lm.pretrained=\"DIR\". Options come from the [lm] "
-                                   "section of --config, --set lm.KEY=VALUE and the flags.")
-    p.add_argument("corpus", metavar="CORPUS", help=".txt file or folder of .txt files")
-    p.add_argument("--out", required=True, metavar="DIR", help="directory to save the language model to")
-    p.add_argument("--config", metavar="FILE", help="config file; only its [lm] section is used")
-    p.add_argument("--set", action="append", metavar="lm.KEY=VALUE", help="override an [lm] key (repeatable)")
+                       help="pretrain a general-domain language model on a raw text corpus",
+                       description="Pretrain an AWD-LSTM LM from scratch on a general-domain corpus (.txt files "
+                                   "with one paragraph per line, or folders of them): tokenised once into cached "
+                                   "memory-mapped ids, trained with a sampled softmax, checkpointed to "
+                                   "OUT/checkpoint every [pretrain] checkpoint_every seconds, saved to OUT/model. "
+                                   "Fine-tune from it with --set lm.pretrained=\"OUT/model\". Options come from the "
+                                   "[pretrain] section of --config, --set pretrain.KEY=VALUE and the flags.")
+    p.add_argument("corpus", nargs="+", metavar="CORPUS", help=".txt file(s) or folder(s) of .txt files")
+    p.add_argument("--out", required=True, metavar="DIR", help="run directory: DIR/checkpoint while training, DIR/model at the end")
+    p.add_argument("--config", metavar="FILE", help="config file; only its [pretrain] section is used")
+    p.add_argument("--set", action="append", metavar="pretrain.KEY=VALUE", help="override a [pretrain] key (repeatable)")
     p.add_argument("--arch", help="AWD-LSTM size: tiny, small, cpu or paper")
-    p.add_argument("--lm-epochs", type=int, metavar="N", help="epochs ([lm] epochs)")
-    p.add_argument("--seed", type=int, help="random seed ([lm] seed)")
-    p.add_argument("--valid-pct", type=float, default=0.05, help="held-out share of the corpus (default 0.05)")
-    p.add_argument("--overwrite", action="store_true", default=None, help="replace an existing --out directory")
+    p.add_argument("--epochs", type=float, metavar="N", help="passes over the corpus, fractions allowed ([pretrain] epochs)")
+    p.add_argument("--max-tokens", type=int, metavar="N", help="training tokens for the whole schedule ([pretrain] max_tokens)")
+    p.add_argument("--backwards", action="store_true", default=None, help="a backward language model ([pretrain] backwards)")
+    p.add_argument("--seed", type=int, help="random seed ([pretrain] seed)")
+    p.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint after an interruption")
     p.set_defaults(func=cmd_pretrain)
     return parser
 
@@ -927,23 +932,22 @@ def cmd_cv(args: argparse.Namespace) -> int:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
-    """``ulmfit-ml pretrain``: a language model from scratch on a corpus (thin wrapper of ``pretrain_lm``)."""
-    from .lm import pretrain_lm
-
+    """``ulmfit-ml pretrain``: a general-domain language model on a corpus (thin wrapper of ``pretrain_lm``)."""
     base = load_config_file(args.config) if args.config else {}
     sets = [parse_set(s) for s in (args.set or [])]
-    bad = [f"{s}.{k}" for s, k, _ in sets if s != "lm"]
+    bad = [f"{s}.{k}" for s, k, _ in sets if s != "pretrain"]
     if bad:
-        raise ConfigError(f"pretrain only uses [lm] options; got {bad}.")
-    flags = [("lm", k, v) for k, v in (("arch", args.arch), ("epochs", args.lm_epochs), ("seed", args.seed),
-                                        ("device", args.device), ("quiet", args.quiet)) if v is not None]
-    lm_cfg = resolve_config({"lm": base.get("lm", {})}, sets + flags)["lm"]
+        raise ConfigError(f"pretrain only uses [pretrain] options; got {bad}.")
+    flags = [("pretrain", k, v) for k, v in (("arch", args.arch), ("epochs", args.epochs), ("max_tokens", args.max_tokens),
+                                              ("backwards", args.backwards), ("seed", args.seed),
+                                              ("quiet", args.quiet)) if v is not None]
+    cfg = resolve_config({"pretrain": base.get("pretrain", {})}, sets + flags)["pretrain"]
     out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise FileExistsError(f"{out} already exists: pass --overwrite or choose another --out.")
-    lm = pretrain_lm(args.corpus, config=lm_cfg, valid_pct=args.valid_pct)
-    lm.save(out, overwrite=bool(args.overwrite))
-    print(f"language model saved to {out} ({lm!r})")
+    if (out / "model").exists():
+        raise FileExistsError(f"{out / 'model'} already exists: choose another --out.")
+    lm = pretrain_lm(args.corpus, config=cfg, out_dir=out, resume=args.resume)
+    lm.save(out / "model")
+    print(f"language model saved to {out / 'model'} ({lm!r})")
     return EXIT_OK
 
 

@@ -17,6 +17,7 @@ __all__ = [
     "DataConfig",
     "LMConfig",
     "ClassifierConfig",
+    "PretrainConfig",
     "config_from_dict",
     "config_to_dict",
 ]
@@ -212,6 +213,59 @@ class ClassifierConfig:
             raise ValueError(f"loss must be 'bce' or 'focal', got {self.loss!r}.")
         if isinstance(self.pos_weight, str) and self.pos_weight != "auto":
             raise ValueError(f"pos_weight must be None, 'auto', a number or a list, got {self.pos_weight!r}.")
+
+
+@dataclass
+class PretrainConfig:
+    """Pretraining options (ULMFiT stage 1, :func:`~ulmfit_ml.pretrain_lm`).
+
+    Defaults are the ones the shipped ``en-small`` model was trained with (see its model card),
+    except the length of the run (``epochs`` / ``max_tokens``).
+    """
+
+    arch: str | dict[str, Any] = "cpu"
+    max_vocab: int = 12000
+    min_freq: int = 3
+    valid_pct: float = 0.01  #: held-out share of the corpus lines (perplexity)
+    epochs: float = 1.0  #: passes over the corpus (fractions allowed)
+    max_tokens: int | None = None  #: stop the one-cycle schedule after this many training tokens
+    bs: int = 64
+    seq_len: int = 70
+    lr: float = 3e-3
+    div: float = 25.0  #: one-cycle: start at lr / div
+    div_final: float = 1e4  #: one-cycle: end at lr / div_final
+    pct_start: float = 0.25
+    moms: tuple[float, float, float] = (0.8, 0.7, 0.8)
+    drop_mult: float = 0.1  #: light dropout: < 1 epoch over a large corpus underfits, it does not overfit
+    wd: float = 0.01
+    clip: float | None = 0.25
+    softmax: str = "sampled"  #: "sampled" (fast on CPU) or "full"
+    n_samples: int = 1024  #: negatives per batch for the sampled softmax
+    backwards: bool = False
+    seed: int = 42
+    threads: int | None = None  #: torch CPU threads (None: torch's default)
+    checkpoint_every: float | None = 600.0  #: seconds between checkpoints (needs out_dir)
+    checkpoint_every_steps: int | None = None
+    log_every: float = 30.0  #: seconds between progress lines
+    valid_max_tokens: int | None = 200_000  #: held-out tokens scored at the end
+    quiet: bool = False
+
+    def __post_init__(self) -> None:
+        resolve_arch(self.arch)
+        for name in ("max_vocab", "min_freq", "bs", "seq_len", "lr", "div", "div_final", "n_samples", "log_every"):
+            _check_positive(name, getattr(self, name))
+        for name in ("epochs", "drop_mult", "wd"):
+            _check_positive(name, getattr(self, name), allow_zero=True)
+        for name in ("max_tokens", "clip", "threads", "checkpoint_every", "checkpoint_every_steps", "valid_max_tokens"):
+            if getattr(self, name) is not None:
+                _check_positive(name, getattr(self, name))
+        if not (isinstance(self.valid_pct, (int, float)) and 0 <= self.valid_pct < 1):
+            raise ValueError(f"valid_pct must be in [0, 1), got {self.valid_pct!r}.")
+        if not (isinstance(self.pct_start, (int, float)) and 0 < self.pct_start < 1):
+            raise ValueError(f"pct_start must be in (0, 1), got {self.pct_start!r}.")
+        if self.softmax not in ("sampled", "full"):
+            raise ValueError(f"softmax must be 'sampled' or 'full', got {self.softmax!r}.")
+        self.moms = tuple(self.moms)
 
 
 _CONFIGS = {"data": DataConfig, "lm": LMConfig, "classifier": ClassifierConfig}

@@ -11,7 +11,7 @@ import math
 import pickle
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -19,9 +19,9 @@ import torch
 
 from ._train import history_frame, quiet_mode, resolve_device, seed_everything, use_fp16
 from .config import LMConfig, config_to_dict, merge_config, resolve_arch, scale_dropouts
-from .data import MultiLabelData, lm_dataloaders_from_tokens, tokenize_texts
+from .data import MultiLabelData
 
-__all__ = ["LanguageModel", "finetune_lm", "pretrain_lm", "load_lm", "lm_arch_config", "build_lm_learner"]
+__all__ = ["LanguageModel", "finetune_lm", "load_lm", "lm_arch_config", "build_lm_learner"]
 
 
 def lm_arch_config(arch: str | dict[str, Any]) -> dict[str, Any]:
@@ -260,40 +260,3 @@ def finetune_lm(data: MultiLabelData, *, config: LMConfig | None = None, **optio
     dls = data.lm_dataloaders(bs=cfg.bs, seq_len=cfg.seq_len, min_freq=cfg.min_freq, max_vocab=cfg.max_vocab,
                               backwards=cfg.backwards, seed=cfg.seed, device=device)
     return _fit_lm(dls, cfg, start=start, device=device)
-
-
-def _read_corpus(corpus: str | Path | Iterable[str]) -> list[str]:
-    if isinstance(corpus, (str, Path)):
-        p = Path(corpus)
-        files = sorted(p.glob("*.txt")) if p.is_dir() else [p]
-        if not files or not all(f.exists() for f in files):
-            raise FileNotFoundError(f"No corpus text found at {p} (a .txt file or a folder of .txt files).")
-        lines = [ln for f in files for ln in f.read_text(encoding="utf-8", errors="replace").splitlines()]
-    else:
-        lines = list(corpus)
-    texts = [t for t in lines if isinstance(t, str) and t.strip() and not t.strip().startswith("= ")]
-    if not texts:
-        raise ValueError("The corpus has no non-empty text.")
-    return texts
-
-
-def pretrain_lm(corpus: str | Path | Iterable[str], *, config: LMConfig | None = None, valid_pct: float = 0.05,
-                **options: Any) -> LanguageModel:
-    """Pretrain an AWD-LSTM language model from scratch on a general-domain corpus.
-
-    The result can be saved and passed as ``pretrained=`` to :func:`finetune_lm` (ULMFiT's
-    stage 1 when the WikiText-103 weights cannot be downloaded).
-
-    Args:
-        corpus: a ``.txt`` file (one paragraph per line; `` = Title = `` lines are skipped),
-            a folder of ``.txt`` files, or an iterable of strings.
-    """
-    cfg = merge_config(LMConfig, config, options)
-    device = resolve_device(cfg.device)
-    texts = _read_corpus(corpus)
-    seed_everything(cfg.seed)
-    toks = tokenize_texts(texts)
-    dls = lm_dataloaders_from_tokens(toks, bs=cfg.bs, seq_len=cfg.seq_len, min_freq=cfg.min_freq,
-                                     max_vocab=cfg.max_vocab, backwards=cfg.backwards, valid_pct=valid_pct,
-                                     seed=cfg.seed, device=device)
-    return _fit_lm(dls, cfg, start=None, device=device)

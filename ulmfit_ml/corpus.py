@@ -1,0 +1,228 @@
+"""Stage 1 input: a raw text corpus as cached, memory-mapped token ids (for LM pretraining).
+
+A corpus of tens of millions of words cannot live in RAM as Python token strings. The files are
+read a chunk of lines at a time, tokenised with the same fastai pipeline as everything else
+(:func:`~ulmfit_ml.data.tokenize_texts`, spaCy + fastai's rules, in worker processes), and
+written as integer ids; the vocabulary is fastai's ``make_vocab`` over the counts. The result
+is cached on disk under a key of the files (path, size, mtime) and the tokenizer settings, so a
+second run (or a resumed one) starts in a second.
+
+Layout of a cache directory: ``train.ids`` / ``valid.ids`` (raw little-endian ``uint16`` or
+``uint32``), ``vocab.json``, ``meta.json`` (counts, sizes, sources).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from .data import tokenize_texts
+
+__all__ = ["TokenCorpus", "tokenize_corpus", "corpus_files", "default_cache_dir"]
+
+_FORMAT = 1
+_BLOCK_LINES = 500  #: held-out lines are whole blocks of this many lines (mixes every source)
+
+
+def default_cache_dir() -> Path:
+    """``$ULMFIT_ML_CACHE`` or ``$XDG_CACHE_HOME/ulmfit_ml`` (``~/.cache/ulmfit_ml``)."""
+    env = os.environ.get("ULMFIT_ML_CACHE")
+    if env:
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ulmfit_ml"
+
+
+def corpus_files(corpus: str | Path | Sequence[str | Path]) -> list[Path]:
+    """The ``.txt`` files of ``corpus``: one file, a folder of ``.txt`` files, or a list of either."""
+    items = [corpus] if isinstance(corpus, (str, Path)) else list(corpus)
+    files: list[Path] = []
+    for it in items:
+        p = Path(it)
+        if p.is_dir():
+            found = sorted(p.glob("*.txt"))
+            if not found:
+                raise FileNotFoundError(f"No .txt files in corpus folder {p}.")
+            files += found
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise FileNotFoundError(f"No corpus text found at {p} (expected a .txt file or a folder of .txt files).")
+    return files
+
+
+@dataclass
+class TokenCorpus:
+    """Token ids of a corpus, memory-mapped from its cache directory.
+
+    Attributes:
+        path: the cache directory.
+        vocab: token strings (index = id), fastai's special tokens first.
+        train: 1-d memory-mapped id array of the training part (texts in file order).
+        valid: 1-d id array of the held-out part.
+        counts: training count per vocab id (for samplers and the decoder bias).
+        meta: sizes and sources.
+    """
+
+    path: Path
+    vocab: list[str]
+    train: np.ndarray
+    valid: np.ndarray
+    counts: np.ndarray
+    meta: dict[str, Any]
+
+    @classmethod
+    def load(cls, path: str | Path) -> "TokenCorpus":
+        path = Path(path)
+        meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
+        vocab = json.loads((path / "vocab.json").read_text(encoding="utf-8"))
+        dtype = np.dtype(meta["dtype"])
+        arrays = {}
+        for part in ("train", "valid"):
+            n = int(meta[f"n_{part}_tokens"])
+            arrays[part] = (np.memmap(path / f"{part}.ids", dtype=dtype, mode="r", shape=(n,)) if n
+                            else np.zeros(0, dtype=dtype))
+        counts = np.asarray(meta["counts"], dtype=np.int64)
+        return cls(path, vocab, arrays["train"], arrays["valid"], counts, meta)
+
+    def __repr__(self) -> str:
+        return (f"TokenCorpus({len(self.vocab):,} tokens in vocab, {len(self.train):,} train / "
+                f"{len(self.valid):,} held-out token ids, at {self.path})")
+
+
+def _iter_texts(files: Sequence[Path]) -> Iterator[tuple[int, str]]:
+    """(line number across all files, text) for every non-empty line; WikiText ``= Title =`` lines skipped."""
+    i = 0
+    for f in files:
+        with open(f, encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                s = line.strip()
+                if s and not s.startswith("= "):
+                    yield i, s
+                    i += 1
+
+
+def _cache_key(files: Sequence[Path], *, max_vocab: int, min_freq: int, valid_pct: float) -> str:
+    from fastai import __version__ as fastai_version
+    from fastai.text.core import defaults
+
+    h = hashlib.sha256()
+    for f in files:
+        st = f.stat()
+        h.update(f"{f.resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    rules = ",".join(getattr(r, "__name__", str(r)) for r in defaults.text_proc_rules)
+    h.update(f"{_FORMAT}|{fastai_version}|{rules}|{max_vocab}|{min_freq}|{valid_pct}".encode())
+    return h.hexdigest()[:16]
+
+
+def _chunks(it: Iterable[tuple[int, str]], size: int) -> Iterator[list[tuple[int, str]]]:
+    buf: list[tuple[int, str]] = []
+    for x in it:
+        buf.append(x)
+        if len(buf) >= size:
+            yield buf
+            buf = []
+    if buf:
+        yield buf
+
+
+def tokenize_corpus(corpus: str | Path | Sequence[str | Path], *, max_vocab: int = 12000, min_freq: int = 3,
+                    valid_pct: float = 0.01, cache_dir: str | Path | None = None, n_workers: int | None = None,
+                    chunk_lines: int = 20000, quiet: bool = False) -> TokenCorpus:
+    """Tokenise ``corpus`` once into memory-mapped ids, or reuse its cache.
+
+    Args:
+        corpus: a ``.txt`` file (one paragraph per line), a folder of them, or a list of either.
+        max_vocab, min_freq: fastai ``make_vocab`` limits; other tokens become ``xxunk``.
+        valid_pct: share of lines held out for perplexity, taken as whole blocks of 500 lines
+            spread over the corpus (so every source is represented).
+        cache_dir: where caches live (default :func:`default_cache_dir` ``/corpus``).
+        n_workers: tokenizer processes (default: fastai's ``defaults.cpus``).
+        chunk_lines: lines tokenised per chunk (memory stays bounded by one chunk).
+
+    Returns:
+        A :class:`TokenCorpus`.
+    """
+    import time
+
+    from fastai.text.data import make_vocab
+
+    files = corpus_files(corpus)
+    if not 0 <= valid_pct < 1:
+        raise ValueError(f"valid_pct must be in [0, 1), got {valid_pct!r}.")
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir() / "corpus"
+    key = _cache_key(files, max_vocab=max_vocab, min_freq=min_freq, valid_pct=valid_pct)
+    final = root / key
+    if (final / "meta.json").exists():
+        return TokenCorpus.load(final)
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f".{key}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    every = int(round(1 / valid_pct)) if valid_pct > 0 else 0
+    t0 = time.perf_counter()
+    # pass 1: provisional ids in order of first appearance (the vocabulary is not known yet)
+    prov: dict[str, int] = {}
+    counts = np.zeros(0, dtype=np.int64)
+    n_lines = n_tok = 0
+    try:
+        with open(tmp / "train.raw", "wb") as ftr, open(tmp / "valid.raw", "wb") as fva:
+            for chunk in _chunks(_iter_texts(files), chunk_lines):
+                toks = tokenize_texts([t for _, t in chunk], n_workers=n_workers)
+                parts: dict[bool, list[int]] = {False: [], True: []}
+                for (line_no, _), tl in zip(chunk, toks):
+                    held = bool(every) and (line_no // _BLOCK_LINES) % every == every - 1
+                    parts[held] += [prov.setdefault(t, len(prov)) for t in tl]
+                tr = np.asarray(parts[False], dtype=np.uint32)
+                counts = np.concatenate([counts, np.zeros(len(prov) - len(counts), dtype=np.int64)])
+                counts += np.bincount(tr, minlength=len(prov))
+                ftr.write(tr.tobytes())
+                fva.write(np.asarray(parts[True], dtype=np.uint32).tobytes())
+                n_tok += len(parts[False]) + len(parts[True])
+                n_lines += len(chunk)
+                if not quiet:
+                    dt = time.perf_counter() - t0
+                    print(f"tokenised {n_lines:,} lines, {n_tok:,} tokens ({n_tok / dt:,.0f} tokens/s)", flush=True)
+        if not n_tok:
+            raise ValueError(f"The corpus at {', '.join(map(str, files))} has no non-empty text.")
+        # pass 2: fastai's vocabulary, then provisional -> final ids (unknown -> xxunk = 0)
+        words = list(prov)
+        vocab = make_vocab(Counter(dict(zip(words, counts.tolist()))), min_freq=min_freq, max_vocab=max_vocab)
+        index = {t: i for i, t in enumerate(vocab)}
+        unk = index.get("xxunk", 0)
+        remap = np.array([index.get(w, unk) for w in words], dtype=np.int64)
+        dtype = np.uint16 if len(vocab) <= np.iinfo(np.uint16).max else np.uint32
+        sizes = {}
+        for part in ("train", "valid"):
+            raw = np.memmap(tmp / f"{part}.raw", dtype=np.uint32, mode="r") if (tmp / f"{part}.raw").stat().st_size else np.zeros(0, np.uint32)
+            with open(tmp / f"{part}.ids", "wb") as out:
+                for s in range(0, len(raw), 1 << 22):
+                    out.write(remap[raw[s:s + (1 << 22)]].astype(dtype).tobytes())
+            sizes[part] = len(raw)
+            del raw
+            (tmp / f"{part}.raw").unlink()  # our own temporary file, inside our own temporary directory
+        final_counts = np.bincount(remap, weights=counts.astype(np.float64),
+                                   minlength=len(vocab)).astype(np.int64)
+        meta = {"format": _FORMAT, "dtype": np.dtype(dtype).name, "n_train_tokens": sizes["train"],
+                "n_valid_tokens": sizes["valid"], "n_lines": n_lines, "n_types": len(words),
+                "sources": [str(f.resolve()) for f in files], "max_vocab": max_vocab, "min_freq": min_freq,
+                "valid_pct": valid_pct, "seconds": round(time.perf_counter() - t0, 1),
+                "counts": final_counts.tolist()}
+        (tmp / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
+        (tmp / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
+        try:
+            os.rename(tmp, final)
+        except OSError:  # another process cached the same corpus first: use theirs
+            if not (final / "meta.json").exists():
+                raise
+    finally:
+        if tmp.exists():
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)  # only our own temporary directory
+    return TokenCorpus.load(final)

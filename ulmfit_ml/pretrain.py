@@ -1,0 +1,296 @@
+"""Stage 1: pretraining a general-domain AWD-LSTM language model on a large corpus.
+
+The model is fastai's (``get_language_model(AWD_LSTM, ...)``, tied embedding and decoder), so
+what comes out is an ordinary :class:`~ulmfit_ml.lm.LanguageModel` that ``finetune_lm`` starts
+from. The loop itself is a plain PyTorch loop rather than a fastai ``Learner``, for three
+measured reasons (written down because the project otherwise trains with fastai):
+
+* fastai's ``LMDataLoader`` holds every text as a tensor in RAM; here the batches are read from
+  memory-mapped token ids (:mod:`ulmfit_ml.corpus`), so a 25M-token corpus costs ~50 MB;
+* fastai resumes only at epoch boundaries, and one epoch of the corpus takes hours on a CPU;
+  here a checkpoint (weights, optimizer, LSTM hidden state, RNG state, step) is written every
+  ``checkpoint_every`` seconds and a resumed run continues bit for bit where it stopped;
+* on a CPU the full output softmax over the vocabulary costs more than the LSTM
+  (bench/RESULTS.md, "pretraining"); training uses a sampled softmax (``n_samples`` negatives
+  shared by the batch, drawn from the unigram^0.75 distribution, with the log-Q correction of
+  Jean et al., 2015) on the *same tied weights*, so the saved decoder is fastai's full-softmax
+  ``LinearDecoder`` and held-out perplexity is measured with the full softmax.
+
+The schedule is fastai's one-cycle (``combined_cos``: warm-up over ``pct_start``, cosine
+annealing, momentum cycled inversely), the optimizer AdamW (decoupled weight decay, as fastai's
+``Adam``).
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from ._train import seed_everything
+from .config import PretrainConfig, config_to_dict, merge_config, scale_dropouts
+from .corpus import TokenCorpus, tokenize_corpus
+from .lm import LanguageModel, lm_arch_config
+from .persist import atomic_dir
+
+__all__ = ["pretrain_lm", "build_pretrain_model", "evaluate_perplexity"]
+
+_CKPT = "checkpoint"
+
+
+def build_pretrain_model(vocab_size: int, arch: dict[str, Any], drop_mult: float) -> torch.nn.Module:
+    """fastai's AWD-LSTM language model (encoder ``0.*``, tied ``LinearDecoder`` ``1.*``)."""
+    from fastai.text.models.awdlstm import AWD_LSTM
+    from fastai.text.models.core import get_language_model
+
+    return get_language_model(AWD_LSTM, vocab_size, config=scale_dropouts(arch, drop_mult))
+
+
+class _Stream:
+    """``bs`` contiguous streams over a 1-d id array, cut into ``seq_len`` windows (as fastai's
+    ``LMDataLoader`` does for one epoch without shuffling); reversed for a backward model."""
+
+    def __init__(self, ids: np.ndarray, bs: int, seq_len: int, backwards: bool) -> None:
+        self.ids, self.bs, self.seq_len, self.backwards = ids, bs, seq_len, backwards
+        self.row_len = len(ids) // bs
+        self.n_batches = (self.row_len - 1) // seq_len
+        if self.n_batches < 1:
+            raise ValueError(f"The corpus has {len(ids):,} tokens: too few for bs={bs} x seq_len={seq_len}; "
+                             "lower bs or seq_len, or add text.")
+
+    def batch(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        s = i * self.seq_len
+        n = len(self.ids)
+        rows = []
+        for r in range(self.bs):
+            a = r * self.row_len + s
+            if self.backwards:  # position p of the reversed array is n-1-p of the stored one
+                rows.append(np.asarray(self.ids[n - 1 - a - self.seq_len:n - a])[::-1])
+            else:
+                rows.append(np.asarray(self.ids[a:a + self.seq_len + 1]))
+        arr = torch.from_numpy(np.stack(rows).astype(np.int64))
+        return arr[:, :-1], arr[:, 1:]
+
+
+def _sampled_loss(h: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                  log_q: torch.Tensor, probs: torch.Tensor, n_samples: int) -> torch.Tensor:
+    """Sampled softmax cross-entropy with shared negatives and log-Q correction; the true class
+    is masked out of the negatives (accidental hits)."""
+    neg = torch.multinomial(probs, n_samples, replacement=True)
+    corr = math.log(n_samples)
+    true_logit = (h * weight[y]).sum(1) + bias[y] - (log_q[y] + corr)
+    neg_logit = h @ weight[neg].t() + bias[neg] - (log_q[neg] + corr)
+    neg_logit = neg_logit.masked_fill(neg[None, :] == y[:, None], float("-inf"))
+    logits = torch.cat([true_logit[:, None], neg_logit], 1)
+    return F.cross_entropy(logits, torch.zeros(len(y), dtype=torch.long))
+
+
+def _forward_hidden(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Encoder output after the decoder's output dropout (what the decoder multiplies)."""
+    enc, dec = model[0], model[1]
+    return dec.output_dp(enc(x))
+
+
+@torch.no_grad()
+def evaluate_perplexity(model: torch.nn.Module, ids: np.ndarray, *, bs: int = 32, seq_len: int = 70,
+                        max_tokens: int | None = None, backwards: bool = False) -> dict[str, float]:
+    """Full-softmax loss, perplexity and next-token accuracy of ``model`` on held-out ``ids``."""
+    ids = ids[:max_tokens] if max_tokens else ids
+    stream = _Stream(ids, bs, seq_len, backwards)
+    was_training = model.training
+    model.eval()
+    model[0].reset()
+    tot_loss, tot_correct, n = 0.0, 0, 0
+    for i in range(stream.n_batches):
+        x, y = stream.batch(i)
+        out = model(x)[0]
+        tot_loss += float(F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1), reduction="sum"))
+        tot_correct += int((out.argmax(-1) == y).sum())
+        n += y.numel()
+    model[0].reset()
+    model.train(was_training)
+    loss = tot_loss / max(n, 1)
+    return {"valid_loss": loss, "perplexity": math.exp(min(loss, 50)), "accuracy": tot_correct / max(n, 1),
+            "valid_tokens": n}
+
+
+# ---------------------------------------------------------------------- checkpoints
+def _save_checkpoint(out: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, step: int,
+                     extra: dict[str, Any]) -> None:
+    """Weights, AdamW moments, LSTM hidden state and torch RNG state as safetensors, the rest as
+    JSON: a checkpoint never needs unpickling. Written atomically (temp dir + rename)."""
+    from safetensors.torch import save_file
+
+    tensors = {f"model.{k}": v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+    params = [p for g in opt.param_groups for p in g["params"]]
+    for i, p in enumerate(params):
+        for k, v in opt.state.get(p, {}).items():
+            tensors[f"opt.{i}.{k}"] = v.detach().contiguous().clone() if torch.is_tensor(v) else torch.tensor(v)
+    for i, hc in enumerate(model[0].hidden):
+        tensors[f"hidden.{i}.h"], tensors[f"hidden.{i}.c"] = hc[0].contiguous().clone(), hc[1].contiguous().clone()
+    tensors["rng.torch"] = torch.get_rng_state()
+
+    def write(tmp: Path) -> None:
+        save_file(tensors, str(tmp / "state.safetensors"))
+        (tmp / "state.json").write_text(json.dumps({"step": step, **extra}), encoding="utf-8")
+
+    atomic_dir(out / _CKPT, write, overwrite=True)
+
+
+def _load_checkpoint(out: Path, model: torch.nn.Module, opt: torch.optim.Optimizer) -> dict[str, Any]:
+    from safetensors.torch import load_file
+
+    t = load_file(str(out / _CKPT / "state.safetensors"))
+    info = json.loads((out / _CKPT / "state.json").read_text(encoding="utf-8"))
+    model.load_state_dict({k[6:]: v for k, v in t.items() if k.startswith("model.")})
+    params = [p for g in opt.param_groups for p in g["params"]]
+    for i, p in enumerate(params):
+        st = {k.split(".", 2)[2]: v for k, v in t.items() if k.startswith(f"opt.{i}.")}
+        if st:
+            opt.state[p] = st
+    model[0].hidden = [(t[f"hidden.{i}.h"], t[f"hidden.{i}.c"]) for i in range(len(model[0].hidden))]
+    torch.set_rng_state(t["rng.torch"])
+    return info
+
+
+# ---------------------------------------------------------------------- the loop
+def _fmt_secs(s: float) -> str:
+    s = int(max(s, 0))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def pretrain_lm(corpus: str | Path | Sequence[str | Path] | TokenCorpus, *, config: PretrainConfig | None = None,
+                out_dir: str | Path | None = None, resume: bool = False, **options: Any) -> LanguageModel:
+    """Pretrain an AWD-LSTM language model from scratch on a general-domain corpus.
+
+    The result is ULMFiT's stage-1 model: save it (``lm.save(dir)``) and pass the directory as
+    ``pretrained=`` to :func:`~ulmfit_ml.finetune_lm`.
+
+    Args:
+        corpus: a ``.txt`` file (one paragraph per line), a folder of ``.txt`` files, a list of
+            either, or a :class:`~ulmfit_ml.corpus.TokenCorpus`. Tokenised once and cached
+            (memory-mapped ids).
+        config: a :class:`~ulmfit_ml.config.PretrainConfig`; keyword ``options`` override its
+            fields (``arch``, ``max_vocab``, ``epochs``, ``max_tokens``, ``bs``, ``seq_len``,
+            ``lr``, ``softmax``, ``n_samples``, ``backwards``, ``checkpoint_every`` ...).
+        out_dir: where checkpoints (and nothing else) are written while training; needed for
+            ``resume``. A finished run leaves ``out_dir/checkpoint`` in place.
+        resume: continue from ``out_dir/checkpoint`` (same corpus and config) instead of
+            starting over.
+
+    Returns:
+        :class:`~ulmfit_ml.lm.LanguageModel` with held-out perplexity in ``metrics``.
+    """
+    from fastai.callback.schedule import combined_cos
+
+    cfg = merge_config(PretrainConfig, config, options)
+    if resume and out_dir is None:
+        raise ValueError("resume=True needs out_dir= (the folder holding the checkpoint).")
+    tc = corpus if isinstance(corpus, TokenCorpus) else tokenize_corpus(
+        corpus, max_vocab=cfg.max_vocab, min_freq=cfg.min_freq, valid_pct=cfg.valid_pct, quiet=cfg.quiet)
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None and (out / _CKPT).exists() and not resume:
+        raise FileExistsError(f"{out / _CKPT} already holds a pretraining checkpoint: pass resume=True "
+                              "(CLI: --resume) to continue it, or choose another out_dir.")
+    if resume and not (out / _CKPT / "state.json").exists():
+        raise FileNotFoundError(f"No pretraining checkpoint in {out}: nothing to resume.")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    seed_everything(cfg.seed)
+    arch = lm_arch_config(cfg.arch)
+    V = len(tc.vocab)
+    model = build_pretrain_model(V, arch, cfg.drop_mult)
+    with torch.no_grad():  # start the decoder bias at the log unigram frequencies
+        freq = torch.tensor(tc.counts, dtype=torch.float64) + 1.0
+        model[1].decoder.bias.copy_((freq / freq.sum()).log().float())
+    stream = _Stream(tc.train, cfg.bs, cfg.seq_len, cfg.backwards)
+    per_epoch = stream.n_batches
+    total = int(per_epoch * cfg.epochs)
+    if cfg.max_tokens:
+        total = min(total, max(1, cfg.max_tokens // (cfg.bs * cfg.seq_len)))
+    if total < 1:
+        raise ValueError(f"epochs={cfg.epochs} gives no training step ({per_epoch} batches per epoch).")
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(cfg.moms[0], 0.99), eps=1e-5,
+                            weight_decay=cfg.wd)
+    lr_sched = combined_cos(cfg.pct_start, cfg.lr / cfg.div, cfg.lr, cfg.lr / cfg.div_final)
+    mom_sched = combined_cos(cfg.pct_start, *cfg.moms)
+    counts = torch.tensor(tc.counts, dtype=torch.float64).clamp_min(1)
+    probs = (counts ** 0.75)
+    probs = (probs / probs.sum()).float()
+    log_q = probs.log()
+    config_dict = {**config_to_dict(cfg), "corpus": tc.meta.get("sources"), "corpus_tokens": len(tc.train)}
+    step, start_step, seconds_before, history = 0, 0, 0.0, []
+    model.train()
+    model[0].reset()
+    if resume:
+        info = _load_checkpoint(out, model, opt)
+        if info.get("total_steps") != total or info.get("vocab_size") != V:
+            raise ValueError(f"The checkpoint in {out} was made with {info.get('total_steps')} steps and a "
+                             f"{info.get('vocab_size')}-token vocab; this run has {total} and {V}: resume with "
+                             "the same corpus and options.")
+        step, seconds_before, history = info["step"], info["seconds"], info.get("history", [])
+        start_step = step
+    t0 = time.perf_counter()
+    last_ckpt = last_log = t0
+    run_loss, n_run = 0.0, 0
+    tokens_per_step = cfg.bs * cfg.seq_len
+    while step < total:
+        pos = step / total
+        for g in opt.param_groups:
+            g["lr"] = float(lr_sched(pos))
+            g["betas"] = (float(mom_sched(pos)), 0.99)
+        if step % per_epoch == 0:
+            model[0].reset()
+        x, y = stream.batch(step % per_epoch)
+        h = _forward_hidden(model, x).reshape(-1, arch["emb_sz"])
+        dec = model[1].decoder
+        if cfg.softmax == "sampled":
+            loss = _sampled_loss(h, y.reshape(-1), dec.weight, dec.bias, log_q, probs, cfg.n_samples)
+        else:
+            loss = F.cross_entropy(F.linear(h, dec.weight, dec.bias), y.reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+        opt.step()
+        step += 1
+        run_loss += float(loss.detach())
+        n_run += 1
+        now = time.perf_counter()
+        if not cfg.quiet and (now - last_log >= cfg.log_every or step == total):
+            done_here = now - t0
+            tps = (step - start_step) * tokens_per_step / max(done_here, 1e-9)
+            eta = (total - step) * tokens_per_step / max(tps, 1e-9)
+            print(f"pretrain step {step:,}/{total:,} ({100 * step / total:.1f}%) train loss {run_loss / n_run:.3f} "
+                  f"| {tps:,.0f} tokens/s | elapsed {_fmt_secs(seconds_before + done_here)} | ETA {_fmt_secs(eta)}",
+                  file=sys.stdout, flush=True)
+            history.append({"step": step, "train_loss": run_loss / n_run, "tokens_per_s": tps,
+                            "seconds": seconds_before + done_here})
+            run_loss, n_run, last_log = 0.0, 0, now
+        due = cfg.checkpoint_every_steps and step % cfg.checkpoint_every_steps == 0
+        due = due or (cfg.checkpoint_every and now - last_ckpt >= cfg.checkpoint_every)
+        if out is not None and due and step < total:
+            _save_checkpoint(out, model, opt, step, {"total_steps": total, "vocab_size": V, "history": history,
+                                                     "seconds": seconds_before + now - t0})
+            last_ckpt = now
+    train_seconds = seconds_before + time.perf_counter() - t0
+    if out is not None:
+        _save_checkpoint(out, model, opt, step, {"total_steps": total, "vocab_size": V, "history": history,
+                                                 "seconds": train_seconds, "finished": True})
+    ev = evaluate_perplexity(model, tc.valid, bs=max(1, min(32, len(tc.valid) // (2 * cfg.seq_len))), seq_len=cfg.seq_len,
+                             max_tokens=cfg.valid_max_tokens, backwards=cfg.backwards) if len(tc.valid) > 4 * cfg.seq_len else {}
+    metrics = {"train_seconds": round(train_seconds, 1), "tokens_seen": step * tokens_per_step,
+               "tokens_per_s": round(step * tokens_per_step / max(train_seconds, 1e-9), 1), "steps": step, **ev}
+    if not cfg.quiet and ev:
+        print(f"held-out perplexity {ev['perplexity']:.1f} (accuracy {ev['accuracy']:.3f}, "
+              f"{ev['valid_tokens']:,} tokens)", flush=True)
+    state = {k: v.detach().float().cpu().clone() for k, v in model.state_dict().items()}
+    return LanguageModel(tc.vocab, arch, state, backwards=cfg.backwards, history=pd.DataFrame(history),
+                         metrics=metrics, config=config_dict)
