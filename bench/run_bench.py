@@ -480,7 +480,7 @@ def run_speed(args: argparse.Namespace) -> dict[str, Any]:
     with use_cache(cache):
         data = um.MultiLabelData.from_df(train_df, label_col="labels", label_delim=",", labels=names,
                                          split="stratified", valid_pct=cfg["heldout_pct"], seed=42)
-        lm_opts = dict(cfg.get("lm", {}), epochs=0, frozen_epochs=0)
+        lm_opts = dict({"pretrained": False}, **cfg.get("lm", {}), epochs=0, frozen_epochs=0)
         with stages("build_untrained"):
             lm = um.finetune_lm(data, arch=cfg["arch"], quiet=True, device=str(device), **lm_opts)
             clf_opts = dict(cfg.get("clf", {}))

@@ -56,7 +56,7 @@ def data(frame):
 def tiny_lm(data):
     import ulmfit_ml as um
 
-    return um.finetune_lm(data, arch=TINY, epochs=1, bs=32, seq_len=20, lr=1e-2, quiet=True, device="cpu")
+    return um.finetune_lm(data, arch=TINY, pretrained=False, epochs=1, bs=32, seq_len=20, lr=1e-2, quiet=True, device="cpu")
 
 
 FAST_CLF = dict(bs=32, seq_len=20, drop_mult=0.0, unfreeze=(1, 0), epochs=(2, 10), lrs=(5e-2, 3e-2), quiet=True,

@@ -94,7 +94,7 @@ def test_gradual_unfreezing_trains_more_groups_each_stage(data, tiny_lm, monkeyp
 
     monkeypatch.setattr(Learner, "fit_one_cycle", spy)
     arch = {"emb_sz": 16, "n_hid": 32, "n_layers": 3}
-    lm = um.finetune_lm(data, arch=arch, epochs=0, quiet=True)
+    lm = um.finetune_lm(data, arch=arch, pretrained=False, epochs=0, quiet=True)
     monkeypatch.setattr(Learner, "fit_one_cycle", spy)
     seen.clear()
     um.train_classifier(data, encoder=lm, epochs=(1, 1, 1, 1), lrs=(1e-2, 1e-2, 1e-2, 1e-2), quiet=True, bs=64, seq_len=20)
@@ -129,8 +129,8 @@ def test_save_load_roundtrip(tiny_clf, data, tmp_path):
     tiny_clf.thresholds = np.array([0.3, 0.5, 0.7])
     try:
         path = tiny_clf.save(tmp_path / "m")
-        assert sorted(p.name for p in path.iterdir()) == ["config.json", "history.csv", "labels.json", "model.safetensors",
-                                                          "thresholds.json", "vocab.json"]
+        assert sorted(p.name for p in path.iterdir()) == [".ulmfit_ml.json", "config.json", "history.csv", "labels.json",
+                                                          "model.safetensors", "thresholds.json", "vocab.json"]
         clf2 = um.load_classifier(path)
         texts = data.valid_texts[:50] + ["unseen zzzz words", ""]
         np.testing.assert_allclose(clf2.predict_proba(texts), tiny_clf.predict_proba(texts), atol=1e-5)
@@ -173,7 +173,7 @@ def test_device_and_option_errors(data, tiny_lm):
 
 
 def test_backward_language_model_encoder_reads_reversed_texts(data, tmp_path):
-    bwd = um.finetune_lm(data, arch=TINY, epochs=1, bs=32, seq_len=20, backwards=True, quiet=True)
+    bwd = um.finetune_lm(data, arch=TINY, pretrained=False, epochs=1, bs=32, seq_len=20, backwards=True, quiet=True)
     assert bwd.backwards
     clf = um.train_classifier(data, encoder=bwd, **dict(FAST_CLF, epochs=(1, 2)))
     assert clf.meta["backwards"] is True

@@ -64,7 +64,7 @@ def test_bad_label_matrix():
 
 
 # ---------------------------------------------------------------------- cross_validate
-LM = LMConfig(arch=TINY, epochs=1, bs=32, seq_len=20, quiet=True, device="cpu")
+LM = LMConfig(arch=TINY, pretrained=False, epochs=1, bs=32, seq_len=20, quiet=True, device="cpu")
 CLF = ClassifierConfig(unfreeze=(0,), epochs=(1,), lrs=(3e-2,), bs=32, seq_len=20, lin_ftrs=(8,), quiet=True,
                        device="cpu")
 

@@ -30,7 +30,7 @@ def test_lm_learns_a_predictable_sequence():
     texts = [" ".join(words[(s + i) % len(words)] for i in range(12)) for s in starts]
     df = pd.DataFrame({"text": texts, "y": (starts % 2).astype(int)})
     d = um.MultiLabelData.from_df(df, label_cols=["y"], split="random")
-    lm = um.finetune_lm(d, arch=TINY, epochs=4, bs=16, seq_len=24, lr=3e-2, drop_mult=0.0, quiet=True, seed=0)
+    lm = um.finetune_lm(d, arch=TINY, pretrained=False, epochs=4, bs=16, seq_len=24, lr=3e-2, drop_mult=0.0, quiet=True, seed=0)
     assert lm.history["valid_loss"].iloc[-1] < lm.history["valid_loss"].iloc[0]
     assert lm.metrics["perplexity"] < 4, lm.history  # uniform guessing over the 14 words: 14
     assert lm.metrics["accuracy"] > 0.6

@@ -94,7 +94,7 @@ def test_lr_find_classifier_stage(tickets) -> None:
 
 
 def test_lr_find_lm_stage(tickets) -> None:
-    res = lr_find(tickets, stage="lm", arch=TINY, num_it=6, bs=16, seq_len=24, quiet=True, device="cpu")
+    res = lr_find(tickets, stage="lm", arch=TINY, pretrained=False, num_it=6, bs=16, seq_len=24, quiet=True, device="cpu")
     assert res.stage == "lm" and len(res.lrs) == 6 and np.isfinite(res.losses).all()
     assert _png(plot_lr_find(res)) > 1000
 

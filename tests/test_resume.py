@@ -154,7 +154,7 @@ def _cli_args(tmp_path, out: str) -> list[str]:
         make_frame(100, seed=11).to_csv(f, index=False)
     return ["train", "--train", str(f), "--label-col", "tags", "--out", str(tmp_path / out), "--quiet",
             "--device", "cpu", "--seed", "3", "--epochs", "1,2",
-            "--set", "lm.arch={emb_sz=16, n_hid=32, n_layers=1}", "--set", "lm.epochs=1", "--set", "lm.bs=32",
+            "--set", "lm.arch={emb_sz=16, n_hid=32, n_layers=1}", "--set", "lm.pretrained=false", "--set", "lm.epochs=1", "--set", "lm.bs=32",
             "--set", "lm.seq_len=20", "--set", "classifier.unfreeze=[1,0]", "--set", "classifier.lrs=[3e-2,1e-2]",
             "--set", "classifier.bs=32", "--set", "classifier.seq_len=20", "--set", "classifier.lin_ftrs=[8]",
             "--set", "run.plots=false"]

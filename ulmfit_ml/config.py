@@ -122,13 +122,14 @@ class DataConfig:
 class LMConfig:
     """Language-model fine-tuning options (ULMFiT stage 2).
 
-    ``pretrained``: ``True`` downloads fastai's WikiText-103 AWD-LSTM (needs the ``paper``
-    arch), a path loads local weights (a directory saved by ulmfit_ml, or a fastai ``.pth``
-    + vocab ``.pkl`` pair), ``False`` trains from scratch.
+    ``pretrained``: ``"en-small"`` (default) starts from the general-domain English LM shipped
+    with ulmfit_ml (arch ``cpu``, offline); ``True`` downloads fastai's WikiText-103 AWD-LSTM
+    (needs the ``paper`` arch and internet); a path loads local weights (a directory saved by
+    ulmfit_ml, or a fastai ``.pth`` + vocab ``.pkl`` pair); ``False`` trains from scratch.
     """
 
     arch: str | dict[str, Any] = "cpu"
-    pretrained: bool | str = False
+    pretrained: bool | str = "en-small"
     epochs: int = 2
     frozen_epochs: int | None = None  #: None: 1 when pretrained weights are loaded, else 0
     lr: float | None = None  #: None: 1e-2 from scratch, 2e-3 (ULMFiT's fine-tuning rate) from pretrained weights
@@ -244,6 +245,7 @@ class PretrainConfig:
     backwards: bool = False
     seed: int = 42
     threads: int | None = None  #: torch CPU threads (None: torch's default)
+    device: str | None = None  #: None: cuda when available, else cpu
     checkpoint_every: float | None = 600.0  #: seconds between checkpoints (needs out_dir)
     checkpoint_every_steps: int | None = None
     log_every: float = 30.0  #: seconds between progress lines

@@ -28,7 +28,7 @@ from .data import tokenize_texts
 __all__ = ["TokenCorpus", "tokenize_corpus", "corpus_files", "default_cache_dir"]
 
 _FORMAT = 1
-_BLOCK_LINES = 500  #: held-out lines are whole blocks of this many lines (mixes every source)
+_BLOCK_LINES = 500  #: held-out lines are whole blocks of up to this many lines (mixes every source)
 
 
 def default_cache_dir() -> Path:
@@ -140,8 +140,8 @@ def tokenize_corpus(corpus: str | Path | Sequence[str | Path], *, max_vocab: int
     Args:
         corpus: a ``.txt`` file (one paragraph per line), a folder of them, or a list of either.
         max_vocab, min_freq: fastai ``make_vocab`` limits; other tokens become ``xxunk``.
-        valid_pct: share of lines held out for perplexity, taken as whole blocks of 500 lines
-            spread over the corpus (so every source is represented).
+        valid_pct: share of lines held out for perplexity, taken as whole blocks of lines
+            (500, fewer on a small corpus) spread over the corpus, so every source is represented.
         cache_dir: where caches live (default :func:`default_cache_dir` ``/corpus``).
         n_workers: tokenizer processes (default: fastai's ``defaults.cpus``).
         chunk_lines: lines tokenised per chunk (memory stays bounded by one chunk).
@@ -165,6 +165,10 @@ def tokenize_corpus(corpus: str | Path | Sequence[str | Path], *, max_vocab: int
     tmp = root / f".{key}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     every = int(round(1 / valid_pct)) if valid_pct > 0 else 0
+    # blocks of 500 lines on a large corpus; smaller blocks when the corpus has under 4 x 500
+    # blocks per held-out block, so a small corpus still gets a held-out part
+    n_est = sum(1 for _ in _iter_texts(files)) if every else 0
+    block = min(_BLOCK_LINES, max(1, n_est // (every * 4))) if every else _BLOCK_LINES
     t0 = time.perf_counter()
     # pass 1: provisional ids in order of first appearance (the vocabulary is not known yet)
     prov: dict[str, int] = {}
@@ -176,7 +180,7 @@ def tokenize_corpus(corpus: str | Path | Sequence[str | Path], *, max_vocab: int
                 toks = tokenize_texts([t for _, t in chunk], n_workers=n_workers)
                 parts: dict[bool, list[int]] = {False: [], True: []}
                 for (line_no, _), tl in zip(chunk, toks):
-                    held = bool(every) and (line_no // _BLOCK_LINES) % every == every - 1
+                    held = bool(every) and (line_no // block) % every == every - 1
                     parts[held] += [prov.setdefault(t, len(prov)) for t in tl]
                 tr = np.asarray(parts[False], dtype=np.uint32)
                 counts = np.concatenate([counts, np.zeros(len(prov) - len(counts), dtype=np.int64)])
@@ -211,7 +215,7 @@ def tokenize_corpus(corpus: str | Path | Sequence[str | Path], *, max_vocab: int
         meta = {"format": _FORMAT, "dtype": np.dtype(dtype).name, "n_train_tokens": sizes["train"],
                 "n_valid_tokens": sizes["valid"], "n_lines": n_lines, "n_types": len(words),
                 "sources": [str(f.resolve()) for f in files], "max_vocab": max_vocab, "min_freq": min_freq,
-                "valid_pct": valid_pct, "seconds": round(time.perf_counter() - t0, 1),
+                "valid_pct": valid_pct, "valid_block_lines": block, "seconds": round(time.perf_counter() - t0, 1),
                 "counts": final_counts.tolist()}
         (tmp / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
         (tmp / "meta.json").write_text(json.dumps(meta), encoding="utf-8")

@@ -21,7 +21,8 @@ from ._train import history_frame, quiet_mode, resolve_device, seed_everything, 
 from .config import LMConfig, config_to_dict, merge_config, resolve_arch, scale_dropouts
 from .data import MultiLabelData
 
-__all__ = ["LanguageModel", "finetune_lm", "load_lm", "lm_arch_config", "build_lm_learner"]
+__all__ = ["LanguageModel", "finetune_lm", "load_lm", "lm_arch_config", "build_lm_learner", "PRETRAINED_MODELS",
+           "pretrained_model_dir"]
 
 
 def lm_arch_config(arch: str | dict[str, Any]) -> dict[str, Any]:
@@ -63,11 +64,12 @@ class LanguageModel:
         """The AWD-LSTM encoder weights (keys without the ``0.`` prefix)."""
         return {k[2:]: v for k, v in self.state_dict.items() if k.startswith("0.")}
 
-    def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
-        """Write ``lm.safetensors`` + JSON (vocab, arch, metrics) atomically to directory ``path``."""
+    def save(self, path: str | Path, *, overwrite: bool = False, half: bool = False) -> Path:
+        """Write ``lm.safetensors`` + JSON (vocab, arch, metrics) atomically to directory ``path``
+        (``half``: float16 weights, half the size)."""
         from .persist import save_lm
 
-        return save_lm(self, path, overwrite=overwrite)
+        return save_lm(self, path, overwrite=overwrite, half=half)
 
     def __repr__(self) -> str:
         ppl = self.metrics.get("perplexity")
@@ -83,8 +85,17 @@ def load_lm(path: str | Path) -> LanguageModel:
 
 
 # ---------------------------------------------------------------------- pretrained weights
+#: General-domain language models shipped inside the package (``pretrained="NAME"``), each with
+#: a forward and a backward direction; ``ulmfit_ml/pretrained/NAME/MODEL_CARD.md`` says how
+#: each was made (corpus, tokens seen, held-out perplexity, licences).
+PRETRAINED_MODELS: dict[str, str] = {
+    "en-small": "AWD-LSTM (arch 'cpu': emb 200, hidden 512, 2 layers), 12k-token vocab, pretrained on ~20M words "
+                "of English Wikipedia and movie reviews",
+}
+_PRETRAINED_ROOT = Path(__file__).resolve().parent / "pretrained"
+
 _PRETRAINED_HELP = (
-    "Alternatives: pretrained='path/to/dir' (a language model saved by ulmfit_ml, or a folder "
+    f"Alternatives: pretrained='en-small' (shipped with ulmfit_ml, offline), pretrained='path/to/dir' (a language model saved by ulmfit_ml, or a folder "
     "with fastai's .pth weights and .pkl vocab), um.pretrain_lm(corpus) to pretrain your own "
     "on a general-domain corpus, or pretrained=False to train from scratch."
 )
@@ -122,6 +133,18 @@ def _read_fastai_pretrained(dir_or_prefix: Path) -> tuple[dict[str, torch.Tensor
     return wgts, vocab
 
 
+def pretrained_model_dir(name: str, *, backwards: bool = False) -> Path:
+    """The directory of a shipped language model (``name`` a key of :data:`PRETRAINED_MODELS`)."""
+    if name not in PRETRAINED_MODELS:
+        raise ValueError(f"Unknown pretrained model {name!r}: shipped ones are {sorted(PRETRAINED_MODELS)}. "
+                         f"{_PRETRAINED_HELP}")
+    d = _PRETRAINED_ROOT / name / ("backward" if backwards else "forward")
+    if not (d / "lm.safetensors").exists():
+        raise FileNotFoundError(f"The shipped model {name!r} ({'backward' if backwards else 'forward'}) is missing "
+                                f"from this installation ({d}); reinstall ulmfit_ml. {_PRETRAINED_HELP}")
+    return d
+
+
 def _download_wt103(backwards: bool) -> Path:
     """fastai's WikiText-103 AWD-LSTM (forward or backward), downloaded once and cached."""
     from fastai.data.external import URLs, untar_data
@@ -147,6 +170,14 @@ def _pretrained_weights(pretrained: bool | str | Path, arch: dict[str, Any], bac
                 f"{ {k: arch[k] for k in paper} }. Use arch='paper', or a smaller arch with pretrained=False or a "
                 "language model you pretrained with um.pretrain_lm.")
         return _read_fastai_pretrained(_download_wt103(backwards))
+    if isinstance(pretrained, str) and pretrained in PRETRAINED_MODELS:
+        lm = load_lm(pretrained_model_dir(pretrained, backwards=backwards))
+        sizes = {k: lm.arch[k] for k in ("emb_sz", "n_hid", "n_layers")}
+        if any(arch[k] != v for k, v in sizes.items()):
+            raise ValueError(f"pretrained={pretrained!r} (the default) is an AWD-LSTM with arch {sizes}, but this run asks "
+                             f"for { {k: arch[k] for k in sizes} }: leave arch at 'cpu', or pass pretrained=False to "
+                             "train this size from scratch.")
+        return dict(lm.state_dict), lm.vocab
     p = Path(pretrained)
     if not p.exists() and not p.with_suffix(".pth").exists():
         raise FileNotFoundError(f"pretrained={str(pretrained)!r} does not exist. {_PRETRAINED_HELP}")

@@ -34,7 +34,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from ._train import seed_everything
+from ._train import resolve_device, seed_everything
 from .config import PretrainConfig, config_to_dict, merge_config, scale_dropouts
 from .corpus import TokenCorpus, tokenize_corpus
 from .lm import LanguageModel, lm_arch_config
@@ -89,7 +89,7 @@ def _sampled_loss(h: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, bias: 
     neg_logit = h @ weight[neg].t() + bias[neg] - (log_q[neg] + corr)
     neg_logit = neg_logit.masked_fill(neg[None, :] == y[:, None], float("-inf"))
     logits = torch.cat([true_logit[:, None], neg_logit], 1)
-    return F.cross_entropy(logits, torch.zeros(len(y), dtype=torch.long))
+    return F.cross_entropy(logits, torch.zeros(len(y), dtype=torch.long, device=logits.device))
 
 
 def _forward_hidden(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -109,7 +109,7 @@ def evaluate_perplexity(model: torch.nn.Module, ids: np.ndarray, *, bs: int = 32
     model[0].reset()
     tot_loss, tot_correct, n = 0.0, 0, 0
     for i in range(stream.n_batches):
-        x, y = stream.batch(i)
+        x, y = (t.to(next(model.parameters()).device) for t in stream.batch(i))
         out = model(x)[0]
         tot_loss += float(F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1), reduction="sum"))
         tot_correct += int((out.argmax(-1) == y).sum())
@@ -135,6 +135,7 @@ def _save_checkpoint(out: Path, model: torch.nn.Module, opt: torch.optim.Optimiz
             tensors[f"opt.{i}.{k}"] = v.detach().contiguous().clone() if torch.is_tensor(v) else torch.tensor(v)
     for i, hc in enumerate(model[0].hidden):
         tensors[f"hidden.{i}.h"], tensors[f"hidden.{i}.c"] = hc[0].contiguous().clone(), hc[1].contiguous().clone()
+    tensors = {k: v.cpu() for k, v in tensors.items()}
     tensors["rng.torch"] = torch.get_rng_state()
 
     def write(tmp: Path) -> None:
@@ -147,7 +148,7 @@ def _save_checkpoint(out: Path, model: torch.nn.Module, opt: torch.optim.Optimiz
 def _load_checkpoint(out: Path, model: torch.nn.Module, opt: torch.optim.Optimizer) -> dict[str, Any]:
     from safetensors.torch import load_file
 
-    t = load_file(str(out / _CKPT / "state.safetensors"))
+    t = load_file(str(out / _CKPT / "state.safetensors"), device=str(next(model.parameters()).device))
     info = json.loads((out / _CKPT / "state.json").read_text(encoding="utf-8"))
     model.load_state_dict({k[6:]: v for k, v in t.items() if k.startswith("model.")})
     params = [p for g in opt.param_groups for p in g["params"]]
@@ -156,7 +157,7 @@ def _load_checkpoint(out: Path, model: torch.nn.Module, opt: torch.optim.Optimiz
         if st:
             opt.state[p] = st
     model[0].hidden = [(t[f"hidden.{i}.h"], t[f"hidden.{i}.c"]) for i in range(len(model[0].hidden))]
-    torch.set_rng_state(t["rng.torch"])
+    torch.set_rng_state(t["rng.torch"].cpu())
     return info
 
 
@@ -206,10 +207,12 @@ def pretrain_lm(corpus: str | Path | Sequence[str | Path] | TokenCorpus, *, conf
     seed_everything(cfg.seed)
     arch = lm_arch_config(cfg.arch)
     V = len(tc.vocab)
+    device = resolve_device(cfg.device)
     model = build_pretrain_model(V, arch, cfg.drop_mult)
     with torch.no_grad():  # start the decoder bias at the log unigram frequencies
         freq = torch.tensor(tc.counts, dtype=torch.float64) + 1.0
         model[1].decoder.bias.copy_((freq / freq.sum()).log().float())
+    model.to(device)
     stream = _Stream(tc.train, cfg.bs, cfg.seq_len, cfg.backwards)
     per_epoch = stream.n_batches
     total = int(per_epoch * cfg.epochs)
@@ -224,7 +227,7 @@ def pretrain_lm(corpus: str | Path | Sequence[str | Path] | TokenCorpus, *, conf
     counts = torch.tensor(tc.counts, dtype=torch.float64).clamp_min(1)
     probs = (counts ** 0.75)
     probs = (probs / probs.sum()).float()
-    log_q = probs.log()
+    probs, log_q = probs.to(device), probs.log().to(device)
     config_dict = {**config_to_dict(cfg), "corpus": tc.meta.get("sources"), "corpus_tokens": len(tc.train)}
     step, start_step, seconds_before, history = 0, 0, 0.0, []
     model.train()
@@ -248,7 +251,7 @@ def pretrain_lm(corpus: str | Path | Sequence[str | Path] | TokenCorpus, *, conf
             g["betas"] = (float(mom_sched(pos)), 0.99)
         if step % per_epoch == 0:
             model[0].reset()
-        x, y = stream.batch(step % per_epoch)
+        x, y = (t.to(device) for t in stream.batch(step % per_epoch))
         h = _forward_hidden(model, x).reshape(-1, arch["emb_sz"])
         dec = model[1].decoder
         if cfg.softmax == "sampled":
