@@ -169,7 +169,7 @@ def test_resume_after_crash_between_write_and_commit(reference, model_dir, input
 
     def crash(p, state):
         calls.append(1)
-        if len(calls) == 3:
+        if len(calls) == 4:  # call 1 is the 0-rows progress file written before the output is created
             raise KeyboardInterrupt("killed before the commit of chunk 3")
         real(p, state)
 
@@ -251,10 +251,12 @@ def test_resume_after_sigkill(reference, model_dir, inputs, tmp_path):
 def test_existing_foreign_output(model_dir, inputs, tmp_path):
     out = tmp_path / "o.csv"
     out.write_text("precious,data\n")
-    with pytest.raises(FileExistsError, match=r"o\.csv exists but has no progress file .*resume=False"):
-        _run(model_dir, inputs, out, _warn=False)
+    for resume in (True, False):  # a file predict_file did not write (no progress file): refused either way
+        with pytest.raises(FileExistsError, match=r"o\.csv already exists: pass --overwrite \(Python: overwrite=True\)"):
+            _run(model_dir, inputs, out, _warn=False, resume=resume)
     assert out.read_text() == "precious,data\n"
-    assert _run(model_dir, inputs, out, resume=False).n_rows == N
+    assert not (tmp_path / ("o.csv" + P.PROGRESS_SUFFIX)).exists()
+    assert _run(model_dir, inputs, out, overwrite=True).n_rows == N
 
 
 @pytest.mark.parametrize("change,match", [
@@ -330,8 +332,9 @@ def test_bad_options(model_dir, inputs, tmp_path, kwargs, exc, match):
 def test_bad_paths(model_dir, inputs, tmp_path):
     with pytest.raises(FileNotFoundError, match=r"No input file at .*missing\.csv"):
         um.predict_file(model_dir, tmp_path / "missing.csv", tmp_path / "o.csv")
-    with pytest.raises(ValueError, match=r"output_path must differ from input_path"):
-        um.predict_file(model_dir, inputs / "in.csv", inputs / "in.csv")
+    for overwrite in (False, True):
+        with pytest.raises(FileExistsError, match=r"Refusing to write .*in\.csv: it is the input .*even with --overwrite"):
+            um.predict_file(model_dir, inputs / "in.csv", inputs / "in.csv", overwrite=overwrite)
     (tmp_path / "x.json").write_text("{}")
     with pytest.raises(ValueError, match=r"Cannot tell the format of .*x\.json"):
         um.predict_file(model_dir, tmp_path / "x.json", tmp_path / "o.csv")

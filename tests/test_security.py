@@ -61,7 +61,8 @@ def test_payload_is_live(marker):
 
 def test_saved_dir_holds_no_pickle(saved):
     names = sorted(p.name for p in saved[0].iterdir())
-    assert names == ["config.json", "history.csv", "labels.json", "model.safetensors", "thresholds.json", "vocab.json"]
+    assert names == [".ulmfit_ml.json", "config.json", "history.csv", "labels.json", "model.safetensors", "thresholds.json",
+                     "vocab.json"]
     with open(saved[0] / "model.safetensors", "rb") as f:  # safetensors: 8-byte header length + JSON header
         n = int.from_bytes(f.read(8), "little")
         assert json.loads(f.read(n))

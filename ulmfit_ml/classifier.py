@@ -16,6 +16,7 @@ from ._train import history_frame, quiet_mode, resolve_device, seed_everything, 
 from .base import MultiLabelPredictorMixin
 from .config import ClassifierConfig, config_to_dict, merge_config, resolve_arch, scale_dropouts
 from .data import MultiLabelData, tokenize_texts
+from .io import check_bs
 from .lm import LanguageModel, load_lm
 from .losses import make_loss
 from .metrics import epoch_metrics
@@ -94,6 +95,7 @@ class MultiLabelClassifier(MultiLabelPredictorMixin):
         """
         from fastai.text.data import pad_input_chunk
 
+        check_bs(bs)
         texts = self._check_texts(texts)
         n = len(texts)
         out = np.zeros((n, len(self.labels)), dtype=np.float32)
@@ -139,11 +141,16 @@ class MultiLabelClassifier(MultiLabelPredictorMixin):
         return explain_html(self, texts, labels, method=method, n_steps=n_steps)
 
     # ------------------------------------------------------------------ persistence
-    def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
-        """Write the model directory atomically (safetensors weights + JSON); see :mod:`ulmfit_ml.persist`."""
+    def save(self, path: str | Path, *, overwrite: bool = False, inputs: Sequence[str | Path] = ()) -> Path:
+        """Write the model directory atomically (safetensors weights + JSON); see :mod:`ulmfit_ml.persist`.
+
+        ``overwrite`` replaces only a directory ulmfit_ml wrote (it carries ``.ulmfit_ml.json``),
+        never the current directory or one that holds any of ``inputs``; anything else raises
+        ``FileExistsError`` and nothing is deleted.
+        """
         from .persist import save_classifier
 
-        return save_classifier(self, path, overwrite=overwrite)
+        return save_classifier(self, path, overwrite=overwrite, inputs=inputs)
 
     def __repr__(self) -> str:
         return f"MultiLabelClassifier({len(self.labels)} labels, vocab={len(self.vocab)}, device={self.device})"

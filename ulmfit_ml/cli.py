@@ -362,7 +362,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "--set lm.lr=1e-3 --set data.text_col=body")
     g.add_argument("--seed", type=int, help="seed of the split, the LM and the classifier ([run] seed)")
     g.add_argument("--out", metavar="DIR", help="run directory to write ([run] out; default runs/<command>-<time>)")
-    g.add_argument("--overwrite", action="store_true", default=None, help="replace an existing run directory")
+    g.add_argument("--overwrite", action="store_true", default=None,
+                   help="replace an existing run directory (only one ulmfit_ml wrote; never the current directory "
+                        "or one holding an input)")
 
     data = argparse.ArgumentParser(add_help=False)
     g = data.add_argument_group("data")
@@ -426,6 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-label", metavar="FILE.csv", help="write the per-label table")
     p.add_argument("--threshold", type=float, help="one threshold for every label (default: the model's tuned ones)")
     p.add_argument("--text-col", help="text column (default: the model's training text column)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing --out/--per-label files (never the input)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", parents=[common], formatter_class=fmt,
@@ -447,6 +450,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--at-least-one", action="store_true", help="give each text its most probable label when none passes")
     p.add_argument("--bs", type=int, default=128, help="prediction batch size (default 128)")
     p.add_argument("--no-resume", action="store_true", help="restart a large CSV prediction instead of continuing it")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file (never the input)")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("cv", parents=[common, cfg, data, lmf, reuse, clf], formatter_class=fmt, epilog=_EPILOG,
@@ -495,6 +499,16 @@ def _require_train(run_cfg: RunConfig) -> str:
     if not run_cfg.train:
         raise ConfigError("no training file: set run.train = \"data.csv\" in the config or pass --train FILE.")
     return run_cfg.train
+
+
+def _run_inputs(cfgs: dict[str, Any], args: argparse.Namespace) -> list[str]:
+    """Every file or directory a run reads: a run directory that is or holds one is never replaced."""
+    rc = cfgs["run"]
+    out = [rc.train, rc.test, rc.lm, *rc.extra_texts, getattr(args, "config", None)]
+    pretrained = getattr(cfgs["lm"], "pretrained", None)
+    if isinstance(pretrained, (str, Path)) and Path(pretrained).expanduser().exists():  # a path, not a shipped name
+        out.append(str(Path(pretrained).expanduser()))
+    return [str(x) for x in out if x]
 
 
 def _default_out(command: str) -> str:
@@ -608,7 +622,8 @@ def cmd_lm(args: argparse.Namespace) -> int:
     if cfgs["run"].encoder == "random":
         raise ConfigError("run.encoder = \"random\" means no language model: `ulmfit-ml lm` needs encoder = \"lm\".")
     device = _device_of(cfgs)
-    run = RunDir.create(cfgs["run"].out or _default_out("lm"), overwrite=cfgs["run"].overwrite)
+    run = RunDir.create(cfgs["run"].out or _default_out("lm"), overwrite=cfgs["run"].overwrite,
+                        inputs=_run_inputs(cfgs, args))
     run.write_config(config_sections(cfgs), command="lm")
     log = run.logger(quiet=cfgs["lm"].quiet)
     run.set_status("running")
@@ -655,7 +670,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         _require_labels(cfgs["data"])
         if cfgs["run"].out is None:
             cfgs["run"] = dataclasses.replace(cfgs["run"], out=str(Path(_default_out("train")).resolve()))
-        run = RunDir.create(cfgs["run"].out, overwrite=cfgs["run"].overwrite)
+        run = RunDir.create(cfgs["run"].out, overwrite=cfgs["run"].overwrite, inputs=_run_inputs(cfgs, args))
         run.write_config(config_sections(cfgs), command="train")
     quiet = cfgs["classifier"].quiet
     log = run.logger(quiet=quiet)
@@ -693,13 +708,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         run.write_json("metrics.json", {"valid": report.to_dict(), "thresholds": dict(zip(clf.labels, clf.thresholds)),
                                         "lm": lm.metrics if lm is not None else None,
                                         "train_seconds": clf.meta.get("train_seconds")})
-        clf.save(run.model_dir, overwrite=True)
+        clf.save(run.model_dir, overwrite=True, inputs=_run_inputs(cfgs, args))
         if cfgs["run"].plots:
             run.save_plots(history=history, report=report, valid=getattr(clf, "_valid", None), data=data, log=log)
         if not cfgs["run"].keep_checkpoints:
-            import shutil
+            from .persist import remove_owned_dir
 
-            shutil.rmtree(run.checkpoint_dir, ignore_errors=True)
+            try:
+                remove_owned_dir(run.checkpoint_dir, inputs=_run_inputs(cfgs, args))
+            except FileExistsError as e:  # someone else's files in there: keep them, the run is done
+                log.warning(f"checkpoints kept: {e}")
     except KeyboardInterrupt:
         ck = load_checkpoint(run.checkpoint_dir) if run.checkpoint_dir.exists() else None
         where = f"stage {ck['stage'] + 1}, epoch {ck['epoch']}" if ck else "no completed classifier epoch yet"
@@ -771,10 +789,22 @@ def _mean_proba(models: list[Any], texts: list[str], bs: int = 128) -> Any:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """``ulmfit-ml evaluate``: the metrics report of a model on a labelled file."""
     from .data import LabelSpec, parse_label_matrix, validate_texts
-    from .io import read_table
+    from .io import read_table, table_format
     from .metrics import multilabel_report
+    from .io import check_output_file
     from .runs import write_json_atomic
 
+    model_dirs = _resolve_models(args.model)
+    for out in (args.out, args.per_label):  # the output policy, before any work
+        if out:
+            check_output_file(out, overwrite=args.overwrite, inputs=[args.input, *model_dirs])
+    if args.out and args.per_label and Path(args.out).resolve() == Path(args.per_label).resolve():
+        raise ConfigError("--out and --per-label name the same file: give two different files.")
+    if args.per_label:
+        try:
+            table_format(args.per_label)
+        except ValueError as e:
+            raise ConfigError(f"--per-label: {e}") from e
     models = _load_models(args.model, args.device)
     m = models[0]
     df = read_table(args.input)
@@ -805,7 +835,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     import numpy as np
     import pandas as pd
 
-    from .io import read_table, table_format, write_table
+    from .io import check_output_file, read_table, table_format, write_table
+    from .predict import PROGRESS_SUFFIX
     from .thresholds import apply_thresholds
 
     if args.format == "submission" and not args.id_col:
@@ -817,14 +848,19 @@ def cmd_predict(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise ConfigError(f"--out: {e}") from e
     paths = _resolve_models(args.model)
+    check_output_file(args.out, overwrite=True, inputs=[args.input, *paths])  # never an input
     in_fmt = table_format(args.input)
-    if (len(paths) == 1 and args.format != "submission" and Path(args.out).suffix.lower() == ".csv"
-            and in_fmt in ("csv", "tsv", "parquet")):
+    streaming = (len(paths) == 1 and args.format != "submission" and Path(args.out).suffix.lower() == ".csv"
+                 and in_fmt in ("csv", "tsv", "parquet"))
+    ours = streaming and Path(str(args.out) + PROGRESS_SUFFIX).is_file()  # a resumable predict_file output
+    check_output_file(args.out, overwrite=args.overwrite or ours, inputs=[args.input, *paths])
+    if streaming:
         from .predict import predict_file  # streaming, chunked, resumable for large files
 
         res = predict_file(str(paths[0]), args.input, args.out, text_col=args.text_col, id_col=args.id_col,
                            output="proba" if args.format == "proba" else args.format, resume=not args.no_resume,
-                           threshold=args.threshold, at_least_one=args.at_least_one, bs=args.bs)
+                           threshold=args.threshold, at_least_one=args.at_least_one, bs=args.bs,
+                           overwrite=args.overwrite)
         print(f"{res.n_rows} rows -> {res.output_path}")
         return EXIT_OK
     models = _load_models(args.model, args.device)
@@ -872,7 +908,7 @@ def cmd_cv(args: argparse.Namespace) -> int:
     if rc.out is None:
         cfgs["run"] = rc = dataclasses.replace(rc, out=str(Path(_default_out("cv")).resolve()))
     device = _device_of(cfgs)
-    run = RunDir.create(rc.out, overwrite=rc.overwrite)
+    run = RunDir.create(rc.out, overwrite=rc.overwrite, inputs=_run_inputs(cfgs, args))
     run.write_config(config_sections(cfgs), command="cv")
     log = run.logger(quiet=cfgs["classifier"].quiet)
     run.set_status("running")
@@ -905,7 +941,7 @@ def cmd_cv(args: argparse.Namespace) -> int:
                                         "lm": lm.metrics if lm is not None else None})
         if rc.save_fold_models:
             for k, m in enumerate(res.models):
-                m.save(run.path / "folds" / f"fold{k}" / "model", overwrite=True)
+                m.save(run.path / "folds" / f"fold{k}" / "model", overwrite=True, inputs=_run_inputs(cfgs, args))
         if rc.test:
             test = read_table(rc.test)
             probs = res.predict_proba(_texts(test, cfgs["data"].text_col, name=rc.test))

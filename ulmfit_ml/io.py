@@ -1,16 +1,19 @@
 """Reading and writing tables by file extension (CSV, TSV, parquet, JSON lines).
 
 The CLI and the run directories read every data file through :func:`read_table`, so one
-option (the extension) decides the format everywhere.
+option (the extension) decides the format everywhere. Every file written under a name the user
+chose (CLI ``--out``/``--per-label``, ``predict_file``'s output) first passes
+:func:`check_output_file`: one output policy for every writer.
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
-__all__ = ["read_table", "write_table", "TABLE_FORMATS", "table_format"]
+__all__ = ["read_table", "write_table", "check_output_file", "check_bs", "TABLE_FORMATS", "table_format"]
 
 #: File extensions -> format name. ``.gz``/``.bz2``/``.zip``/``.xz``/``.zst`` after a text
 #: format are decompressed by pandas.
@@ -111,3 +114,53 @@ def write_table(df: pd.DataFrame, path: str | Path) -> Path:
             tmp.unlink()
         raise
     return path
+
+
+def _same_or_inside(out: Path, inp: Path) -> bool:
+    """Is ``out`` the file ``inp`` (also through a link), or a path inside directory ``inp``?"""
+    o, i = out.resolve(), inp.resolve()
+    if o == i or i in o.parents:
+        return True
+    try:
+        return out.exists() and inp.exists() and os.path.samefile(out, inp)
+    except OSError:
+        return False
+
+
+def check_output_file(path: str | Path, *, overwrite: bool = False, inputs: Any = ()) -> Path:
+    """The output policy of every user-named file ulmfit_ml writes: raise unless writing ``path`` is safe.
+
+    An existing file is replaced only with ``overwrite`` (CLI ``--overwrite``); an input of the
+    run (``inputs``: the data file, the model directory ...) or a file inside an input directory
+    is never replaced, even with ``overwrite``.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        FileExistsError: ``path`` is an input, lies inside one, is a directory, or exists
+            without ``overwrite``. Nothing is written then.
+    """
+    path = Path(path)
+    for inp in inputs or ():
+        if inp is not None and _same_or_inside(path, Path(inp)):
+            what = "is the input" if path.resolve() == Path(inp).resolve() or not Path(inp).is_dir() else "lies inside the input"
+            raise FileExistsError(f"Refusing to write {path}: it {what} {inp} of this command (even with --overwrite); "
+                                  "choose another output file.")
+    if path.is_dir():
+        raise FileExistsError(f"Cannot write {path}: it is a directory; give a file name.")
+    if (path.exists() or path.is_symlink()) and not overwrite:
+        raise FileExistsError(f"{path} already exists: pass --overwrite (Python: overwrite=True) to replace it, "
+                              "or choose another output file.")
+    return path
+
+
+def check_bs(bs: Any, name: str = "bs") -> int:
+    """A batch size: a positive int (``bs=0`` or ``-1`` would predict nothing, or 0.5 everywhere)."""
+    import numbers
+
+    if isinstance(bs, bool) or not isinstance(bs, numbers.Integral):
+        raise TypeError(f"{name} must be a positive int (texts per batch), got {bs!r} of type {type(bs).__name__}.")
+    if bs < 1:
+        raise ValueError(f"{name} must be >= 1 (texts per batch), got {bs}: use e.g. {name}=128.")
+    return int(bs)

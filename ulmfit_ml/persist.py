@@ -11,6 +11,12 @@ A classifier directory holds::
 
 A language-model directory holds ``lm.safetensors``, ``lm.json`` and ``vocab.json``.
 
+Every directory ulmfit_ml writes also holds the ownership marker ``.ulmfit_ml.json`` (kind,
+version, the files written). ``overwrite=True`` replaces only a directory that carries it (or
+has the exact layout of a model saved before the marker existed) and holds nothing else, never
+the current directory or one that holds an input: see :func:`check_replaceable`. Loading does
+not need the marker.
+
 Saving writes everything into a temporary sibling directory and renames it into place, so a
 crash leaves either the previous complete directory or the new complete one. Loading never
 unpickles: a planted ``*.pkl``/``*.pth`` file is ignored.
@@ -29,7 +35,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-__all__ = ["save_classifier", "load_classifier", "save_lm", "load_lm", "atomic_dir", "FORMAT_VERSION"]
+__all__ = ["save_classifier", "load_classifier", "save_lm", "load_lm", "atomic_dir", "check_replaceable",
+           "remove_owned_dir", "write_marker", "MARKER", "FORMAT_VERSION"]
 
 FORMAT_VERSION = 1
 
@@ -42,28 +49,230 @@ def _versions() -> dict[str, str]:
     return {"ulmfit_ml": __version__, "fastai": fastai.__version__, "torch": torch.__version__}
 
 
-def atomic_dir(path: str | Path, write: Callable[[Path], None], *, overwrite: bool = False) -> Path:
-    """Run ``write(tmp_dir)`` then move ``tmp_dir`` to ``path`` in one rename.
+#: The ownership marker in every directory ulmfit_ml writes (models, language models,
+#: checkpoints, run directories). ``overwrite`` only ever replaces a directory that carries it.
+MARKER = ".ulmfit_ml.json"
 
-    With ``overwrite``, the new directory is swapped with the old one in one atomic
-    ``renameat2(RENAME_EXCHANGE)`` on Linux (elsewhere: the old one is renamed aside to
-    ``.NAME.old-*`` first), then the old one is deleted.
+#: Directories written before the marker existed, recognised by their exact layout so that
+#: ``overwrite`` keeps working on them: kind -> (a file that must exist, the names allowed).
+_LEGACY_LAYOUTS: dict[str, tuple[str, frozenset[str]]] = {
+    "classifier": ("config.json", frozenset({"model.safetensors", "config.json", "vocab.json", "labels.json",
+                                             "thresholds.json", "history.csv"})),
+    "language_model": ("lm.json", frozenset({"lm.safetensors", "lm.json", "vocab.json", "history.csv"})),
+    "pretrain_checkpoint": ("state.json", frozenset({"state.safetensors", "state.json"})),
+}
+
+#: Run directories (``ulmfit-ml lm/train/cv``): their files change while the run goes on, so
+#: they are checked by name: top-level file patterns, and sub-directories with their own rule.
+_RUN_FILES = ("config.toml", "config.json", "data.json", "environment.json", "history.csv", "lm_history.csv",
+              "metrics.json", "run.log", "status.json", "oof.csv", "cv_metrics.csv", "test_predictions.csv",
+              ".tmp-*", MARKER)
+#: Directories of files that ulmfit_ml adds one by one: kind -> the file names allowed.
+_PATTERN_KINDS = {"checkpoints": ("ckpt-s*-e*.pt", "checkpoint.json", ".tmp-*", MARKER),
+                  "plots": ("*.png", ".tmp-*", MARKER)}
+_RUN_SUBDIRS = {"lm": "owned", "model": "owned", "checkpoints": _PATTERN_KINDS["checkpoints"],
+                "plots": _PATTERN_KINDS["plots"], "folds": "folds"}
+
+
+def _marker(path: Path) -> dict[str, Any] | None:
+    """The ownership marker of directory ``path`` (``None``: absent or not ulmfit_ml's)."""
+    p = path / MARKER
+    try:
+        m = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return m if isinstance(m, dict) and m.get("owner") == "ulmfit_ml" else None
+
+
+def write_marker(path: str | Path, kind: str, files: list[str] | None = None) -> Path:
+    """Write the ownership marker ``MARKER`` into directory ``path`` (``files``: what was written)."""
+    from . import __version__
+
+    obj: dict[str, Any] = {"owner": "ulmfit_ml", "kind": kind, "format_version": FORMAT_VERSION,
+                           "ulmfit_ml": __version__}
+    if files is not None:
+        obj["files"] = sorted(files)
+    p = Path(path) / MARKER
+    p.write_text(json.dumps(obj, indent=2), encoding="utf-8")
+    return p
+
+
+def _rel_files(path: Path) -> list[str]:
+    """Every entry below ``path`` (files, links, empty dirs) as POSIX relative paths."""
+    out = []
+    for root, dirs, files in os.walk(path, followlinks=False):
+        r = Path(root)
+        for name in files + [d for d in dirs if (r / d).is_symlink()]:
+            out.append((r / name).relative_to(path).as_posix())
+        if not dirs and not files and r != path:
+            out.append(r.relative_to(path).as_posix() + "/")
+    return sorted(out)
+
+
+def _foreign_entries(path: Path) -> list[str] | None:
+    """Entries of directory ``path`` that ulmfit_ml did not write; ``None``: not ulmfit_ml's at all.
+
+    A directory is ulmfit_ml's if it carries :data:`MARKER` (or, written by an older version,
+    has the exact layout of a model, language model or pretraining checkpoint). Its entries
+    must then be the ones the marker lists (run directories: the names of the run layout).
+    """
+    m = _marker(path)
+    if m is None:  # written before the marker existed?
+        names = {p.name for p in path.iterdir()}
+        for kind, (must, allowed) in _LEGACY_LAYOUTS.items():
+            if must in names and names <= allowed and all((path / n).is_file() and not (path / n).is_symlink()
+                                                          for n in names):
+                meta = _read_json_quiet(path / must) or {}
+                if meta.get("kind") == kind or (kind == "pretrain_checkpoint" and "step" in meta):
+                    return []
+        if (path / "config.json").is_file() and "command" in (_read_json_quiet(path / "config.json") or {}):
+            return _foreign_in_run(path)
+        if (path / "checkpoint.json").is_file() and "weights" in (_read_json_quiet(path / "checkpoint.json") or {}):
+            return _foreign_by_name(path, _PATTERN_KINDS["checkpoints"], "")
+        return None
+    if m.get("kind") == "run":
+        return _foreign_in_run(path)
+    if m.get("kind") in _PATTERN_KINDS:
+        return _foreign_by_name(path, _PATTERN_KINDS[m["kind"]], "")
+    listed = set(m.get("files") or [])
+    return [f for f in _rel_files(path) if f != MARKER and f not in listed]
+
+
+def _read_json_quiet(p: Path) -> Any:
+    try:
+        obj = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def _matches(name: str, pats: tuple[str, ...]) -> bool:
+    import fnmatch
+
+    return any(fnmatch.fnmatchcase(name, p) for p in pats)
+
+
+def _foreign_by_name(path: Path, pats: tuple[str, ...], prefix: str) -> list[str]:
+    """Entries of ``path`` that are not plain files named like ``pats``."""
+    return [f"{prefix}{x.name}" + ("/" if x.is_dir() else "") for x in sorted(path.iterdir(), key=lambda p: p.name)
+            if x.is_symlink() or not x.is_file() or not _matches(x.name, pats)]
+
+
+def _foreign_in_run(path: Path) -> list[str]:
+    import fnmatch
+
+    def owned_sub(p: Path, prefix: str) -> list[str]:
+        f = _foreign_entries(p) if p.is_dir() and not p.is_symlink() else None
+        return [prefix + "/"] if f is None else [f"{prefix}/{x}" for x in f]
+
+    bad: list[str] = []
+    for e in sorted(path.iterdir(), key=lambda p: p.name):
+        rule = _RUN_SUBDIRS.get(e.name)
+        if e.is_symlink() or (rule is None and not e.is_file()):
+            bad.append(e.name + ("/" if e.is_dir() else ""))
+        elif rule is None:
+            if not _matches(e.name, _RUN_FILES):
+                bad.append(e.name)
+        elif not e.is_dir():
+            bad.append(e.name)
+        elif rule == "owned":
+            bad += owned_sub(e, e.name)
+        elif rule == "folds":
+            for fold in sorted(e.iterdir(), key=lambda p: p.name):
+                if fold.is_dir() and not fold.is_symlink() and fnmatch.fnmatchcase(fold.name, "fold*"):
+                    for x in sorted(fold.iterdir(), key=lambda p: p.name):
+                        if x.name == "model":
+                            bad += owned_sub(x, f"folds/{fold.name}/model")
+                        elif x.name != MARKER:
+                            bad.append(f"folds/{fold.name}/{x.name}")
+                elif fold.name != MARKER:
+                    bad.append(f"folds/{fold.name}")
+        else:
+            bad += _foreign_by_name(e, rule, f"{e.name}/")
+    return bad
+
+
+def _same_or_inside(inner: Path, outer: Path) -> bool:
+    return inner == outer or outer in inner.parents
+
+
+def check_replaceable(path: str | Path, *, inputs: Any = ()) -> Path:
+    """Raise unless ulmfit_ml may delete or replace directory ``path`` (the one rule of every overwrite).
+
+    Allowed only when ``path`` carries ulmfit_ml's ownership marker (:data:`MARKER`, or is a
+    model / language model / checkpoint directory written before the marker existed) and holds
+    nothing else than what ulmfit_ml wrote there, and when it neither is nor contains the current
+    directory nor any of ``inputs`` (the files and directories the run reads).
+
+    Raises:
+        FileExistsError: the message names ``path``, the reason and the fix.
     """
     path = Path(path)
-    if path.exists() and not overwrite:
+    real = path.resolve()
+    fix = "choose another output directory, or move or delete it yourself"
+    if _same_or_inside(Path.cwd().resolve(), real):
+        raise FileExistsError(f"Refusing to replace {path}: it is or contains the current directory. "
+                              f"Nothing was deleted; {fix}.")
+    for inp in inputs or ():
+        if inp is None:
+            continue
+        if _same_or_inside(Path(inp).expanduser().resolve(), real):
+            raise FileExistsError(f"Refusing to replace {path}: it holds the input {inp} of this run. "
+                                  f"Nothing was deleted; {fix}.")
+    if path.is_symlink() or not path.is_dir():
+        raise FileExistsError(f"{path} exists and is not a directory: {fix}.")
+    foreign = _foreign_entries(path)
+    if foreign is None:
+        raise FileExistsError(f"Refusing to replace {path}: it was not written by ulmfit_ml (no {MARKER} marker), "
+                              f"so overwrite would delete files that are not ulmfit_ml's. Nothing was deleted; {fix}.")
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise FileExistsError(f"Refusing to replace {path}: besides ulmfit_ml's files it holds {shown}, which "
+                              f"ulmfit_ml did not write. Nothing was deleted; move them out, or {fix}.")
+    return path
+
+
+def remove_owned_dir(path: str | Path, *, inputs: Any = ()) -> None:
+    """Delete directory ``path`` after :func:`check_replaceable` (nothing happens if it is absent)."""
+    path = Path(path)
+    if not path.exists() and not path.is_symlink():
+        return
+    check_replaceable(path, inputs=inputs)
+    shutil.rmtree(path)
+
+
+def atomic_dir(path: str | Path, write: Callable[[Path], None], *, overwrite: bool = False,
+               kind: str = "directory", inputs: Any = ()) -> Path:
+    """Run ``write(tmp_dir)`` then move ``tmp_dir`` to ``path`` in one rename.
+
+    The new directory gets the ownership marker :data:`MARKER` (``kind`` and the files
+    written). With ``overwrite``, an existing ``path`` is replaced only if
+    :func:`check_replaceable` allows it (ulmfit_ml's own directory, not the current directory
+    and holding none of ``inputs``); the new directory is swapped with the old one in one
+    atomic ``renameat2(RENAME_EXCHANGE)`` on Linux (elsewhere: the old one is renamed aside to
+    ``.NAME.old-*`` first), then the old one is deleted.
+
+    Raises:
+        FileExistsError: ``path`` exists and ``overwrite`` is false, or it may not be replaced.
+    """
+    path = Path(path)
+    exists = path.exists() or path.is_symlink()
+    if exists and not overwrite:
         raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it.")
-    if path.exists() and not path.is_dir():
-        raise FileExistsError(f"{path} exists and is not a directory.")
+    if exists:
+        check_replaceable(path, inputs=inputs)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
         write(tmp)
-        for f in tmp.iterdir():  # flush file contents before the rename makes them visible
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
+        write_marker(tmp, kind, [f for f in _rel_files(tmp) if f != MARKER])
+        for f in tmp.rglob("*"):  # flush file contents before the rename makes them visible
+            if f.is_file() and not f.is_symlink():
+                with open(f, "rb") as fh:
+                    os.fsync(fh.fileno())
         _fsync_dir(tmp)
-        if not path.exists():
+        if not exists:
             os.rename(tmp, path)
         elif _exchange(tmp, path):  # one atomic step: path = new, tmp = old
             shutil.rmtree(tmp, ignore_errors=True)
@@ -150,8 +359,19 @@ def _load_weights(model: torch.nn.Module, p: Path) -> None:
 
 
 # ---------------------------------------------------------------------- classifier
-def save_classifier(clf: Any, path: str | Path, *, overwrite: bool = False) -> Path:
-    """Save a :class:`~ulmfit_ml.classifier.MultiLabelClassifier` to directory ``path`` atomically."""
+def save_classifier(clf: Any, path: str | Path, *, overwrite: bool = False, inputs: Any = ()) -> Path:
+    """Save a :class:`~ulmfit_ml.classifier.MultiLabelClassifier` to directory ``path`` atomically.
+
+    The thresholds are checked first (one number in [0, 1] per label): a model that could not
+    be loaded again never replaces a good one.
+    """
+    from .thresholds import check_thresholds
+
+    try:
+        thresholds = check_thresholds(clf.thresholds, len(clf.labels))
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"Cannot save to {path}: clf.thresholds is invalid ({e}) Set it to {len(clf.labels)} numbers "
+                         "in [0, 1], one per label (or call clf.tune_thresholds()); nothing was written.") from e
     model = clf.model
     was_device = next(model.parameters()).device
 
@@ -169,11 +389,11 @@ def save_classifier(clf: Any, path: str | Path, *, overwrite: bool = False) -> P
                                           "versions": _versions(), **meta})
         _write_json(tmp / "vocab.json", clf.vocab)
         _write_json(tmp / "labels.json", clf.labels)
-        _write_json(tmp / "thresholds.json", [float(t) for t in clf.thresholds])
+        _write_json(tmp / "thresholds.json", [float(t) for t in thresholds])
         if clf.history is not None and len(clf.history):
             clf.history.to_csv(tmp / "history.csv", index=False)
 
-    return atomic_dir(path, write, overwrite=overwrite)
+    return atomic_dir(path, write, overwrite=overwrite, kind="classifier", inputs=inputs)
 
 
 def load_classifier(path: str | Path, *, device: str | None = "cpu") -> Any:
@@ -244,7 +464,7 @@ def save_lm(lm: Any, path: str | Path, *, overwrite: bool = False) -> Path:
         if lm.history is not None and len(lm.history):
             lm.history.to_csv(tmp / "history.csv", index=False)
 
-    return atomic_dir(path, write, overwrite=overwrite)
+    return atomic_dir(path, write, overwrite=overwrite, kind="language_model")
 
 
 def load_lm(path: str | Path) -> Any:

@@ -4,9 +4,11 @@
 ``ParquetFile.iter_batches``), predicts each chunk and appends it to an output CSV, so peak
 memory depends on ``chunksize``, not on the file size.
 
-Resuming: after each chunk's rows are written, flushed and fsynced, a sidecar
-``<output>.progress.json`` records the number of input rows done and the output's byte
-length (written atomically: temp file + fsync + rename). A rerun with ``resume=True``
+Resuming: the sidecar ``<output>.progress.json`` is written (0 rows done) before the output
+is created, and after each chunk's rows are written, flushed and fsynced it records the number
+of input rows done and the output's byte length (written atomically: temp file + fsync +
+rename). So an output with a sidecar is always ``predict_file``'s own, even when the run died
+in its first chunk. A rerun with ``resume=True``
 truncates the output to that byte length (dropping a half-written chunk) and skips that
 many input rows, so an interrupted run, resumed, gives the same file as an uninterrupted one.
 """
@@ -25,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from .data import check_columns
+from .io import check_bs, check_output_file
 
 __all__ = ["predict_file", "PredictFileResult", "load_fastai_learner", "PROGRESS_SUFFIX"]
 
@@ -33,6 +36,7 @@ PROGRESS_SUFFIX = ".progress.json"
 _PROGRESS_VERSION = 1
 _COMPRESSION_SUFFIXES = (".gz", ".bz2", ".zip", ".xz", ".zst", ".tar")
 _OUTPUTS = ("proba", "labels", "both")
+_START_OVER = "pass resume=False (CLI: --no-resume) to start over"
 
 
 @dataclass
@@ -143,9 +147,9 @@ def _read_progress(p: Path) -> dict[str, Any]:
     try:
         state = json.loads(p.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"The progress file {p} is corrupt ({e}); pass resume=False to start over.") from e
+        raise ValueError(f"The progress file {p} is corrupt ({e}); {_START_OVER}.") from e
     if not isinstance(state, dict) or state.get("version") != _PROGRESS_VERSION:
-        raise ValueError(f"{p} is not a predict_file progress file; pass resume=False to start over.")
+        raise ValueError(f"{p} is not a predict_file progress file; {_START_OVER}.")
     return state
 
 
@@ -204,7 +208,8 @@ def _predict_chunk(clf: Any, chunk: pd.DataFrame, *, start: int, text_col: str, 
 def predict_file(model: Any, input_path: str | Path, output_path: str | Path, *, text_col: str | None = None,
                  chunksize: int = 10000, id_col: str | None = None, output: str = "proba", resume: bool = True,
                  threshold: float | list[float] | None = None, at_least_one: bool = False, sep: str | None = None,
-                 encoding: str = "utf-8", encoding_errors: str = "strict", bs: int = 128) -> PredictFileResult:
+                 encoding: str = "utf-8", encoding_errors: str = "strict", bs: int = 128,
+                 overwrite: bool = False) -> PredictFileResult:
     """Predict every row of a CSV/TSV/parquet file in chunks and append the results to a CSV.
 
     The output has one row per input row, in input order: ``row`` (0-based input row
@@ -222,21 +227,25 @@ def predict_file(model: Any, input_path: str | Path, output_path: str | Path, *,
         id_col: a column copied to the output as is (read as strings from CSV).
         output: ``"proba"``, ``"labels"`` or ``"both"``.
         resume: continue an interrupted run of the same input, model and options (a
-            finished one is left as it is); ``False`` starts over and overwrites.
+            finished one is left as it is); ``False`` (CLI ``--no-resume``) starts over,
+            replacing an output that ``predict_file`` wrote (it has a progress file).
         threshold: overrides the model's per-label thresholds for ``labels``.
         at_least_one: give each non-empty text its most probable label when none passes.
         sep: CSV separator; default ``","`` (``"\\t"`` for ``.tsv``).
         encoding, encoding_errors: how CSV bytes are decoded (``encoding_errors="replace"``
             for files with a few bad bytes).
-        bs: prediction batch size.
+        bs: prediction batch size (a positive int).
+        overwrite: replace an existing ``output_path`` that ``predict_file`` did not write
+            (CLI ``--overwrite``). The input file is never replaced (see
+            :func:`~ulmfit_ml.io.check_output_file`).
 
     Returns:
         :class:`PredictFileResult` (rows, rows done by this call, timing).
 
     Raises:
         FileNotFoundError: no input file.
-        FileExistsError: ``output_path`` exists but was not written by ``predict_file``
-            (no progress file) and ``resume=True``.
+        FileExistsError: ``output_path`` is the input, or exists without a progress file
+            (not written by ``predict_file``) and ``overwrite`` is false.
         ValueError: bad options, missing columns, non-UTF-8 input, or a progress file from
             another input/model/options.
         TypeError: a non-string text column.
@@ -247,10 +256,14 @@ def predict_file(model: Any, input_path: str | Path, output_path: str | Path, *,
         raise ValueError(f"output must be one of {list(_OUTPUTS)}, got {output!r}.")
     if isinstance(chunksize, bool) or not isinstance(chunksize, int) or chunksize < 1:
         raise ValueError(f"chunksize must be a positive int, got {chunksize!r}.")
+    check_bs(bs)
     if not input_path.is_file():
         raise FileNotFoundError(f"No input file at {input_path}.")
-    if output_path.resolve() == input_path.resolve():
-        raise ValueError(f"output_path must differ from input_path ({input_path}).")
+    prog_path = _progress_path(output_path)
+    # the one output policy: never the input (or a file of the model directory); an existing
+    # output only if predict_file wrote it (it has a progress file) or overwrite=True
+    check_output_file(output_path, overwrite=overwrite or prog_path.is_file(),
+                      inputs=[input_path] + ([model] if isinstance(model, (str, Path)) else []))
     fmt = _input_format(input_path)
     clf = _load_model(model)
     text_col = clf.meta.get("text_col", "text") if text_col is None else text_col
@@ -269,27 +282,24 @@ def predict_file(model: Any, input_path: str | Path, output_path: str | Path, *,
              "id_col": id_col, "output": output,
              "threshold": None if threshold is None else np.asarray(threshold, dtype=float).tolist(), "at_least_one": at_least_one,
              "sep": sep, "encoding": encoding, "encoding_errors": encoding_errors}
-    prog_path = _progress_path(output_path)
     done, offset = 0, 0
     if resume and prog_path.exists():
         state = _read_progress(prog_path)
         diff = [k for k in ident if state.get(k) != ident[k]]
         if diff:
             raise ValueError(f"{prog_path} belongs to a run with other {diff} (input changed, another model or "
-                             "options); pass resume=False to start over.")
+                             f"options); {_START_OVER}.")
         done, offset = int(state["rows"]), int(state["bytes"])
-        if not output_path.exists() or output_path.stat().st_size < offset:
+        if offset and (not output_path.exists() or output_path.stat().st_size < offset):
             raise ValueError(f"{output_path} is shorter than its progress file says ({offset} bytes): it was "
-                             "changed after the run; pass resume=False to start over.")
+                             f"changed after the run; {_START_OVER}.")
         if state.get("complete"):
             return PredictFileResult(output_path, done, 0, done, 0, time.perf_counter() - t0)
-    elif resume and output_path.exists():
-        raise FileExistsError(f"{output_path} exists but has no progress file {prog_path.name}: it was not written "
-                              "by predict_file. Pass resume=False to overwrite it, or choose another output_path.")
-    elif not resume:
-        prog_path.unlink(missing_ok=True)
 
     output_path.parent.mkdir(parents=True, exist_ok=True)
+    if offset == 0:  # the sidecar first: a run killed before its first commit stays resumable
+        _write_progress(prog_path, {**ident, "rows": 0, "bytes": 0, "complete": False})
+        done = 0
     chunks = (_iter_parquet(input_path, cols, chunksize) if fmt == "parquet"
               else _iter_csv(input_path, cols, sep, chunksize, encoding, encoding_errors))
     n_empty, pos = 0, 0
@@ -318,7 +328,7 @@ def predict_file(model: Any, input_path: str | Path, output_path: str | Path, *,
             commit(pos)
         if pos < done:
             raise ValueError(f"{input_path} has {pos} rows but {prog_path.name} says {done} were done: the input "
-                             "changed; pass resume=False to start over.")
+                             f"changed; {_START_OVER}.")
         if header_needed:  # empty input: header only
             f.write(",".join(_header(clf, id_col, output)).encode("utf-8") + b"\n")
         commit(max(pos, done), complete=True)

@@ -208,24 +208,33 @@ class RunDir:
         return self.path / "run.log"
 
     @classmethod
-    def create(cls, path: str | Path, *, overwrite: bool = False) -> "RunDir":
-        """Make a new run directory.
+    def create(cls, path: str | Path, *, overwrite: bool = False, inputs: Any = ()) -> "RunDir":
+        """Make a new run directory (it gets ulmfit_ml's ownership marker).
+
+        Args:
+            path: the directory; an existing empty one is used as is.
+            overwrite: replace an existing run directory. Only a directory ulmfit_ml wrote is
+                ever replaced (:func:`~ulmfit_ml.persist.check_replaceable`), atomically.
+            inputs: files and directories the run reads (training file, config, ...): a
+                directory that is or holds one of them (or the current directory) is never replaced.
 
         Raises:
-            FileExistsError: ``path`` exists and is not empty, unless ``overwrite`` (the old
-                files are then removed first).
+            FileExistsError: ``path`` exists and is not empty, unless ``overwrite``; or it may
+                not be replaced (not ulmfit_ml's, holds other files, the current directory or
+                an input). Nothing is deleted then.
         """
-        import shutil
+        from .persist import atomic_dir, write_marker
 
         p = Path(path)
         if p.exists() and not p.is_dir():
-            raise FileExistsError(f"{p} exists and is not a directory.")
-        if p.is_dir() and any(p.iterdir()):
-            if not overwrite:
-                raise FileExistsError(f"Run directory {p} already exists: choose another --out, pass --overwrite, "
-                                      f"or continue it with --resume {p}.")
-            shutil.rmtree(p)
-        p.mkdir(parents=True, exist_ok=True)
+            raise FileExistsError(f"{p} exists and is not a directory: choose another --out.")
+        if p.is_dir() and not any(p.iterdir()):  # an empty directory (made by the user): nothing to lose
+            write_marker(p, "run")
+            return cls(p)
+        if p.is_dir() and not overwrite:
+            raise FileExistsError(f"Run directory {p} already exists: choose another --out, pass --overwrite, "
+                                  f"or continue it with --resume {p}.")
+        atomic_dir(p, lambda tmp: None, overwrite=overwrite, kind="run", inputs=inputs)
         return cls(p)
 
     @classmethod
@@ -415,7 +424,11 @@ def save_checkpoint(directory: str | Path, *, learn: Any, stage: int, epoch: int
         The path of ``checkpoint.json``.
     """
     d = Path(directory)
-    d.mkdir(parents=True, exist_ok=True)
+    if not d.is_dir():  # ours: marked, so a later cleanup may remove it (a directory the caller made is not)
+        from .persist import write_marker
+
+        d.mkdir(parents=True, exist_ok=True)
+        write_marker(d, "checkpoints")
     name = f"ckpt-s{stage}-e{epoch}.pt"
     tensors: dict[str, Any] = {"model": learn.model.state_dict(), "torch_rng": torch.get_rng_state()}
     if getattr(learn, "opt", None) is not None:
