@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,8 @@ import pandas as pd
 import pytest
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+# corpus token caches (um.tokenize_corpus) go to a throw-away folder, never the user's ~/.cache
+os.environ["ULMFIT_ML_CACHE"] = tempfile.mkdtemp(prefix="ulmfit_ml_test_cache_")
 
 import torch  # noqa: E402
 

@@ -31,6 +31,7 @@ EXP_TOML = """\
 label_col = "tags"
 [lm]
 arch = {emb_sz = 16, n_hid = 32, n_layers = 1}
+pretrained = false
 epochs = 1
 bs = 32
 seq_len = 20
@@ -188,11 +189,14 @@ def test_cv(work, lm_run):
 
 
 def test_pretrain(work):
-    p = _run(["pretrain", "corpus.txt", "--out", "pre", "--arch", "tiny", "--lm-epochs", "1",
-              "--set", "lm.bs=16", "--set", "lm.seq_len=16", "--valid-pct", "0.2"], work)
+    p = _run(["pretrain", "corpus.txt", "--out", "pre", "--arch", "tiny", "--epochs", "2",
+              "--set", "pretrain.bs=16", "--set", "pretrain.seq_len=16", "--set", "pretrain.valid_pct=0.2",
+              ], work)
     _ok(p)
-    lm = um.load_lm(work / "pre")
-    assert lm.arch["emb_sz"] == 16 and lm.history is not None and len(lm.history) == 1
+    lm = um.load_lm(work / "pre" / "model")
+    assert lm.arch["emb_sz"] == 16 and lm.history is not None and len(lm.history) >= 1
+    assert lm.metrics["perplexity"] > 1 and lm.metrics["tokens_seen"] > 0
+    assert (work / "pre" / "checkpoint" / "state.json").exists()
 
 
 # ---------------------------------------------------------------------- help and errors
@@ -202,7 +206,7 @@ def test_pretrain(work):
     ("evaluate", ["MODEL", "FILE", "--out", "--per-label", "--threshold", "--text-col"]),
     ("predict", ["--format", "submission", "--id-col", "--at-least-one", "--threshold", "--out"]),
     ("cv", ["--folds", "--test", "--id-col", "--config", "--set"]),
-    ("pretrain", ["CORPUS", "--out", "--arch", "--valid-pct", "--set"]),
+    ("pretrain", ["CORPUS", "--out", "--arch", "--epochs", "--max-tokens", "--backwards", "--resume", "--set"]),
 ])
 def test_help_is_complete(cmd, expected, capsys):
     with pytest.raises(SystemExit) as e:
@@ -368,7 +372,7 @@ def test_lm_refuses_run_lm(tmp_path, capsys):
 
 def test_pretrain_only_takes_lm_options(tmp_path, capsys):
     assert main(["pretrain", "corpus.txt", "--out", str(tmp_path / "p"), "--set", "classifier.epochs=[1]"]) == 2
-    assert "pretrain only uses [lm] options" in capsys.readouterr().err
+    assert "pretrain only uses [pretrain] options" in capsys.readouterr().err
 
 
 def test_lm_refuses_random_encoder(capsys):
@@ -478,6 +482,6 @@ def test_predict_input_and_model_errors(train_run, work, tmp_path, capsys):
 
 
 def test_pretrain_refuses_existing_out(tmp_path, capsys):
-    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "model").mkdir(parents=True)
     assert main(["pretrain", "corpus.txt", "--out", str(tmp_path / "p")]) == 1
     assert "already exists" in capsys.readouterr().err

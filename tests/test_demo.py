@@ -1,23 +1,33 @@
 """The README's main job (python -m ulmfit_ml.demo) and its shared config file."""
+import numpy as np
+
 import ulmfit_ml as um
 from ulmfit_ml.cli import load_config_file
 from ulmfit_ml.config import ClassifierConfig, DataConfig, LMConfig, config_from_dict
 from ulmfit_ml.demo import demo_config_path, load_demo, main
 
+EKMAN = ["anger", "disgust", "fear", "joy", "neutral", "sadness", "surprise"]
 
-def test_demo_data_both_label_formats_agree():
+
+def test_demo_data_is_real_goemotions_with_both_schemes():
     df = load_demo()
-    labels = ["billing", "shipping", "account", "bug", "praise", "refund"]
-    a = um.MultiLabelData.from_df(df, label_col="labels", labels=labels)
-    b = um.MultiLabelData.from_df(df, label_cols=labels)
-    assert (a.y == b.y).all() and len(df) == 3000
+    assert len(df) == 4000 and list(df.columns) == ["id", "text", "emotions", "ekman"]
+    assert df["text"].is_unique
+    ek = um.MultiLabelData.from_df(df, label_col="ekman", labels=EKMAN)
+    full = um.MultiLabelData.from_df(df, label_col="emotions")
+    assert ek.labels == EKMAN and ek.y.sum(0).min() > 50  # every Ekman label has examples
+    assert len(full.labels) == 28 and (ek.y.sum(1) >= 1).all()
+    # a comment labelled joy in the 28-label scheme's 'joy' is joy in Ekman's too
+    joy28 = full.y[:, full.labels.index("joy")] == 1
+    assert (ek.y[joy28, EKMAN.index("joy")] == 1).all()
 
 
 def test_demo_config_maps_onto_the_config_dataclasses():
     sections = load_config_file(demo_config_path())
-    assert config_from_dict(DataConfig, sections["data"]).label_col == "labels"
-    assert config_from_dict(LMConfig, sections["lm"]).arch == "small"
-    assert len(config_from_dict(ClassifierConfig, sections["classifier"]).epochs) == 4
+    assert config_from_dict(DataConfig, sections["data"]).label_col == "ekman"
+    lm = config_from_dict(LMConfig, sections["lm"])
+    assert lm.pretrained == "en-small" and lm.arch == "cpu"  # the shipped LM, the defaults
+    assert config_from_dict(ClassifierConfig, sections["classifier"]) == ClassifierConfig()
 
 
 def test_demo_runs_end_to_end_on_a_slice(tmp_path, capsys):
@@ -25,5 +35,10 @@ def test_demo_runs_end_to_end_on_a_slice(tmp_path, capsys):
     metrics = main(["--rows", "400", "--arch", "tiny", "--lm-epochs", "1", "--quiet", "--out", str(out)])
     assert {"f1_macro", "roc_auc_macro"} <= set(metrics)
     printed = capsys.readouterr().out
-    assert "Validation metrics" in printed and "TF-IDF" in printed and "->" in printed
-    assert (out / "model.safetensors").exists() and um.load_classifier(out).predict(["refund please"])[0] is not None
+    assert "Test metrics" in printed and "TF-IDF" in printed and "trivial" in printed and "->" in printed
+    clf = um.load_classifier(out)
+    assert clf.labels == EKMAN
+    texts = ["Thank you so much!", "I hate this"]
+    probs = clf.predict_proba(texts)
+    assert probs.shape == (2, 7) and np.isfinite(probs).all()
+    assert all(set(p) <= set(EKMAN) for p in clf.predict(texts))

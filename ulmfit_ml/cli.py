@@ -976,7 +976,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         raise ConfigError(f"pretrain only uses [pretrain] options; got {bad}.")
     flags = [("pretrain", k, v) for k, v in (("arch", args.arch), ("epochs", args.epochs), ("max_tokens", args.max_tokens),
                                               ("backwards", args.backwards), ("seed", args.seed),
-                                              ("quiet", args.quiet)) if v is not None]
+                                              ("device", args.device), ("quiet", args.quiet)) if v is not None]
     cfg = resolve_config({"pretrain": base.get("pretrain", {})}, sets + flags)["pretrain"]
     out = Path(args.out)
     if (out / "model").exists():

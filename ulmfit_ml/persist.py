@@ -450,16 +450,28 @@ def load_classifier(path: str | Path, *, device: str | None = "cpu") -> Any:
 
 
 # ---------------------------------------------------------------------- language model
-def save_lm(lm: Any, path: str | Path, *, overwrite: bool = False) -> Path:
-    """Save a :class:`~ulmfit_ml.lm.LanguageModel` (weights, vocab, arch) atomically."""
+#: Tensors fastai's AWD-LSTM LM ties to ``0.encoder.weight``: not stored, restored on load.
+_TIED_LM_KEYS = ("0.encoder_dp.emb.weight", "1.decoder.weight")
+
+
+def save_lm(lm: Any, path: str | Path, *, overwrite: bool = False, half: bool = False) -> Path:
+    """Save a :class:`~ulmfit_ml.lm.LanguageModel` (weights, vocab, arch) atomically.
+
+    The tied copies of the embedding (:data:`_TIED_LM_KEYS`) are left out; ``half`` stores the
+    weights as float16 (half the size, e.g. for the models shipped in the package; they load as
+    float32).
+    """
     from safetensors.torch import save_file
 
+    dtype = torch.float16 if half else torch.float32
+
     def write(tmp: Path) -> None:
-        # clone: the decoder weight is tied to the embedding, which save_file refuses
-        save_file({k: v.detach().cpu().contiguous().clone() for k, v in lm.state_dict.items()}, str(tmp / "lm.safetensors"))
+        save_file({k: v.detach().cpu().to(dtype).contiguous().clone() for k, v in lm.state_dict.items()
+                   if k not in _TIED_LM_KEYS}, str(tmp / "lm.safetensors"))
         _write_json(tmp / "lm.json", {"format_version": FORMAT_VERSION, "kind": "language_model", "arch": lm.arch,
                                       "backwards": lm.backwards, "metrics": lm.metrics, "config": lm.config,
-                                      "vocab_size": len(lm.vocab), "versions": _versions()})
+                                      "vocab_size": len(lm.vocab), "dtype": str(dtype).replace("torch.", ""),
+                                      "versions": _versions()})
         _write_json(tmp / "vocab.json", lm.vocab)
         if lm.history is not None and len(lm.history):
             lm.history.to_csv(tmp / "history.csv", index=False)
@@ -492,6 +504,9 @@ def load_lm(path: str | Path) -> Any:
     emb = state.get("0.encoder.weight")
     if emb is None or emb.shape[0] != len(vocab):
         raise ValueError(f"{wp} does not match vocab.json ({len(vocab)} tokens).")
+    state = {k: v.float() for k, v in state.items()}
+    for k in _TIED_LM_KEYS:
+        state.setdefault(k, state["0.encoder.weight"])
     history = pd.read_csv(path / "history.csv") if (path / "history.csv").exists() else None
     return LanguageModel(vocab, meta["arch"], state, backwards=meta.get("backwards", False), history=history,
                          metrics=meta.get("metrics"), config=meta.get("config"))

@@ -157,6 +157,7 @@ def _load_checkpoint(out: Path, model: torch.nn.Module, opt: torch.optim.Optimiz
         if st:
             opt.state[p] = st
     model[0].hidden = [(t[f"hidden.{i}.h"], t[f"hidden.{i}.c"]) for i in range(len(model[0].hidden))]
+    model[0].bs = model[0].hidden[0][0].shape[1]  # fastai re-sizes the hidden state when bs differs
     torch.set_rng_state(t["rng.torch"].cpu())
     return info
 
