@@ -279,7 +279,8 @@ def train_classifier(data: MultiLabelData, *, encoder: LanguageModel | str | Pat
             the same final weights as an uninterrupted run.
 
     Returns:
-        :class:`MultiLabelClassifier` with thresholds 0.5 (see ``tune_thresholds``).
+        :class:`MultiLabelClassifier`; its thresholds are tuned on ``data``'s validation split
+        (``thresholds="per_label"``, the default, or ``"global"``), or 0.5 with ``thresholds="none"``.
 
     Raises:
         ValueError: ``resume`` without ``checkpoint_dir``, or a checkpoint made with another
@@ -362,4 +363,6 @@ def train_classifier(data: MultiLabelData, *, encoder: LanguageModel | str | Pat
     clf = MultiLabelClassifier(learn.model, vocab, data.labels, meta=meta, history=history, learner=learn,
                                valid_data=(targs.numpy().astype(np.float32), probs.float().numpy()))
     clf.batch_losses = np.asarray(batch_losses, dtype=np.float32)
+    if cfg.thresholds != "none":
+        clf.tune_thresholds(strategy=cfg.thresholds)
     return clf

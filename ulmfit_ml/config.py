@@ -185,6 +185,7 @@ class ClassifierConfig:
     pos_weight: str | float | list[float] | None = None  #: None, "auto" or per-label weights
     pos_weight_cap: float = 10.0
     save_best_by: str | None = None  #: e.g. "f1_macro": keep the best epoch of the last stage
+    thresholds: str = "per_label"  #: tuned on the validation split after training: "per_label", "global" or "none" (0.5)
     seed: int = 42
     device: str | None = None
     fp16: bool | None = None
@@ -210,6 +211,8 @@ class ClassifierConfig:
             _check_positive("lrs entries", lr)
         for name in ("bs", "seq_len", "max_len", "lr_div"):
             _check_positive(name, getattr(self, name))
+        if self.thresholds not in ("per_label", "global", "none"):
+            raise ValueError(f"thresholds must be 'per_label', 'global' or 'none' (0.5 for every label), got {self.thresholds!r}.")
         if self.loss not in ("bce", "focal"):
             raise ValueError(f"loss must be 'bce' or 'focal', got {self.loss!r}.")
         if isinstance(self.pos_weight, str) and self.pos_weight != "auto":
