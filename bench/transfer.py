@@ -34,8 +34,9 @@ RESULTS = HERE / "transfer_results.json"
 DATA = HERE.parent.parent / "shared" / "datasets" / "goemotions"
 #: classifier schedules compared with a pretrained encoder
 SCHEDULES = {
-    "gradual": dict(unfreeze=(1, 2, 3, 0), epochs=(1, 1, 1, 4), lrs=(2e-2, 1e-2, 5e-3, 2e-3)),
-    "all": dict(unfreeze=(0,), epochs=(8,), lrs=(1e-2,)),
+    "gradual": dict(unfreeze=(1, 2, 3, 0), epochs=(2, 2, 2, 12), lrs=(2e-2, 1e-2, 5e-3, 2e-3), bs=32),
+    "all": dict(unfreeze=(0,), epochs=(20,), lrs=(1e-2,), bs=32),  # = ClassifierConfig defaults
+    "all-large": dict(unfreeze=(0,), epochs=(6,), lrs=(1e-2,), bs=64),  # 8,000+ labelled rows
     "paper": dict(unfreeze=(1, 2, 3, 0), epochs=(1, 1, 1, 2), lrs=(2e-2, 1e-2, 5e-3, 1e-3)),
 }
 LM_OPTS = dict(epochs=1, max_vocab=12000, quiet=True)
@@ -60,7 +61,7 @@ def save_result(key: str, value: dict[str, Any]) -> None:
 def evaluate(model: Any, dev: pd.DataFrame, heldout: pd.DataFrame) -> dict[str, float]:
     """macro/micro-F1 on dev at 0.5 and with per-label thresholds tuned on the held-out part."""
     out = {}
-    y_dev = model.evaluate(dev)  # at the model's current thresholds (0.5 unless tuned)
+    y_dev = model.evaluate(dev, threshold=0.5)
     out["f1_macro_05"], out["f1_micro_05"] = y_dev["f1_macro"], y_dev["f1_micro"]
     model.tune_thresholds(heldout, strategy="per_label")
     t = model.evaluate(dev)
@@ -75,7 +76,7 @@ def labelled(train: pd.DataFrame, is_heldout: np.ndarray, names: list[str], n: i
     pool = train[~is_heldout].reset_index(drop=True)
     if n is not None and n < len(pool):
         y = um.MultiLabelData.from_df(pool, label_col="labels", label_delim=",", labels=names, split="random").y
-        mss = MultilabelStratifiedShuffleSplit(n_splits=1, train_size=n, random_state=seed)
+        mss = MultilabelStratifiedShuffleSplit(n_splits=1, train_size=n, test_size=len(pool) - n, random_state=seed)
         idx, _ = next(mss.split(np.zeros((len(pool), 1)), y.astype(int)))
         pool = pool.iloc[np.sort(idx)]
     frame = pd.concat([pool.assign(is_valid=False), train[is_heldout].assign(is_valid=True)], ignore_index=True)
@@ -153,9 +154,51 @@ def cmd_defaults(a: argparse.Namespace) -> None:
         "seconds": round(time.perf_counter() - t0, 1)})
 
 
+def cmd_report(a: argparse.Namespace) -> None:
+    """Median (min-max over seeds) dev macro-F1 (tuned) per size and model, and the learning-curve plot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    res = json.loads(RESULTS.read_text())
+    rows: dict[tuple[str, str], list[float]] = {}
+    for key, v in res.items():
+        parts = key.split("/")
+        if parts[0] != "curve":
+            continue
+        n = parts[1].split("=")[1]
+        model = "/".join(parts[3:])
+        rows.setdefault((n, model), []).append(v["f1_macro_tuned"])
+    sizes = sorted({n for n, _ in rows}, key=lambda n: float("inf") if n == "all" else int(n))
+    models = sorted({m for _, m in rows})
+    lines = ["| labelled comments | " + " | ".join(models) + " |", "|---" * (len(models) + 1) + "|"]
+    for n in sizes:
+        cells = []
+        for m in models:
+            v = rows.get((n, m))
+            cells.append("" if not v else (f"{np.median(v):.3f}" + (f" ({min(v):.3f}-{max(v):.3f}, {len(v)} seeds)" if len(v) > 1 else "")))
+        lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    table = "\n".join(lines)
+    print(table)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for m in models:
+        xs = [int(n) if n != "all" else 39069 for n in sizes if (n, m) in rows]
+        ys = [np.median(rows[(n, m)]) for n in sizes if (n, m) in rows]
+        ax.plot(xs, ys, marker="o", label=m)
+    ax.set_xscale("log")
+    ax.set_xlabel("labelled training comments")
+    ax.set_ylabel("dev macro-F1 (tuned thresholds)")
+    ax.set_title("GoEmotions (28 labels): learning curve")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(HERE / "transfer_curve.png", dpi=110)
+    (HERE / "transfer_table.md").write_text(table + "\n")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("job", choices=["lm", "curve", "defaults"])
+    ap.add_argument("job", choices=["lm", "curve", "defaults", "report"])
     ap.add_argument("--n", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--backwards", action="store_true")
@@ -175,7 +218,7 @@ def main() -> None:
 
     torch.set_num_threads(a.threads)
     WORK.mkdir(exist_ok=True)
-    {"lm": cmd_lm, "curve": cmd_curve, "defaults": cmd_defaults}[a.job](a)
+    {"lm": cmd_lm, "curve": cmd_curve, "defaults": cmd_defaults, "report": cmd_report}[a.job](a)
 
 
 if __name__ == "__main__":

@@ -97,7 +97,8 @@ def test_gradual_unfreezing_trains_more_groups_each_stage(data, tiny_lm, monkeyp
     lm = um.finetune_lm(data, arch=arch, pretrained=False, epochs=0, quiet=True)
     monkeypatch.setattr(Learner, "fit_one_cycle", spy)
     seen.clear()
-    um.train_classifier(data, encoder=lm, epochs=(1, 1, 1, 1), lrs=(1e-2, 1e-2, 1e-2, 1e-2), quiet=True, bs=64, seq_len=20)
+    um.train_classifier(data, encoder=lm, unfreeze=(1, 2, 3, 0), epochs=(1, 1, 1, 1), lrs=(1e-2, 1e-2, 1e-2, 1e-2),
+                        quiet=True, bs=64, seq_len=20)
     # AWD-LSTM classifier groups: embedding, 3 LSTM layers, head -> 5
     assert [g for g, _ in seen] == [
         [False, False, False, False, True],

@@ -232,7 +232,7 @@ def _resolve(argv: list[str]) -> dict:
 def test_precedence_defaults_file_set_flags(tmp_path):
     f = tmp_path / "c.toml"
     f.write_text('[data]\nlabel_cols = ["a", "b"]\nseed = 1\n[lm]\narch = "small"\nlr = 0.01\n'
-                 '[classifier]\nepochs = [2, 2, 2, 2]\nwd = 0.2\n[run]\ntrain = "x.csv"\n')
+                 '[classifier]\nunfreeze = [1, 2, 3, 0]\nlrs = [2e-2, 1e-2, 5e-3, 1e-3]\nepochs = [2, 2, 2, 2]\nwd = 0.2\n[run]\ntrain = "x.csv"\n')
     c = _resolve(["train", "--config", str(f)])
     assert c["classifier"].epochs == (2, 2, 2, 2) and c["classifier"].wd == 0.2  # file over defaults
     assert c["lm"].arch == "small" and c["classifier"].bs == ClassifierConfig().bs  # untouched -> default

@@ -109,7 +109,7 @@ def test_pretrain_lm_on_a_corpus_then_finetune(data, tmp_path):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(" = Title = \n" + "\n".join(data.texts[:200]) + "\n\n", encoding="utf-8")
     base = um.pretrain_lm(corpus, arch=TINY, epochs=1, bs=16, seq_len=16, quiet=True)
-    assert isinstance(base, um.LanguageModel) and len(base.history) == 1
+    assert isinstance(base, um.LanguageModel) and len(base.history) >= 1
     d = base.save(tmp_path / "base")
     lm = um.finetune_lm(data, arch=TINY, pretrained=d, epochs=1, bs=32, seq_len=20, quiet=True)
     assert list(lm.history["stage"]) == ["frozen", "unfrozen"]  # ULMFiT: head first, then unfreeze

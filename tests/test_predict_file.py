@@ -26,7 +26,7 @@ N, CHUNK = 230, 50  # 5 chunks, the last one partial
 def model_dir(tmp_path_factory):
     df = pd.read_csv(DATA).head(240)
     data = um.MultiLabelData.from_df(df, text_col="text", label_col="labels", split="random")
-    clf = um.train_classifier(data, arch="tiny", epochs=(1,), unfreeze=(0,), lrs=(1e-2,), quiet=True, device="cpu")
+    clf = um.train_classifier(data, arch="tiny", epochs=(1,), unfreeze=(0,), lrs=(1e-2,), bs=64, quiet=True, device="cpu")
     probe = pd.read_csv(DATA).text.iloc[240:240 + N].tolist()
     clf.thresholds = np.median(clf.predict_proba(probe), axis=0)  # each label on for about half the rows
     return clf.save(tmp_path_factory.mktemp("m") / "clf")

@@ -207,6 +207,7 @@ def _leftovers(parent: Path) -> list[str]:
 
 def test_failed_overwrite_keeps_previous_model(saved, model_dir, monkeypatch):
     clf = um.load_classifier(model_dir)
+    before = clf.thresholds.copy()
     clf.thresholds = np.full(len(clf.labels), 0.3)
     real = persist._write_json
 
@@ -220,7 +221,7 @@ def test_failed_overwrite_keeps_previous_model(saved, model_dir, monkeypatch):
         clf.save(model_dir, overwrite=True)
     assert _leftovers(model_dir.parent) == []
     old = um.load_classifier(model_dir)
-    assert np.all(old.thresholds == 0.5)
+    assert np.array_equal(old.thresholds, before) and not np.any(old.thresholds == 0.3)
     np.testing.assert_allclose(old.predict_proba(PROBE), saved[1], rtol=1e-5, atol=1e-6)
     with pytest.raises(KeyboardInterrupt):
         clf.save(model_dir.parent / "fresh")

@@ -697,10 +697,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         log.info(f"data: {data!r}")
         lm = _language_model(cfgs, data, run, log)
         log.info("training the classifier")
-        clf = train_classifier(data, encoder=lm, config=cfgs["classifier"], arch=cfgs["lm"].arch,
+        # [run] thresholds is the classifier's own ``thresholds`` option (tuned on the validation split)
+        clf_cfg = dataclasses.replace(cfgs["classifier"], thresholds=cfgs["run"].thresholds)
+        clf = train_classifier(data, encoder=lm, config=clf_cfg, arch=cfgs["lm"].arch,
                                checkpoint_dir=run.checkpoint_dir, resume=bool(args.resume))
-        if cfgs["run"].thresholds != "none":
-            clf.tune_thresholds(strategy=cfgs["run"].thresholds)
         report = clf.report()
         history = _history(None if cfgs["run"].lm else lm, clf)  # a reused LM was trained elsewhere
         if len(history):

@@ -25,7 +25,7 @@ import numpy as np
 
 from .data import tokenize_texts
 
-__all__ = ["TokenCorpus", "tokenize_corpus", "corpus_files", "default_cache_dir"]
+__all__ = ["TokenCorpus", "tokenize_corpus", "corpus_files", "default_cache_dir", "texts_to_corpus_file"]
 
 _FORMAT = 1
 _BLOCK_LINES = 500  #: held-out lines are whole blocks of up to this many lines (mixes every source)
@@ -39,9 +39,34 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ulmfit_ml"
 
 
+def texts_to_corpus_file(texts: Sequence[str]) -> Path:
+    """Write in-memory texts (one per line) to a corpus file in the cache, named by their hash,
+    so a list of strings goes through the same cached, streamed path as files on disk."""
+    h = hashlib.sha256()
+    for t in texts:
+        h.update(t.encode("utf-8", errors="replace") + b"\0")
+    d = default_cache_dir() / "texts"
+    d.mkdir(parents=True, exist_ok=True)
+    p = d / f"{h.hexdigest()[:16]}.txt"
+    if not p.exists():
+        tmp = d / f".{p.name}.tmp-{uuid.uuid4().hex[:8]}"
+        tmp.write_text("\n".join(" ".join(t.split()) for t in texts) + "\n", encoding="utf-8")
+        os.replace(tmp, p)  # our own file, in our own cache folder
+    return p
+
+
+def _looks_like_texts(items: list[Any]) -> bool:
+    """A list of strings none of which names an existing file or folder: texts, not paths."""
+    return bool(items) and all(isinstance(t, str) for t in items) and not any(
+        t.strip() and len(t) < 4096 and "\n" not in t and Path(t).exists() for t in items)
+
+
 def corpus_files(corpus: str | Path | Sequence[str | Path]) -> list[Path]:
-    """The ``.txt`` files of ``corpus``: one file, a folder of ``.txt`` files, or a list of either."""
+    """The ``.txt`` files of ``corpus``: one file, a folder of ``.txt`` files, a list of either, or
+    a list of texts (written once to a cached corpus file)."""
     items = [corpus] if isinstance(corpus, (str, Path)) else list(corpus)
+    if not isinstance(corpus, (str, Path)) and _looks_like_texts(items):
+        return [texts_to_corpus_file(items)]
     files: list[Path] = []
     for it in items:
         p = Path(it)

@@ -177,7 +177,7 @@ def pretrain_lm(corpus: str | Path | Sequence[str | Path] | TokenCorpus, *, conf
 
     Args:
         corpus: a ``.txt`` file (one paragraph per line), a folder of ``.txt`` files, a list of
-            either, or a :class:`~ulmfit_ml.corpus.TokenCorpus`. Tokenised once and cached
+            either, a list of texts, or a :class:`~ulmfit_ml.corpus.TokenCorpus`. Tokenised once and cached
             (memory-mapped ids).
         config: a :class:`~ulmfit_ml.config.PretrainConfig`; keyword ``options`` override its
             fields (``arch``, ``max_vocab``, ``epochs``, ``max_tokens``, ``bs``, ``seq_len``,
@@ -268,13 +268,14 @@ def pretrain_lm(corpus: str | Path | Sequence[str | Path] | TokenCorpus, *, conf
         run_loss += float(loss.detach())
         n_run += 1
         now = time.perf_counter()
-        if not cfg.quiet and (now - last_log >= cfg.log_every or step == total):
+        if now - last_log >= cfg.log_every or step == total:
             done_here = now - t0
             tps = (step - start_step) * tokens_per_step / max(done_here, 1e-9)
             eta = (total - step) * tokens_per_step / max(tps, 1e-9)
-            print(f"pretrain step {step:,}/{total:,} ({100 * step / total:.1f}%) train loss {run_loss / n_run:.3f} "
-                  f"| {tps:,.0f} tokens/s | elapsed {_fmt_secs(seconds_before + done_here)} | ETA {_fmt_secs(eta)}",
-                  file=sys.stdout, flush=True)
+            if not cfg.quiet:
+                print(f"pretrain step {step:,}/{total:,} ({100 * step / total:.1f}%) train loss {run_loss / n_run:.3f} "
+                      f"| {tps:,.0f} tokens/s | elapsed {_fmt_secs(seconds_before + done_here)} | ETA {_fmt_secs(eta)}",
+                      file=sys.stdout, flush=True)
             history.append({"step": step, "train_loss": run_loss / n_run, "tokens_per_s": tps,
                             "seconds": seconds_before + done_here})
             run_loss, n_run, last_log = 0.0, 0, now
