@@ -8,7 +8,6 @@ the tied embedding copies left out) and ``MODEL_CARD.md`` from the models' own m
 from __future__ import annotations
 
 import argparse
-import shutil
 from pathlib import Path
 
 import ulmfit_ml as um
@@ -77,10 +76,8 @@ def main() -> None:
         raise SystemExit("expected a forward and a backward model over the same vocabulary")
     root = REPO / "ulmfit_ml" / "pretrained" / args.name
     for sub, lm in (("forward", f), ("backward", b)):
-        if (root / sub).exists():
-            shutil.rmtree(root / sub)  # a previous shipped copy written by this script
         lm.history = None
-        lm.save(root / sub, half=True)
+        lm.save(root / sub, half=True, overwrite=True)  # replaces only a copy ulmfit_ml wrote (its marker)
     mb = {s: (root / s / "lm.safetensors").stat().st_size / 1e6 for s in ("forward", "backward")}
     c = f.config
     card = CARD.format(
