@@ -296,10 +296,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with use_cache(cache):
         with stages("tokenize"):
             all_texts = list(train_df.text) + list(dev_df.text) + [t for v in evals.values() for t in v.text]
-            um.data.tokenize_texts(all_texts)
+            um.tokens.tokenize_texts(all_texts)
             if need_corpus:
                 from ulmfit_ml.lm import _read_corpus  # the exact lines pretrain_lm reads
-                um.data.tokenize_texts(_read_corpus(corpus_dir))
+                um.tokens.tokenize_texts(_read_corpus(corpus_dir))
         R["tokenize"] = {"cache": str(cache_path), "texts_in_cache_before": n_cached, "texts_tokenised_now": len(cache) - n_cached,
                          "note": "seconds include spaCy only for texts not already in the cache"}
         if len(cache) > n_cached:
@@ -312,8 +312,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             data = um.MultiLabelData.from_df(train_df, label_col="labels", label_delim=",", labels=label_names,
                                              split="stratified", valid_pct=cfg["heldout_pct"], seed=42)
         R["data"].update({"n_fit": int((~data.is_valid).sum()), "n_heldout": int(data.is_valid.sum())})
-        y_dev = um.data.parse_label_matrix(dev_df, um.data.LabelSpec(label_col="labels", label_delim=","), label_names)[0]
-        y_eval = {k: um.data.parse_label_matrix(v, um.data.LabelSpec(label_col="labels", label_delim=","), label_names)[0]
+        y_dev = um.validation.parse_label_matrix(dev_df, um.validation.LabelSpec(label_col="labels", label_delim=","), label_names)[0]
+        y_eval = {k: um.validation.parse_label_matrix(v, um.validation.LabelSpec(label_col="labels", label_delim=","), label_names)[0]
                   for k, v in evals.items()}
         texts_sets = {"dev": list(dev_df.text), **{k: list(v.text) for k, v in evals.items()}}
         y_sets = {"dev": y_dev, **y_eval}
@@ -338,6 +338,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         arch = cfg["arch"]
         directions = [False, True] if cfg.get("backwards") else [False]
         lms: dict[bool, um.LanguageModel] = {}
+        lm_learners: dict[bool, object] = {}  # the trainers' fastai Learners
         R["lm"] = {}
         for bwd in directions:
             d = "bwd" if bwd else "fwd"
@@ -348,8 +349,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 R.setdefault("pretrain", {})[d] = info
                 pretrained = str(path)
             with stages(f"finetune_lm_{d}"):
-                lm = um.finetune_lm(data, arch=arch, pretrained=pretrained, backwards=bwd, quiet=True, device=dev_arg,
-                                    seed=cfg.get("seed", 42), **cfg.get("lm", {}))
+                lm_trainer = um.LMTrainer(data, arch=arch, pretrained=pretrained, backwards=bwd, quiet=True,
+                                          device=dev_arg, seed=cfg.get("seed", 42), **cfg.get("lm", {}))
+                lm = lm_trainer.fit()
+                lm_learners[bwd] = lm_trainer.learner
             n_tok = sum(len(t) for t in data.tokens)
             epochs = lm.config.get("epochs", 0) + (lm.config.get("frozen_epochs") or (1 if pretrained else 0))
             R["lm"][d] = {"perplexity": lm.metrics.get("perplexity"), "accuracy": lm.metrics.get("accuracy"),
@@ -360,13 +363,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         # ---- classifiers
         clfs: dict[bool, um.MultiLabelClassifier] = {}
+        clf_learners: dict[bool, object] = {}  # the trainers' fastai Learners (the models hold none)
         probs: dict[bool, dict[str, np.ndarray]] = {}
         heldout: dict[bool, np.ndarray] = {}
         for bwd in directions:
             d = "bwd" if bwd else "fwd"
             with stages(f"classifier_{d}"):  # a backward LM's classifier reverses its texts itself
-                clf = um.train_classifier(data, encoder=lms[bwd], quiet=True, device=dev_arg, seed=cfg.get("seed", 42),
-                                         **cfg.get("clf", {}))
+                clf_trainer = um.ClassifierTrainer(data, encoder=lms[bwd], quiet=True, device=dev_arg,
+                                                   seed=cfg.get("seed", 42), **cfg.get("clf", {}))
+                clf = clf_trainer.train()
+                clf_learners[bwd] = clf_trainer.learner
             heldout[bwd] = clf._valid[1]
             tuned = clf.tune_thresholds()  # on the held-out part of train (the classifier's validation split)
             with stages(f"predict_sets_{d}"):
@@ -393,7 +399,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         clf = clfs[False]
         with stages("padding_share"):
             R["padding"] = {}
-            for split_name, dl in (("train", clf.learner.dls.train), ("heldout", clf.learner.dls.valid)):
+            for split_name, dl in (("train", clf_learners[False].dls.train), ("heldout", clf_learners[False].dls.valid)):
                 tot = real = nb = 0
                 for xb, _ in dl:
                     tot += xb.numel()
@@ -415,15 +421,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 from throughput import compare_training_throughput
                 clf.to(device)
                 R["throughput"] = {
-                    "lm": compare_training_throughput(lms[False].learner, **_tp_opts(tp_cfg, "lm")),
-                    "classifier": compare_training_throughput(clf.learner, pad_idx=1, **_tp_opts(tp_cfg, "classifier")),
+                    "lm": compare_training_throughput(lm_learners[False], **_tp_opts(tp_cfg, "lm")),
+                    "classifier": compare_training_throughput(clf_learners[False], pad_idx=1, **_tp_opts(tp_cfg, "classifier")),
                 }
             _print_throughput(R["throughput"])
         else:
             R["missing"].append("throughput A/B (--no-throughput)")
 
         # ---- ablations (the ULMFiT paper's claims); last: the longest optional part.
-        # (throughput changed lms[False].learner's weights, not lms[False].state_dict used here)
+        # (throughput changed lm_learners[False]'s weights, not lms[False].state_dict used here)
         if cfg.get("ablations"):
             R["ablations"] = {}
             base_clf = dict(cfg.get("clf", {}))
@@ -482,17 +488,20 @@ def run_speed(args: argparse.Namespace) -> dict[str, Any]:
                                          split="stratified", valid_pct=cfg["heldout_pct"], seed=42)
         lm_opts = dict({"pretrained": False}, **cfg.get("lm", {}), epochs=0, frozen_epochs=0)
         with stages("build_untrained"):
-            lm = um.finetune_lm(data, arch=cfg["arch"], quiet=True, device=str(device), **lm_opts)
+            lm_trainer = um.LMTrainer(data, arch=cfg["arch"], quiet=True, device=str(device), **lm_opts)
+            lm = lm_trainer.fit()
             clf_opts = dict(cfg.get("clf", {}))
             clf_opts["epochs"] = [0] * len(clf_opts.get("unfreeze", [0]))
-            clf = um.train_classifier(data, encoder=lm, quiet=True, device=str(device), **clf_opts)
+            clf_trainer = um.ClassifierTrainer(data, encoder=lm, quiet=True, device=str(device), **clf_opts)
+            clf = clf_trainer.train()
         with stages("inference_cpu"):
             R["inference_cpu"] = _inference(clf, list(dev_df.text), device)
         with stages("throughput_ab"):
             from throughput import compare_training_throughput
             tp = cfg.get("throughput", {})
-            R["throughput"] = {"lm": compare_training_throughput(lm.learner, **_tp_opts(tp, "lm")),
-                               "classifier": compare_training_throughput(clf.learner, pad_idx=1, **_tp_opts(tp, "classifier"))}
+            R["throughput"] = {"lm": compare_training_throughput(lm_trainer.learner, **_tp_opts(tp, "lm")),
+                               "classifier": compare_training_throughput(clf_trainer.learner, pad_idx=1,
+                                                                         **_tp_opts(tp, "classifier"))}
     _print_throughput(R["throughput"])
     R["peak_rss_mb"] = round(peak_rss_mb(), 1)
     R["total_seconds"] = round(_now() - t0, 1)
@@ -520,7 +529,7 @@ def _inference(clf: um.MultiLabelClassifier, texts: list[str], device: torch.dev
     clf.predict_proba(texts, bs=512)  # tokens from the cache (use_cache is active)
     out["texts_per_s_cached_tokens"] = round(len(texts) / (_now() - t0), 1)
     if spacy_available():
-        import ulmfit_ml.classifier as cm
+        import ulmfit_ml.model as cm  # predict_proba tokenises through ulmfit_ml.model.tokenize_texts
         saved = cm.tokenize_texts
         cm.tokenize_texts = _ORIG_TOKENIZE  # bypass the cache: spaCy tokenises every text
         try:
@@ -537,7 +546,7 @@ def _inference(clf: um.MultiLabelClassifier, texts: list[str], device: torch.dev
 
 
 #: ulmfit_ml's own tokenize_texts, captured before tokcache.use_cache patches it.
-_ORIG_TOKENIZE = um.data.tokenize_texts
+_ORIG_TOKENIZE = um.tokens.tokenize_texts
 
 
 # ---------------------------------------------------------------------- report

@@ -2,7 +2,7 @@
 
 Why: fastai's tokeniser is spaCy, which is not installed on the GPU machine (and costs a
 minute of two shared CPU cores on every run). The cache maps each text to fastai's tokens
-(exactly what :func:`ulmfit_ml.data.tokenize_texts` returns) and is stored as gzipped JSON
+(exactly what :func:`ulmfit_ml.tokens.tokenize_texts` returns) and is stored as gzipped JSON
 (no pickle). :func:`use_cache` swaps ulmfit_ml's ``tokenize_texts`` for a look-up in the cache
 (so ``MultiLabelData.tokens``, ``pretrain_lm`` and ``predict_proba`` all read it) and, where
 spaCy is missing, gives fastai's ``Tokenizer`` transform a stub tokenizer: every text the
@@ -60,15 +60,17 @@ class _NoSpacyTokenizer:
 def use_cache(cache: dict[str, list[str]], *, enabled: bool = True) -> Iterator[dict[str, list[str]]]:
     """Within the block, ulmfit_ml tokenises through ``cache`` (misses are tokenised with
     spaCy when available and added to the cache; without spaCy a miss raises)."""
-    import ulmfit_ml.classifier as clf_mod
+    import ulmfit_ml.corpus as corpus_mod
     import ulmfit_ml.data as data_mod
-    import ulmfit_ml.lm as lm_mod
+    import ulmfit_ml.explain as explain_mod
+    import ulmfit_ml.model as model_mod
+    import ulmfit_ml.tokens as tokens_mod
 
     if not enabled:
         yield cache
         return
-    real_tokenize = data_mod.tokenize_texts
-    real_tokenizer = data_mod._tokenizer
+    real_tokenize = tokens_mod.tokenize_texts
+    real_tokenizer = tokens_mod.word_tokenizer
     have_spacy = spacy_available()
 
     def cached_tokenize(texts: Sequence[str], *, n_workers: int | None = None) -> list[list[str]]:
@@ -81,14 +83,14 @@ def use_cache(cache: dict[str, list[str]], *, enabled: bool = True) -> Iterator[
             cache.update(zip(missing, real_tokenize(missing, n_workers=n_workers)))
         return [list(cache[t]) for t in texts]
 
-    mods = (data_mod, lm_mod, clf_mod)
+    mods = (tokens_mod, data_mod, model_mod, explain_mod, corpus_mod)  # every module that imported tokenize_texts
     for m in mods:
         m.tokenize_texts = cached_tokenize
     if not have_spacy:
-        data_mod._tokenizer = _NoSpacyTokenizer
+        tokens_mod.word_tokenizer = _NoSpacyTokenizer
     try:
         yield cache
     finally:
         for m in mods:
             m.tokenize_texts = real_tokenize
-        data_mod._tokenizer = real_tokenizer
+        tokens_mod.word_tokenizer = real_tokenizer

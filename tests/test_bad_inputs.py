@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 import ulmfit_ml as um
-from ulmfit_ml.data import tokenize_texts
+from ulmfit_ml.tokens import tokenize_texts
 
 M = um.MultiLabelData.from_df
 TINY_CLF = dict(arch="tiny", epochs=(1,), unfreeze=(0,), lrs=(1e-2,), quiet=True, device="cpu", bs=16, seq_len=20)
@@ -193,8 +193,8 @@ def test_one_row_predict_and_evaluate(clf):
 
 @pytest.mark.parametrize("texts,exc,match", [
     ("one string", TypeError, r"Pass a list of texts, not a single string"),
-    (["ok", 3], TypeError, r"1 text\(s\) are not strings \(first at position 1: 3\)"),
-    (["ok", None], TypeError, r"not strings \(first at position 1: None\)"),
+    (["ok", 3], TypeError, r"1 non-string value\(s\) \(e\.g\. 3 of type int at position 1\)"),
+    (["ok", b"x"], TypeError, r"1 non-string value\(s\) \(e\.g\. b'x' of type bytes at position 1\)"),
     (["caf\udce9"], ValueError, r"undecodable \(non-UTF-8\) bytes"),
 ])
 def test_bad_texts_at_predict(clf, texts, exc, match):

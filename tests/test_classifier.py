@@ -42,8 +42,12 @@ def test_predict_types_and_shapes(tiny_clf):
 def test_predict_bad_input(tiny_clf):
     with pytest.raises(TypeError, match="list of texts, not a single string"):
         tiny_clf.predict_proba("happy")
-    with pytest.raises(TypeError, match="1 text\\(s\\) are not strings \\(first at position 1"):
-        tiny_clf.predict_proba(["ok", None])
+    with pytest.raises(TypeError, match="1 non-string value\\(s\\) \\(e\\.g\\. 3 of type int at position 1"):
+        tiny_clf.predict_proba(["ok", 3])
+    with pytest.warns(UserWarning, match=r"1 row\(s\) of the input have an empty or missing text"):
+        p = tiny_clf.predict_proba(["ok", None])  # missing: predicted as an empty text (the one text policy)
+    with pytest.warns(UserWarning):
+        np.testing.assert_allclose(p[1], tiny_clf.predict_proba([""])[0], rtol=1e-4, atol=1e-7)
     with pytest.raises(ValueError, match="one per label"):
         tiny_clf.predict(["x"], threshold=[0.5, 0.5])
 
@@ -187,7 +191,7 @@ def test_backward_language_model_encoder_reads_reversed_texts(data, tmp_path):
     clf2 = um.load_classifier(clf.save(tmp_path / "bwd"))
     assert clf2.meta["backwards"] is True
     np.testing.assert_allclose(clf2.predict_proba(data.valid_texts[:20]), clf._valid[1][:20], atol=1e-5)
-    from ulmfit_ml.data import tokenize_texts
+    from ulmfit_ml.tokens import tokenize_texts
 
-    ex = clf2.explain(data.valid_texts[:1], labels=["joy"])
+    ex = um.explain(clf2, data.valid_texts[:1], labels=["joy"])
     assert list(ex["token"]) == tokenize_texts(data.valid_texts[:1])[0]  # attributions back in text order

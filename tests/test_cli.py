@@ -18,9 +18,9 @@ import pytest
 import ulmfit_ml as um
 from ulmfit_ml.cli import (ConfigError, RunConfig, build_parser, config_sections, load_config_file, main, parse_set,
                            resolve_config)
-from ulmfit_ml.cli import _config_from_args  # the parse -> config step of every training command
+from ulmfit_ml.cli import config_from_args as _config_from_args  # the parse -> config step of every training command
 from ulmfit_ml.config import ClassifierConfig, DataConfig
-from ulmfit_ml.runs import to_toml
+from ulmfit_ml.config_files import to_toml
 
 from conftest import CUES, make_frame
 
@@ -381,7 +381,7 @@ def test_lm_refuses_random_encoder(capsys):
 
 
 def test_data_loading_extra_texts_and_unlabelled_lm_corpus(tmp_path):
-    from ulmfit_ml.cli import _load_data
+    from ulmfit_ml.pipeline import load_run_data as _load_data
 
     make_frame(40, seed=1).to_csv(tmp_path / "train.csv", index=False)
     pd.DataFrame({"text": ["extra one", "", "extra two"]}).to_parquet(tmp_path / "extra.parquet")
@@ -414,16 +414,6 @@ def test_section_must_be_a_table(tmp_path):
     f.write_text('{"data": 3}', encoding="utf-8")
     with pytest.raises(ConfigError, match=r"\[data\] must be a section"):
         load_config_file(f)
-
-
-def test_toml_needs_tomllib_or_tomli(tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "tomllib", None)
-    monkeypatch.setitem(sys.modules, "tomli", None)
-    f = tmp_path / "c.toml"
-    f.write_text("[data]\n", encoding="utf-8")
-    with pytest.raises(ConfigError, match="needs Python 3.11\\+ or the `tomli` package"):
-        load_config_file(f)
-    assert parse_set("lm.lr=[1, 2]") == ("lm", "lr", [1, 2]), "--set falls back to JSON values"
 
 
 def test_run_dir_must_be_a_directory(tmp_path):
@@ -467,7 +457,7 @@ def test_predict_input_and_model_errors(train_run, work, tmp_path, capsys):
     pd.DataFrame({"id": [1, 2], "text": [5, 6]}).to_json(bad, orient="records", lines=True)
     assert main(["predict", str(train_run), str(bad), "--out", str(tmp_path / "o.csv"), "--format", "submission",
                  "--id-col", "id"]) == 1
-    assert "has non-string values" in capsys.readouterr().err
+    assert "non-string value(s)" in capsys.readouterr().err
     assert main(["predict", str(train_run), str(work / "test.csv"), "--out", str(tmp_path / "o.csv"),
                  "--bs", "0"]) == 2
     assert "--bs must be >= 1" in capsys.readouterr().err

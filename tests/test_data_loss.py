@@ -14,7 +14,8 @@ import ulmfit_ml as um
 from ulmfit_ml import predict as P
 from ulmfit_ml.cli import main
 from ulmfit_ml.persist import MARKER, atomic_dir, check_replaceable, remove_owned_dir
-from ulmfit_ml.runs import RunDir, save_checkpoint
+from ulmfit_ml.checkpoint import save_checkpoint
+from ulmfit_ml.runs import RunDir
 
 LABELS = ["billing", "bug", "login"]
 TEXTS = ["my invoice is wrong", "the app crashes", "cannot log in", "network down", "refund please", "error on start"] * 4
@@ -23,7 +24,7 @@ TEXTS = ["my invoice is wrong", "the app crashes", "cannot log in", "network dow
 @pytest.fixture(scope="module")
 def clf():
     """An untrained tiny classifier built directly (no training: these tests are about files)."""
-    from ulmfit_ml.classifier import MultiLabelClassifier, build_classifier_model
+    from ulmfit_ml.model import MultiLabelClassifier, build_classifier_model
 
     df = pd.DataFrame({"text": TEXTS, "tags": ["billing", "bug", "login", "bug;login", "billing", "bug"] * 4})
     spec = um.MultiLabelData.from_df(df, text_col="text", label_col="tags", split="random").spec

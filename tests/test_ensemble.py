@@ -14,7 +14,7 @@ class FixedModel:
         self.labels = list(labels)
         self.row = np.asarray(row, dtype=np.float32)
         self._valid = valid
-        self.meta = {"text_col": "text", "label_spec": um.data.LabelSpec(label_col="tags", label_delim=";").to_dict()}
+        self.meta = {"text_col": "text", "label_spec": um.validation.LabelSpec(label_col="tags", label_delim=";").to_dict()}
 
     def predict_proba(self, texts, *, bs=128):
         return np.tile(self.row, (len(texts), 1))

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import ulmfit_ml as um
-from ulmfit_ml.data import tokenize_texts
+from ulmfit_ml.tokens import tokenize_texts
 from ulmfit_ml.explain import explain, explain_html
 
 WORDS = "the a cat dog runs fast slow blue red green house tree river sky sun moon car road bird fish".split()
@@ -47,7 +47,7 @@ def test_zebra_gets_the_top_attribution_for_its_label(zebra_clf) -> None:
 
 def test_one_row_per_token_and_label(zebra_clf) -> None:
     texts = ["the zebra runs", "Blue sky over the river"]
-    fr = zebra_clf.explain(texts, labels=["pos", "other"])
+    fr = um.explain(zebra_clf, texts, labels=["pos", "other"])
     assert list(fr.columns) == ["text_id", "label", "position", "token", "attribution"]
     toks = tokenize_texts(texts)
     assert len(fr) == 2 * sum(len(t) for t in toks)
@@ -122,7 +122,7 @@ def test_explain_html(zebra_clf) -> None:
     assert html.startswith("<div") and html.count("<p>") == 2
     assert "zebra" in html and "&lt;" in html and "<b>pos</b>" in html and "(p=" in html
     assert html.count("<b>") == 4  # the text's own "<b>" is escaped: only the 2 x 2 headers are bold
-    assert html == zebra_clf.explain_html(["the zebra runs <b>"], ["pos", "other"])
+    assert html == um.explain_html(zebra_clf, ["the zebra runs <b>"], ["pos", "other"])
 
 
 def test_errors(zebra_clf) -> None:

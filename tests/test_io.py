@@ -22,7 +22,9 @@ def test_round_trip_every_format(tmp_path, df, name):
     back = read_table(p)
     assert list(back.columns) == list(df.columns)
     assert back["text"].tolist() == df["text"].tolist()
-    assert back["joy"].tolist() == [1, 0, 1]
+    # text formats come back as text (the one reader guesses no types); typed formats keep theirs
+    text_format = table_format(name) in ("csv", "tsv")
+    assert back["joy"].tolist() == (["1", "0", "1"] if text_format else [1, 0, 1])
     assert not list(tmp_path.glob(".tmp-*")), "the temporary file must be renamed away"
 
 

@@ -15,7 +15,9 @@ def test_finetune_returns_language_model(tiny_lm, data):
     assert isinstance(tiny_lm, um.LanguageModel)
     assert tiny_lm.vocab[:2] == ["xxunk", "xxpad"] and "happy" in tiny_lm.vocab
     assert tiny_lm.state_dict["0.encoder.weight"].shape == (len(tiny_lm.vocab), 16)
-    assert set(tiny_lm.encoder_state_dict) == set(tiny_lm.learner.model[0].state_dict())
+    trainer = um.LMTrainer(data, arch=TINY, pretrained=False, bs=32, seq_len=20, quiet=True, device="cpu")
+    assert set(tiny_lm.encoder_state_dict) == set(trainer.learner.model[0].state_dict())
+    assert not hasattr(tiny_lm, "learner"), "the model holds no fastai Learner (the trainer does)"
     assert {"stage", "epoch", "train_loss", "valid_loss", "accuracy", "perplexity"} <= set(tiny_lm.history.columns)
     assert tiny_lm.metrics["perplexity"] > 1
 
@@ -71,7 +73,7 @@ def test_pretrained_missing_path(data, tmp_path):
 def test_lm_save_load_and_use_as_pretrained(tiny_lm, data, tmp_path):
     p = tiny_lm.save(tmp_path / "lm")
     lm2 = um.load_lm(p)
-    assert lm2.vocab == tiny_lm.vocab and lm2.learner is None
+    assert lm2.vocab == tiny_lm.vocab and not hasattr(lm2, "learner")
     for k, v in tiny_lm.state_dict.items():
         torch.testing.assert_close(lm2.state_dict[k], v)
     with pytest.raises(FileExistsError, match="overwrite=True"):

@@ -103,21 +103,24 @@ def _frame(n: int = 240, seed: int = 0) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+_SMALL = dict(arch={"emb_sz": 16, "n_hid": 32, "n_layers": 1}, unfreeze=(1, 0), epochs=(1, 1), lrs=(3e-2, 3e-2),
+              bs=32, lin_ftrs=(16,), quiet=True, device="cpu", thresholds="none")
+
+
 @pytest.fixture(scope="module")
 def focal_clf():
     data = um.MultiLabelData.from_df(_frame(), label_cols=["rare", "common"], split="random")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        clf = um.train_classifier(data, arch={"emb_sz": 16, "n_hid": 32, "n_layers": 1}, loss="focal",
-                                  pos_weight="auto", unfreeze=(1, 0), epochs=(1, 1), lrs=(3e-2, 3e-2), bs=32,
-                                  lin_ftrs=(16,), save_best_by="f1_macro", quiet=True, device="cpu")
-    return clf, data
+        trainer = um.ClassifierTrainer(data, loss="focal", pos_weight="auto", save_best_by="f1_macro", **_SMALL)
+        clf = trainer.train()
+    return clf, data, trainer
 
 
 def test_train_classifier_with_focal_loss_and_auto_pos_weight(focal_clf) -> None:
-    clf, data = focal_clf
-    assert isinstance(clf.learner.loss_func, BCEFocalLossFlat)
-    np.testing.assert_allclose(clf.learner.loss_func.pos_weight.cpu().numpy(), pos_weight_from_labels(data.y_train))
+    clf, data, trainer = focal_clf
+    assert isinstance(trainer.learner.loss_func, BCEFocalLossFlat)
+    np.testing.assert_allclose(trainer.learner.loss_func.pos_weight.cpu().numpy(), pos_weight_from_labels(data.y_train))
     p = clf.predict_proba(["zebra lion the", "cat"])
     assert p.shape == (2, 2) and np.isfinite(p).all()
     h = clf.history
@@ -128,7 +131,7 @@ def test_train_classifier_with_focal_loss_and_auto_pos_weight(focal_clf) -> None
 
 
 def test_thresholds_are_stored_used_by_predict_and_saved(focal_clf, tmp_path) -> None:
-    clf, data = focal_clf
+    clf, data, _ = focal_clf
     old = clf.thresholds.copy()
     try:
         t = clf.tune_thresholds(strategy="per_label", min_positives=1)
@@ -151,3 +154,18 @@ def test_thresholds_are_stored_used_by_predict_and_saved(focal_clf, tmp_path) ->
         assert loaded.evaluate(frame) == pytest.approx(clf.evaluate(frame), nan_ok=True)
     finally:
         clf.thresholds = old
+
+
+def test_pos_weight_changes_what_is_learnt():
+    """Up-weighting the rare label's positives (pos_weight="auto") raises its predicted
+    probabilities against an otherwise identical run (same seed, data and schedule)."""
+    data = um.MultiLabelData.from_df(_frame(), label_cols=["rare", "common"], split="random")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        plain = um.train_classifier(data, **_SMALL)
+        weighted = um.train_classifier(data, pos_weight="auto", **_SMALL)
+    texts = data.valid_texts
+    j = data.labels.index("rare")
+    assert pos_weight_from_labels(data.y_train)[j] > 2  # the label is rare: its positives get a big weight
+    gap = weighted.predict_proba(texts)[:, j].mean() - plain.predict_proba(texts)[:, j].mean()
+    assert gap > 0.02, gap

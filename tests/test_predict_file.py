@@ -83,8 +83,10 @@ def test_output_matches_predict_proba(reference, frame, clf, tmp_path):
     assert out.columns.tolist() == ["row", "id", "labels"] + [f"proba_{lab}" for lab in clf.labels]
     assert out["row"].tolist() == list(range(N)) and out["id"].tolist() == frame["id"].tolist()
     probs = out[[f"proba_{lab}" for lab in clf.labels]].to_numpy()
-    empty = [5, 6]
-    assert np.isnan(probs[empty]).all() and out.loc[empty, "labels"].isna().all()
+    empty = [5, 6]  # missing/empty texts: predicted from an empty input (the one text policy)
+    with pytest.warns(UserWarning, match="empty or missing text"):
+        from_empty = clf.predict_proba(["", ""])
+    np.testing.assert_allclose(probs[empty], from_empty, rtol=1e-5)
     ok = [i for i in range(N) if i not in empty]
     expected = clf.predict_proba(frame["text"][ok].tolist())
     np.testing.assert_allclose(probs[ok], expected, rtol=1e-5)  # written with 6 significant digits
@@ -312,7 +314,7 @@ def test_non_utf8_input(model_dir, tmp_path):
 
 def test_non_string_text_column(model_dir, tmp_path):
     pd.DataFrame({"text": [1, 2, 3]}).to_parquet(tmp_path / "n.parquet")
-    with pytest.raises(TypeError, match=r"Column 'text' has non-string value\(s\) \(e\.g\. 1 of type int at row 0\)"):
+    with pytest.raises(TypeError, match=r"Text column 'text' has 3 non-string value\(s\) \(e\.g\. 1 of type int at position 0\)"):
         um.predict_file(model_dir, tmp_path / "n.parquet", tmp_path / "o.csv")
 
 
@@ -320,7 +322,7 @@ def test_non_string_text_column(model_dir, tmp_path):
     (dict(text_col="body"), ValueError, r"Missing column\(s\) \['body'\]"),
     (dict(id_col="ids"), ValueError, r"Missing column\(s\) \['ids'\].*did you mean 'id'"),
     (dict(id_col="text"), ValueError, r"id_col and text_col are both 'text'"),
-    (dict(output="json"), ValueError, r"output must be one of \['proba', 'labels', 'both'\]"),
+    (dict(output="json"), ValueError, r"output must be one of \['proba', 'labels', 'both', 'submission'\]"),
     (dict(chunksize=0), ValueError, r"chunksize must be a positive int"),
     (dict(chunksize=2.5), ValueError, r"chunksize must be a positive int"),
 ])
@@ -344,7 +346,7 @@ def test_bad_paths(model_dir, inputs, tmp_path):
     (tmp_path / "empty.csv").write_bytes(b"")
     with pytest.raises(ValueError, match=r"empty\.csv is empty: it needs at least a header row"):
         um.predict_file(model_dir, tmp_path / "empty.csv", tmp_path / "o.csv")
-    with pytest.raises(TypeError, match=r"model must be a saved model directory or a MultiLabelClassifier, got int"):
+    with pytest.raises(TypeError, match=r"model must be a saved model directory, a run directory, a MultiLabelClassifier or a MultiLabelEnsemble, got int"):
         um.predict_file(3, inputs / "in.csv", tmp_path / "o.csv")
-    with pytest.raises(FileNotFoundError, match=r"No model directory"):
+    with pytest.raises(FileNotFoundError, match=r"No saved model at"):
         um.predict_file(tmp_path / "no_model", inputs / "in.csv", tmp_path / "o.csv")

@@ -16,7 +16,7 @@ import torch
 
 import ulmfit_ml as um
 from ulmfit_ml.corpus import TokenCorpus, tokenize_corpus
-from ulmfit_ml.data import tokenize_texts
+from ulmfit_ml.tokens import tokenize_texts
 
 from conftest import TINY
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import ulmfit_ml as um
-import ulmfit_ml.runs as runs
+import ulmfit_ml.checkpoint as runs  # save_checkpoint lives in ulmfit_ml.checkpoint
 from ulmfit_ml.cli import main
 
 from conftest import CUES, TINY, make_frame
@@ -176,12 +176,12 @@ def test_cli_train_interrupted_then_resumed(tmp_path, monkeypatch):
     # the config cannot change on resume
     assert main(["train", "--resume", str(run), "--epochs", "3,3"]) == 2
 
-    import ulmfit_ml.lm as lm_mod
+    import ulmfit_ml.pipeline as pipeline_mod
 
     def no_lm(*a, **k):
         raise AssertionError("the LM must not be fine-tuned again")
 
-    monkeypatch.setattr(lm_mod, "finetune_lm", no_lm)
+    monkeypatch.setattr(pipeline_mod, "finetune_lm", no_lm)
     saves = _record_saves(monkeypatch)
     assert main(["train", "--resume", str(run), "--quiet"]) == 0
     assert saves == [(1, 2)]

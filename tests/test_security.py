@@ -16,6 +16,7 @@ import pytest
 import torch
 
 import ulmfit_ml as um
+from ulmfit_ml import model as um_model
 from ulmfit_ml import persist
 from ulmfit_ml.lm import _read_fastai_pretrained
 
@@ -209,14 +210,14 @@ def test_failed_overwrite_keeps_previous_model(saved, model_dir, monkeypatch):
     clf = um.load_classifier(model_dir)
     before = clf.thresholds.copy()
     clf.thresholds = np.full(len(clf.labels), 0.3)
-    real = persist._write_json
+    real = um_model.write_json
 
     def crash(p, obj):
         if p.name == "labels.json":
             raise KeyboardInterrupt("killed mid-save")
         real(p, obj)
 
-    monkeypatch.setattr(persist, "_write_json", crash)
+    monkeypatch.setattr(um_model, "write_json", crash)
     with pytest.raises(KeyboardInterrupt):
         clf.save(model_dir, overwrite=True)
     assert _leftovers(model_dir.parent) == []

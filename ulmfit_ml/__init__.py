@@ -2,28 +2,30 @@
 
 Pipeline: ``MultiLabelData.from_df`` -> ``finetune_lm`` -> ``train_classifier`` ->
 ``MultiLabelClassifier`` (predict, predict_proba, evaluate, tune_thresholds, save) ->
-``load_classifier``.
+``load_classifier``. The layers and their import direction: README "Architecture".
 """
-__version__ = "0.1.0"
-
 from .baseline import TfidfBaseline
-from .classifier import MultiLabelClassifier, train_classifier
-from .config import ARCH_PRESETS, ClassifierConfig, DataConfig, LMConfig, PretrainConfig
+from .classifier import ClassifierTrainer, train_classifier
+from .config import ARCH_PRESETS, ClassifierConfig, DataConfig, LMConfig, PretrainConfig, RunConfig
+from .corpus import TokenCorpus, tokenize_corpus
 from .cv import CVResult, cross_validate, kfold_assignments
 from .data import MultiLabelData
-from .ensemble import MultiLabelEnsemble
+from .ensemble import MultiLabelEnsemble, load_predictor
 from .explain import explain, explain_html
+from .finetune import LMTrainer, finetune_lm
 from .io import read_table, write_table
-from .corpus import TokenCorpus, tokenize_corpus
-from .lm import LanguageModel, finetune_lm, load_lm
-from .pretrain import pretrain_lm
+from .lm import LanguageModel, load_lm
+from .lr_find import LRFindResult, lr_find
 from .metrics import MultiLabelReport, multilabel_report
-from .persist import load_classifier
-from .plots import (LRFindResult, lr_find, plot_f1_vs_threshold, plot_label_frequency, plot_labels_per_text,
-                    plot_loss, plot_lr_find, plot_per_label_f1)
+from .model import MultiLabelClassifier, load_classifier
+from .pipeline import EvaluateFileResult, evaluate_file, run_cv, run_lm, run_train
+from .plots import (plot_f1_vs_threshold, plot_label_frequency, plot_labels_per_text, plot_loss, plot_lr_find,
+                    plot_per_label_f1)
 from .predict import PredictFileResult, load_fastai_learner, predict_file
+from .pretrain import pretrain_lm
 from .runs import RunDir
 from .thresholds import apply_thresholds, tune_thresholds
+from .version import __version__
 
 __all__ = [
     "__version__",
@@ -33,12 +35,19 @@ __all__ = [
     "read_table",
     "write_table",
     "RunDir",
+    "run_lm",
+    "run_train",
+    "run_cv",
+    "evaluate_file",
+    "EvaluateFileResult",
     "MultiLabelData",
     "DataConfig",
     "LMConfig",
     "ClassifierConfig",
+    "RunConfig",
     "ARCH_PRESETS",
     "LanguageModel",
+    "LMTrainer",
     "finetune_lm",
     "pretrain_lm",
     "PretrainConfig",
@@ -46,8 +55,10 @@ __all__ = [
     "tokenize_corpus",
     "load_lm",
     "MultiLabelClassifier",
+    "ClassifierTrainer",
     "train_classifier",
     "load_classifier",
+    "load_predictor",
     "predict_file",
     "PredictFileResult",
     "load_fastai_learner",

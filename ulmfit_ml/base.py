@@ -1,7 +1,7 @@
 """What every multi-label model of ulmfit_ml shares: thresholds, ``predict``, ``evaluate``,
 ``report`` and ``tune_thresholds`` on top of the model's own ``predict_proba``.
 
-:class:`~ulmfit_ml.classifier.MultiLabelClassifier` (ULMFiT) and
+:class:`~ulmfit_ml.model.MultiLabelClassifier` (ULMFiT) and
 :class:`~ulmfit_ml.baseline.TfidfBaseline` both use :class:`MultiLabelPredictorMixin`, so
 an experiment can print both side by side on the same split with the same code.
 """
@@ -12,26 +12,11 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from .data import LabelSpec, check_columns, check_utf8, parse_label_matrix, validate_texts
+from .validation import LabelSpec, check_columns, label_delim_of, parse_label_matrix, validate_texts
 from .metrics import MultiLabelReport, multilabel_report
 from .thresholds import apply_thresholds, tune_thresholds
 
-__all__ = ["MultiLabelPredictorMixin", "check_texts"]
-
-
-def check_texts(texts: Any) -> list[str]:
-    """A list of strings from a list/Series of texts; a lone string or a DataFrame raises."""
-    if isinstance(texts, str):
-        raise TypeError("Pass a list of texts, not a single string: clf.predict([text]).")
-    if isinstance(texts, pd.DataFrame):
-        raise TypeError("Pass a list or Series of texts, e.g. clf.predict_proba(df['text']), not a DataFrame.")
-    texts = list(texts)
-    bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
-    if bad:
-        raise TypeError(f"{len(bad)} text(s) are not strings (first at position {bad[0]}: {texts[bad[0]]!r}); "
-                        "convert or drop them first.")
-    check_utf8(texts, col="texts")
-    return texts
+__all__ = ["MultiLabelPredictorMixin"]
 
 
 class MultiLabelPredictorMixin:
@@ -51,8 +36,15 @@ class MultiLabelPredictorMixin:
     def predict_proba(self, texts: Sequence[str], *, bs: int = 128) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _check_texts(self, texts: Any) -> list[str]:
-        return check_texts(texts)
+    @property
+    def validation_predictions(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(y_true, probs)`` of the validation split kept by training (``None`` after loading)."""
+        return self._valid
+
+    @property
+    def label_delim(self) -> str:
+        """The delimiter label lists are written with (the training ``label_delim``, default ``;``)."""
+        return label_delim_of(self.meta)
 
     def predict(self, texts: Sequence[str], *, threshold: float | Sequence[float] | None = None,
                 at_least_one: bool = False, bs: int = 128) -> list[list[str]]:
@@ -68,8 +60,8 @@ class MultiLabelPredictorMixin:
         pred = apply_thresholds(probs, self.thresholds if threshold is None else threshold, at_least_one=at_least_one)
         return [[self.labels[j] for j in np.flatnonzero(row)] for row in pred]
 
-    def _labelled(self, df: pd.DataFrame) -> tuple[list[str], np.ndarray]:
-        text_col = self.meta["text_col"]
+    def _labelled(self, df: pd.DataFrame, text_col: str | None = None) -> tuple[list[str], np.ndarray]:
+        text_col = self.meta["text_col"] if text_col is None else text_col
         spec = LabelSpec.from_dict(self.meta["label_spec"])
         check_columns(df, [text_col] + spec.columns)
         if len(df) == 0:
@@ -79,25 +71,26 @@ class MultiLabelPredictorMixin:
         y, _ = parse_label_matrix(df, spec, self.labels)
         return df[text_col].tolist(), y
 
-    def _y_probs(self, df: pd.DataFrame | None) -> tuple[np.ndarray, np.ndarray]:
+    def _y_probs(self, df: pd.DataFrame | None, text_col: str | None = None) -> tuple[np.ndarray, np.ndarray]:
         if df is None:
             if self._valid is None:
                 raise ValueError("No validation predictions are stored (a loaded model keeps none): pass a labelled DataFrame.")
             return self._valid
-        texts, y = self._labelled(df)
+        texts, y = self._labelled(df, text_col)
         return y, self.predict_proba(texts)
 
-    def report(self, df: pd.DataFrame | None = None, *, threshold: float | Sequence[float] | None = None
-               ) -> MultiLabelReport:
-        """Full :class:`~ulmfit_ml.metrics.MultiLabelReport` on a labelled frame (same columns
-        as the training frame), or on the validation split when ``df`` is None."""
-        y, probs = self._y_probs(df)
+    def report(self, df: pd.DataFrame | None = None, *, threshold: float | Sequence[float] | None = None,
+               text_col: str | None = None) -> MultiLabelReport:
+        """Full :class:`~ulmfit_ml.metrics.MultiLabelReport` on a labelled frame (same label
+        columns as the training frame; ``text_col`` defaults to the training one), or on the
+        validation split when ``df`` is None. Rows with an empty text are dropped with a warning."""
+        y, probs = self._y_probs(df, text_col)
         return multilabel_report(y, probs, self.thresholds if threshold is None else threshold, labels=self.labels)
 
-    def evaluate(self, df: pd.DataFrame | None = None, *, threshold: float | Sequence[float] | None = None
-                 ) -> dict[str, float]:
+    def evaluate(self, df: pd.DataFrame | None = None, *, threshold: float | Sequence[float] | None = None,
+                 text_col: str | None = None) -> dict[str, float]:
         """Summary metrics (micro/macro F1, ROC-AUC, ...) on a labelled frame, as a dict."""
-        return dict(self.report(df, threshold=threshold).summary)
+        return dict(self.report(df, threshold=threshold, text_col=text_col).summary)
 
     def tune_thresholds(self, df: pd.DataFrame | None = None, *, strategy: str = "per_label",
                         min_positives: int = 5) -> np.ndarray:

@@ -17,6 +17,7 @@ import numpy as np
 from .base import MultiLabelPredictorMixin
 from .data import MultiLabelData
 from .thresholds import check_thresholds
+from .validation import check_texts
 
 __all__ = ["TfidfBaseline"]
 
@@ -117,7 +118,7 @@ class TfidfBaseline(MultiLabelPredictorMixin):
         """
         if self.vectorizer is None:
             raise ValueError("This TfidfBaseline is not fitted yet: call .fit(data) first.")
-        texts = self._check_texts(texts)
+        texts = check_texts(texts)
         if not isinstance(bs, int) or bs < 1:
             raise ValueError(f"bs must be a positive int, got {bs!r}.")
         out = np.tile(self._constant, (len(texts), 1)).astype(np.float32)

@@ -7,7 +7,11 @@ experiment is described the same way everywhere.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, fields
+import difflib
+import os
+import types
+import typing
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 __all__ = [
@@ -18,8 +22,14 @@ __all__ = [
     "LMConfig",
     "ClassifierConfig",
     "PretrainConfig",
+    "RunConfig",
+    "SECTIONS",
     "config_from_dict",
     "config_to_dict",
+    "merge_config",
+    "check_config_types",
+    "describe_type",
+    "value_fits",
 ]
 
 #: Named AWD-LSTM sizes. ``paper`` is fastai's/ULMFiT's (the only size the WikiText-103
@@ -279,7 +289,123 @@ class PretrainConfig:
         self.moms = tuple(self.moms)
 
 
-_CONFIGS = {"data": DataConfig, "lm": LMConfig, "classifier": ClassifierConfig}
+@dataclass
+class RunConfig:
+    """The ``[run]`` section: files and experiment plumbing (everything that is not a model option).
+
+    Paths are relative to the current directory; the resolved config stores them absolute.
+    """
+
+    train: str | None = None  #: labelled data file (.csv, .tsv, .parquet, .jsonl)
+    out: str | None = None  #: run directory; default runs/<command>-<date>-<time>
+    lm: str | None = None  #: a saved language model (or a run directory with lm/) to reuse instead of fine-tuning
+    encoder: str = "lm"  #: "lm" (fine-tuned language model) or "random" (no LM: an ablation)
+    extra_texts: list[str] = field(default_factory=list)  #: unlabelled files whose texts join the LM corpus
+    thresholds: str = "per_label"  #: tune on validation/OOF: "per_label", "global" or "none" (0.5)
+    seed: int | None = None  #: when set, replaces the seeds of [data], [lm] and [classifier]
+    folds: int = 5  #: cv: number of folds
+    test: str | None = None  #: cv: unlabelled file predicted by the average of the fold models
+    id_col: str | None = None  #: cv: id column copied to the OOF and test predictions
+    save_fold_models: bool = False  #: cv: save every fold's classifier under folds/
+    keep_checkpoints: bool = False  #: train: keep checkpoints/ after a successful run
+    plots: bool = True  #: write plots/ (needs matplotlib)
+    overwrite: bool = False  #: replace an existing run directory
+
+    def __post_init__(self) -> None:
+        if self.encoder not in ("lm", "random"):
+            raise ValueError(f"encoder must be 'lm' or 'random', got {self.encoder!r}.")
+        if self.thresholds not in ("per_label", "global", "none"):
+            raise ValueError(f"thresholds must be 'per_label', 'global' or 'none', got {self.thresholds!r}.")
+        if isinstance(self.folds, bool) or not isinstance(self.folds, int) or self.folds < 2:
+            raise ValueError(f"folds must be an int >= 2, got {self.folds!r}.")
+        if self.encoder == "random" and self.lm is not None:
+            raise ValueError("encoder = 'random' trains without a language model: remove lm = ... or use encoder = 'lm'.")
+
+
+#: Config-file sections -> dataclasses (the CLI's TOML sections).
+SECTIONS: dict[str, type] = {"data": DataConfig, "lm": LMConfig, "classifier": ClassifierConfig, "run": RunConfig,
+                             "pretrain": PretrainConfig}
+
+
+# ---------------------------------------------------------------------- value types
+def describe_type(hint: Any) -> str:
+    """A type hint in words: ``tuple[int, ...]`` -> ``a list of int``."""
+    if hint is type(None):
+        return "None"
+    if hint is Any:
+        return "any value"
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(describe_type(a) for a in args)
+    if origin in (list, tuple):
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            return f"a list of {len(args)} {describe_type(args[0])}"
+        return f"a list of {describe_type(args[0])}" if args else "a list"
+    if origin is dict:
+        return "a table {key = value}"
+    return getattr(hint, "__name__", str(hint))
+
+
+def value_fits(v: Any, hint: Any) -> bool:
+    """Does ``v`` (a TOML/JSON value) fit the type hint? Lists stand for tuples.
+
+    Hand-rolled because dataclasses do not check types, and the libraries that do disagree with
+    TOML users here: dacite lets ``true`` pass as an int and rejects ``1`` for a float field,
+    pydantic's lax mode turns ``"3"`` into ``3`` and its strict mode rejects a list for a tuple.
+    A wrong type (a string where a list of epochs is expected) must fail with the key's name,
+    not deep in training.
+    """
+    if hint is Any:
+        return True
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(value_fits(v, a) for a in typing.get_args(hint))
+    if hint is type(None):
+        return v is None
+    if hint is bool:
+        return isinstance(v, bool)
+    if hint is int:
+        return isinstance(v, int) and not isinstance(v, bool)
+    if hint is float:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+    if hint is str:
+        return isinstance(v, (str, os.PathLike))  # paths are stored as strings (merge_config)
+    if origin in (list, tuple):
+        if not isinstance(v, (list, tuple)):
+            return False
+        args = typing.get_args(hint)
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            return len(v) == len(args) and all(value_fits(x, a) for x, a in zip(v, args))
+        return all(value_fits(x, args[0]) for x in v) if args else True
+    if origin is dict or hint is dict:
+        return isinstance(v, dict)
+    return True
+
+
+def check_config_types(cls: type, values: dict[str, Any], *, where: str) -> None:
+    """The one type check of config values (CLI, config files, keyword options, saved models).
+
+    ``where`` names the values in messages (``"classifier"`` -> ``classifier.epochs``).
+
+    Raises:
+        KeyError: an unknown key (with a close match and the accepted keys).
+        TypeError: a value of the wrong type, naming ``where.key``, the expected and found types.
+    """
+    hints = typing.get_type_hints(cls)
+    for key, value in values.items():
+        if key not in hints:
+            close = difflib.get_close_matches(key, list(hints), n=1)
+            raise KeyError(f"unknown config key {where}.{key}" + (f" (did you mean {where}.{close[0]}?)" if close else "")
+                           + f"; [{where}] accepts {', '.join(sorted(hints))}.")
+        if not value_fits(value, hints[key]):
+            fix = ""
+            if typing.get_origin(hints[key]) in (tuple, list) or any(typing.get_origin(a) in (tuple, list)
+                                                                      for a in typing.get_args(hints[key])):
+                fix = f" (e.g. {key}=({value!r},) for one stage)" if not isinstance(value, (list, tuple, str)) else ""
+            raise TypeError(f"{where}.{key} = {value!r}: expected {describe_type(hints[key])}, "
+                            f"got {type(value).__name__}{fix}.")
+
+
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:
@@ -313,4 +439,7 @@ def merge_config(cls: type, config: Any | None, overrides: dict[str, Any]) -> An
     unknown = sorted(set(overrides) - known)
     if unknown:
         raise TypeError(f"Unknown option(s) {unknown}: expected some of {sorted(known)}.")
+    section = next((k for k, v in SECTIONS.items() if v is cls), cls.__name__)
+    check_config_types(cls, overrides, where=section)
+    overrides = {k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in overrides.items()}
     return dataclasses.replace(config, **overrides)

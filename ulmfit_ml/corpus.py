@@ -15,6 +15,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass
@@ -23,7 +25,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from .data import tokenize_texts
+from .tokens import tokenize_texts
 
 __all__ = ["TokenCorpus", "tokenize_corpus", "corpus_files", "default_cache_dir", "texts_to_corpus_file"]
 
@@ -174,8 +176,6 @@ def tokenize_corpus(corpus: str | Path | Sequence[str | Path], *, max_vocab: int
     Returns:
         A :class:`TokenCorpus`.
     """
-    import time
-
     from fastai.text.data import make_vocab
 
     files = corpus_files(corpus)
@@ -251,7 +251,5 @@ def tokenize_corpus(corpus: str | Path | Sequence[str | Path], *, max_vocab: int
                 raise
     finally:
         if tmp.exists():
-            import shutil
-
             shutil.rmtree(tmp, ignore_errors=True)  # only our own temporary directory
     return TokenCorpus.load(final)

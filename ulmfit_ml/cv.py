@@ -15,11 +15,14 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from .classifier import MultiLabelClassifier, train_classifier
+from .classifier import train_classifier
 from .config import ClassifierConfig, LMConfig
 from .data import MultiLabelData
-from .lm import LanguageModel, finetune_lm, load_lm
+from .ensemble import average_probabilities
+from .finetune import finetune_lm
+from .lm import LanguageModel, load_lm
 from .metrics import multilabel_report
+from .model import MultiLabelClassifier
 from .thresholds import apply_thresholds, check_thresholds, tune_thresholds
 
 __all__ = ["kfold_assignments", "cross_validate", "CVResult"]
@@ -112,7 +115,7 @@ class CVResult:
         """
         if not self.models:
             raise ValueError("No fold models were kept: run cross_validate(..., keep_models=True) to average them.")
-        return np.mean([m.predict_proba(texts, bs=bs) for m in self.models], axis=0).astype(np.float32)
+        return average_probabilities([m.predict_proba(texts, bs=bs) for m in self.models])
 
     def predict(self, texts: Sequence[str], *, at_least_one: bool = False, bs: int = 128) -> list[list[str]]:
         """Label lists from the fold-averaged probabilities at the OOF-tuned thresholds."""
@@ -175,7 +178,6 @@ def cross_validate(data: MultiLabelData, *, n_folds: int = 5, seed: int | None =
         rows.append({"fold": k, "n_valid": int(valid.sum()), **summary})
         if on_fold is not None:
             on_fold(k, clf, summary)
-        clf.learner = None  # the fastai Learner holds the DataLoaders: free it
         if keep_models:
             models.append(clf)
     thresholds = fixed if tune is None else tune_thresholds(data.y, oof, strategy=tune)

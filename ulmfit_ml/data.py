@@ -11,10 +11,7 @@ and ``label_delim`` raises a TypeError, fastai issue #3685), so the DataBlocks a
 """
 from __future__ import annotations
 
-import difflib
-import functools
 import hashlib
-import re
 import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -23,267 +20,10 @@ import numpy as np
 import pandas as pd
 
 from .config import DataConfig
+from .tokens import pretokenized_tfm, tokenize_texts
+from .validation import LabelSpec, check_columns, parse_label_matrix, validate_texts
 
-__all__ = [
-    "MultiLabelData",
-    "LabelSpec",
-    "validate_texts",
-    "parse_label_matrix",
-    "check_columns",
-    "check_utf8",
-    "tokenize_texts",
-    "lm_dataloaders_from_tokens",
-]
-
-# Below this many texts, tokenising in worker processes costs more than it saves.
-_PARALLEL_TOKENIZE_MIN = 2000
-# Longest text the tokenizer accepts (characters); spaCy's own default is 1,000,000.
-_MAX_TEXT_CHARS = 100_000_000
-
-
-def _fmt_cols(cols: Iterable[Any]) -> str:
-    return "[" + ", ".join(repr(c) for c in cols) + "]"
-
-
-def check_columns(df: pd.DataFrame, expected: Sequence[str], *, what: str = "column") -> None:
-    """Raise a ValueError naming expected vs found columns (with spelling hints)."""
-    if not isinstance(df, pd.DataFrame):
-        raise TypeError(f"Expected a pandas DataFrame, got {type(df).__name__}.")
-    dup = df.columns[df.columns.duplicated()].unique().tolist()
-    if dup:
-        raise ValueError(
-            f"The DataFrame has duplicate column names {_fmt_cols(dup)}: rename them so each "
-            "column is unique (e.g. df.columns = [...])."
-        )
-    found = [str(c) for c in df.columns]
-    missing = [c for c in expected if c not in df.columns]
-    if missing:
-        hints = []
-        for m in missing:
-            close = difflib.get_close_matches(str(m), found, n=1)
-            if close:
-                hints.append(f"{m!r} -> did you mean {close[0]!r}?")
-        hint = (" " + "; ".join(hints)) if hints else ""
-        raise ValueError(
-            f"Missing {what}(s) {_fmt_cols(missing)}. Expected {_fmt_cols(expected)}, "
-            f"found {_fmt_cols(found)}.{hint}"
-        )
-
-
-def validate_texts(texts: pd.Series, *, empty_text: str = "drop", col: str = "text") -> np.ndarray:
-    """Check a text column and return a boolean mask of rows to keep.
-
-    NaN/None and empty or whitespace-only texts are dropped with a warning that gives the
-    count (``empty_text="drop"``) or raise (``"raise"``). Non-string values (numbers,
-    bytes) raise a TypeError: they usually mean the wrong column was named.
-    """
-    isna = texts.isna().to_numpy()
-    non_str = np.array([not isinstance(t, str) for t in texts]) & ~isna
-    if non_str.any():
-        idx = np.flatnonzero(non_str)
-        ex = texts.iloc[idx[0]]
-        raise TypeError(
-            f"Text column {col!r} has {len(idx)} non-string value(s) (e.g. {ex!r} of type "
-            f"{type(ex).__name__} at position {idx[0]}). Pass the column that holds the texts, "
-            f"or convert it first with df[{col!r}].astype(str) if numbers are really texts."
-        )
-    check_utf8(texts, col=col)
-    empty = isna | np.array([isinstance(t, str) and not t.strip() for t in texts])
-    if empty.all():
-        raise ValueError(f"Text column {col!r} has no non-empty text ({len(texts)} rows are all NaN or blank).")
-    if empty.any():
-        n = int(empty.sum())
-        if empty_text == "raise":
-            raise ValueError(
-                f"Text column {col!r} has {n} NaN or empty text(s) (first at position "
-                f"{int(np.flatnonzero(empty)[0])}). Drop them, or use empty_text='drop'."
-            )
-        warnings.warn(f"Dropping {n} row(s) with NaN or empty text in column {col!r}.", UserWarning, stacklevel=3)
-    return ~empty
-
-
-_SURROGATES = re.compile("[\ud800-\udfff]")
-
-
-def check_utf8(texts: Iterable[Any], *, col: str = "text") -> None:
-    """Raise a ValueError if a text holds lone surrogates (undecodable bytes).
-
-    They appear when a non-UTF-8 file is read with ``errors="surrogateescape"``; the
-    tokenizer and every UTF-8 writer would fail on them later with a deep traceback.
-    """
-    bad = [i for i, t in enumerate(texts) if isinstance(t, str) and _SURROGATES.search(t)]
-    if bad:
-        raise ValueError(
-            f"Text column {col!r} has {len(bad)} text(s) with undecodable (non-UTF-8) bytes, first at position "
-            f"{bad[0]}. Re-read the file with its real encoding (e.g. pd.read_csv(path, encoding='latin-1')) "
-            "or with encoding_errors='replace'."
-        )
-
-
-class LabelSpec:
-    """Where the labels of a frame live: 0/1 columns or one delimited column."""
-
-    def __init__(self, *, label_cols: Sequence[str] | None = None, label_col: str | None = None,
-                 label_delim: str = ";") -> None:
-        if (label_cols is None) == (label_col is None):
-            raise ValueError(
-                "Give exactly one of label_cols=[...] (one 0/1 column per label) or "
-                "label_col='tags' (one delimited column)."
-            )
-        if label_cols is not None:
-            if isinstance(label_cols, str):
-                raise TypeError(f"label_cols must be a list of column names, got the string {label_cols!r}; "
-                                f"use label_cols=[{label_cols!r}] or label_col={label_cols!r} for a delimited column.")
-            label_cols = list(label_cols)
-            if not label_cols:
-                raise ValueError("label_cols is empty: name at least one 0/1 label column.")
-            if len(set(label_cols)) != len(label_cols):
-                raise ValueError(f"label_cols has repeated names: {label_cols}.")
-        if not isinstance(label_delim, str) or not label_delim:
-            raise ValueError(f"label_delim must be a non-empty string, got {label_delim!r}.")
-        self.label_cols = label_cols
-        self.label_col = label_col
-        self.label_delim = label_delim
-
-    @property
-    def columns(self) -> list[str]:
-        return list(self.label_cols) if self.label_cols is not None else [self.label_col]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"label_cols": self.label_cols, "label_col": self.label_col, "label_delim": self.label_delim}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "LabelSpec":
-        return cls(label_cols=d.get("label_cols"), label_col=d.get("label_col"), label_delim=d.get("label_delim", ";"))
-
-
-def _parse_binary_columns(df: pd.DataFrame, cols: list[str]) -> np.ndarray:
-    out = np.zeros((len(df), len(cols)), dtype=np.float32)
-    for j, c in enumerate(cols):
-        s = df[c]
-        if s.isna().any():
-            raise ValueError(
-                f"Label column {c!r} has {int(s.isna().sum())} missing value(s): label columns must be 0/1 "
-                f"in every row (fill with df[{c!r}].fillna(0) if missing means 'no')."
-            )
-        if s.dtype == bool:
-            out[:, j] = s.to_numpy(dtype=np.float32)
-            continue
-        vals = pd.to_numeric(s, errors="coerce")
-        bad = vals.isna() | ~vals.isin([0, 1])
-        if bad.any():
-            ex = s[bad].unique()[:5].tolist()
-            raise ValueError(
-                f"Label column {c!r} has {int(bad.sum())} value(s) that are not 0/1 (e.g. {ex}). "
-                "Each label column must hold 0/1 or True/False; for one column of label names "
-                "use label_col= with label_delim= instead."
-            )
-        out[:, j] = vals.to_numpy(dtype=np.float32)
-    return out
-
-
-def _split_delimited(cell: Any, delim: str) -> list[str]:
-    if cell is None or (isinstance(cell, float) and np.isnan(cell)):
-        return []
-    if isinstance(cell, (list, tuple, set)):
-        parts = [str(p) for p in cell]
-    else:
-        parts = str(cell).split(delim)
-    return [p.strip() for p in parts if p.strip()]
-
-
-def parse_label_matrix(df: pd.DataFrame, spec: LabelSpec, labels: Sequence[str] | None = None,
-                       ) -> tuple[np.ndarray, list[str]]:
-    """Parse the labels of ``df`` into a float32 multi-hot matrix.
-
-    Args:
-        df: the frame (columns already checked).
-        spec: where the labels are.
-        labels: the label vocabulary to use (column order of the matrix). ``None`` uses the
-            label columns' order, or the sorted set of labels found in the delimited column.
-
-    Returns:
-        ``(y, labels)`` with ``y`` of shape ``(len(df), len(labels))``.
-
-    Raises:
-        ValueError: non-0/1 values, or labels not in ``labels``.
-    """
-    if spec.label_cols is not None:
-        if labels is not None and list(labels) != list(spec.label_cols):
-            missing = [c for c in labels if c not in spec.label_cols]
-            if missing:
-                raise ValueError(f"Label column(s) {missing} expected by the model are not in label_cols {spec.label_cols}.")
-            cols = list(labels)
-        else:
-            cols = list(spec.label_cols)
-        return _parse_binary_columns(df, cols), [str(c) for c in cols]
-    parsed = [_split_delimited(c, spec.label_delim) for c in df[spec.label_col]]
-    found = sorted({p for ps in parsed for p in ps})
-    if labels is None:
-        labels = found
-        if not labels:
-            raise ValueError(f"Label column {spec.label_col!r} has no labels at all (every cell is empty or NaN).")
-    labels = [str(lab) for lab in labels]
-    index = {lab: j for j, lab in enumerate(labels)}
-    unknown = [p for p in found if p not in index]
-    if unknown:
-        raise ValueError(
-            f"Unknown label(s) {unknown[:10]}{' ...' if len(unknown) > 10 else ''} in column "
-            f"{spec.label_col!r}: the label vocabulary is {labels[:30]}. Check label_delim "
-            f"(now {spec.label_delim!r}) or pass labels=[...] listing every label."
-        )
-    y = np.zeros((len(df), len(labels)), dtype=np.float32)
-    for i, ps in enumerate(parsed):
-        for p in ps:
-            y[i, index[p]] = 1.0
-    return y, labels
-
-
-@functools.lru_cache(maxsize=1)  # spacy.blank takes ~0.3 s: build it once per process, not per predict call
-def _tokenizer():
-    """fastai's default word tokenizer (spaCy, blank English) with its default rules."""
-    from fastai.text.core import WordTokenizer
-    tok = WordTokenizer()
-    # spaCy refuses texts over 1,000,000 characters (E088) to protect its parser/NER memory;
-    # fastai uses only the blank tokenizer, which is linear in length, so 1 MB+ texts are safe.
-    tok.pipe.__self__.max_length = _MAX_TEXT_CHARS
-    return tok
-
-
-def tokenize_texts(texts: Sequence[str], *, n_workers: int | None = None) -> list[list[str]]:
-    """Tokenise with fastai's default pipeline (spaCy + ``defaults.text_proc_rules``).
-
-    Same tokens as fastai's ``Tokenizer``; runs in worker processes for large inputs.
-    """
-    from fastai.text.core import defaults, parallel_tokenize
-
-    texts = list(texts)
-    if n_workers is None:
-        n_workers = defaults.cpus if len(texts) >= _PARALLEL_TOKENIZE_MIN else 0
-    rules = list(defaults.text_proc_rules)
-    out = parallel_tokenize(texts, _tokenizer(), rules, n_workers=n_workers)
-    res: list[list[str] | None] = [None] * len(texts)
-    for i, toks in out:
-        res[int(i)] = list(toks)
-    return res  # type: ignore[return-value]
-
-
-def _pretokenized_tfm():
-    """A fastai ``Tokenizer`` transform for texts that are already token lists.
-
-    fastai's ``Tokenizer.from_df`` tokenises the whole frame again in every DataBlock; we
-    tokenise once (shared by the LM and the classifier) and keep the same transform so raw
-    strings given later (``test_dl``) are tokenised the same way.
-    """
-    from fastai.text.core import Tokenizer
-
-    class _Pretokenized(Tokenizer):
-        def setups(self, dsets):  # tokens already there: nothing to do
-            return None
-
-    tok = _Pretokenized(_tokenizer(), mode="df", lengths=True)
-    tok.tok_text_col = "text"
-    return tok
+__all__ = ["MultiLabelData", "lm_dataloaders_from_tokens"]
 
 
 class MultiLabelData:
@@ -387,8 +127,8 @@ class MultiLabelData:
                 f"{len(never)} label(s) never occur in the data: {never[:10]}. The model cannot learn "
                 "them; their F1 will be 0.", UserWarning, stacklevel=2)
 
-        is_valid = _make_split(df, y, c)
         texts = df[c.text_col].tolist()
+        is_valid = _keep_duplicates_together(texts, _make_split(df, y, c), moved=c.split != "column")
         extra = [t for t in (extra_texts or []) if isinstance(t, str) and t.strip()]
         return cls(texts, y, labs, is_valid, text_col=c.text_col, spec=spec, config=c,
                    extra_texts=extra, index=df.index)
@@ -492,7 +232,7 @@ class MultiLabelData:
         frame = pd.DataFrame({"text": list(self.tokens), "text_length": [len(t) for t in self.tokens],
                               "_y": list(self.y), "_is_valid": self.is_valid})
         dblock = DataBlock(
-            blocks=(TextBlock(_pretokenized_tfm(), vocab=list(vocab), seq_len=seq_len, backwards=backwards),
+            blocks=(TextBlock(pretokenized_tfm(), vocab=list(vocab), seq_len=seq_len, backwards=backwards),
                     MultiCategoryBlock(encoded=True, vocab=list(self.labels))),
             get_x=ColReader("text"), get_y=ColReader("_y"), splitter=ColSplitter("_is_valid"))
         return dblock.dataloaders(frame, bs=bs, seq_len=seq_len, device=device, num_workers=0)
@@ -539,6 +279,30 @@ def _make_split(df: pd.DataFrame, y: np.ndarray, c: DataConfig) -> np.ndarray:
     return is_valid
 
 
+def _keep_duplicates_together(texts: list[str], is_valid: np.ndarray, *, moved: bool) -> np.ndarray:
+    """Duplicate texts on both sides of a split leak the validation answers into training: warn
+    with the count and (random and stratified splits) move every copy to its first copy's side."""
+    first: dict[str, int] = {}
+    for i, t in enumerate(texts):
+        first.setdefault(t, i)
+    side = np.array([is_valid[first[t]] for t in texts])
+    leaked = side != is_valid
+    if not leaked.any():
+        return is_valid
+    n_texts = len({texts[i] for i in np.flatnonzero(leaked)})
+    if not moved:
+        warnings.warn(f"{n_texts} text(s) occur in both the training and the validation rows of valid_col: "
+                      "validation metrics will be optimistic. Deduplicate the frame (df.drop_duplicates(text_col)) "
+                      "or fix valid_col.", UserWarning, stacklevel=3)
+        return is_valid
+    warnings.warn(f"{n_texts} duplicated text(s) fell on both sides of the split; {int(leaked.sum())} copies were "
+                  "moved to their first copy's side so that no validation text is also a training text.",
+                  UserWarning, stacklevel=3)
+    if side.all() or not side.any():
+        raise ValueError("Every text is a duplicate of one on the other side: deduplicate the frame first.")
+    return side
+
+
 def lm_dataloaders_from_tokens(tokens: Sequence[Sequence[str]], *, bs: int, seq_len: int, min_freq: int, max_vocab: int,
                                backwards: bool = False, valid_pct: float = 0.1, vocab: Sequence[str] | None = None,
                                seed: int = 42, device: Any = None):
@@ -550,7 +314,7 @@ def lm_dataloaders_from_tokens(tokens: Sequence[Sequence[str]], *, bs: int, seq_
     frame = pd.DataFrame({"text": [list(t) for t in tokens], "text_length": [len(t) for t in tokens]})
     if len(frame) < 2:
         raise ValueError("A language model needs at least 2 texts.")
-    block = TextBlock(_pretokenized_tfm(), vocab=list(vocab) if vocab is not None else None, is_lm=True,
+    block = TextBlock(pretokenized_tfm(), vocab=list(vocab) if vocab is not None else None, is_lm=True,
                       seq_len=seq_len, backwards=backwards, min_freq=min_freq, max_vocab=max_vocab)
     dblock = DataBlock(blocks=block, get_x=ColReader("text"), splitter=RandomSplitter(valid_pct, seed=seed))
     return dblock.dataloaders(frame, bs=bs, seq_len=seq_len, device=device, num_workers=0)

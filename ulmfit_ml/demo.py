@@ -15,6 +15,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .baseline import TfidfBaseline
+from .classifier import train_classifier
+from .config import ClassifierConfig, DataConfig, LMConfig, config_from_dict
+from .config_files import load_config_file
+from .data import MultiLabelData
+from .finetune import finetune_lm
+from .metrics import multilabel_report
+from .model import load_classifier
+from .validation import LabelSpec, parse_label_matrix
+
 __all__ = ["demo_path", "demo_config_path", "load_demo", "main"]
 
 
@@ -41,8 +51,6 @@ def load_demo() -> pd.DataFrame:
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
     """Run the demo; returns the tuned-threshold validation metrics."""
-    import ulmfit_ml as um
-
     ap = argparse.ArgumentParser(prog="python -m ulmfit_ml.demo", description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="models/demo", help="where to save the classifier (default: models/demo)")
     ap.add_argument("--arch", default=None, help="AWD-LSTM size preset (tiny, small, cpu, paper); default from data/demo.toml")
@@ -53,9 +61,6 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     args = ap.parse_args(argv)
 
-    from .cli import load_config_file
-    from .config import ClassifierConfig, DataConfig, LMConfig, config_from_dict
-    from .data import LabelSpec, parse_label_matrix
 
     sections = load_config_file(demo_config_path())
     lm_opts = dict(sections.get("lm", {}), quiet=args.quiet)
@@ -79,23 +84,23 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     n_test = min(N_TEST, len(df) // 4)
     test = df.sample(n=n_test, random_state=0)
     df = df.drop(test.index)
-    data = um.MultiLabelData.from_df(df, config=data_cfg)
+    data = MultiLabelData.from_df(df, config=data_cfg)
     print(f"{len(df)} comments for training and validation, {n_test} kept aside for the test below")
     print(data)
     print(data.label_counts().T.to_string(), "\n")
 
     start = lm_cfg.pretrained if lm_cfg.pretrained else "random weights"
     print(f"== 1. Fine-tuning the AWD-LSTM language model (from {start!s}) on the texts (settings: {demo_config_path().name})")
-    lm = um.finetune_lm(data, config=lm_cfg)
+    lm = finetune_lm(data, config=lm_cfg)
     print(lm, "\n")
 
     print("== 2. Training the classifier (gradual unfreezing, discriminative learning rates)")
-    clf = um.train_classifier(data, encoder=lm, config=clf_cfg)
+    clf = train_classifier(data, encoder=lm, config=clf_cfg)
 
     at_half = clf.evaluate(test, threshold=0.5)
     tuned = clf.evaluate(test)  # train_classifier tuned per-label thresholds on the validation split
 
-    base = um.TfidfBaseline().fit(data)
+    base = TfidfBaseline().fit(data)
     base_half = base.evaluate(test)
     base.tune_thresholds(strategy="per_label")
     rows = {"ULMFiT, threshold 0.5": at_half, "ULMFiT, tuned thresholds": tuned,
@@ -103,7 +108,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     prior = data.y_train.mean(0)
     y_test, _ = parse_label_matrix(test, LabelSpec(label_col=data_cfg.label_col, label_delim=data_cfg.label_delim),
                                    data.labels)
-    trivial = um.multilabel_report(y_test, np.tile(prior, (len(y_test), 1)), 0.5).summary
+    trivial = multilabel_report(y_test, np.tile(prior, (len(y_test), 1)), 0.5).summary
     rows["trivial (label frequencies)"] = trivial
     cols = ["f1_macro", "f1_micro", "roc_auc_macro", "precision_at_1", "subset_accuracy"]
     table = pd.DataFrame(rows).T[cols]
@@ -114,7 +119,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     out = clf.save(args.out, overwrite=True)
     print(f"\n== 4. Saved to {out}/ ; reloading it to predict")
-    clf2 = um.load_classifier(out)
+    clf2 = load_classifier(out)
     examples = ["Thank you so much, this made my day!", "This is disgusting, I can't believe they got away with it.",
                 "Wait, what? I had no idea that was even possible."]
     for text, labels in zip(examples, clf2.predict(examples)):

@@ -15,14 +15,17 @@ The members' own thresholds are ignored: an average of probabilities needs its o
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
 from .base import MultiLabelPredictorMixin
+from .model import MultiLabelClassifier, load_classifier
 from .thresholds import check_thresholds
+from .validation import check_texts, suppress_empty_text_warning
 
-__all__ = ["MultiLabelEnsemble", "average_probabilities"]
+__all__ = ["MultiLabelEnsemble", "average_probabilities", "resolve_model_dirs", "load_predictor"]
 
 
 def _check_weights(weights: Sequence[float] | None, n: int) -> np.ndarray:
@@ -100,10 +103,43 @@ class MultiLabelEnsemble(MultiLabelPredictorMixin):
 
     def predict_proba(self, texts: Sequence[str], *, bs: int = 128) -> np.ndarray:
         """Weighted mean of the members' probabilities, ``(n_texts, n_labels)`` float32."""
-        texts = self._check_texts(texts)
+        texts = check_texts(texts)  # the text policy's warning once here, not once per member
         used = [(wi, m) for wi, m in zip(self.weights, self.models) if wi > 0]  # weight 0: not run at all
-        return average_probabilities([m.predict_proba(texts, bs=bs) for _, m in used], [wi for wi, _ in used])
+        with suppress_empty_text_warning():
+            probs = [m.predict_proba(texts, bs=bs) for _, m in used]
+        return average_probabilities(probs, [wi for wi, _ in used])
 
     def __repr__(self) -> str:
         parts = ", ".join(f"{type(m).__name__}:{w:.2f}" for m, w in zip(self.models, self.weights))
         return f"MultiLabelEnsemble({len(self.labels)} labels; {parts})"
+
+
+# ---------------------------------------------------------------------- loading saved models
+def resolve_model_dirs(path: str | Path) -> list[Path]:
+    """The model directories behind ``path``: a model directory, a ``train`` run directory
+    (``model/``) or a ``cv`` run directory (``folds/*/model``)."""
+    p = Path(path)
+    if (p / "config.json").is_file() and (p / "model.safetensors").is_file():
+        return [p]
+    if (p / "model" / "model.safetensors").is_file():
+        return [p / "model"]
+    folds = sorted((p / "folds").glob("fold*/model")) if (p / "folds").is_dir() else []
+    if folds:
+        return folds
+    raise FileNotFoundError(f"No saved model at {p}: pass a model directory, a `train` run directory (with model/) "
+                            "or a `cv` run directory saved with run.save_fold_models = true.")
+
+
+def load_predictor(path: str | Path, *, device: str | None = "cpu") -> MultiLabelClassifier | MultiLabelEnsemble:
+    """Load what :func:`resolve_model_dirs` finds: one classifier, or the equal-weight ensemble
+    of a cv run's fold models (with the first fold's thresholds, as each fold tuned its own on
+    its validation fold)."""
+    models = [load_classifier(m, device=device or "cpu") for m in resolve_model_dirs(path)]
+    if len(models) == 1:
+        return models[0]
+    first = models[0].labels
+    if any(m.labels != first for m in models[1:]):
+        raise ValueError(f"The models under {path} have different labels; they cannot be averaged.")
+    ens = MultiLabelEnsemble(models)
+    ens.thresholds = models[0].thresholds.copy()
+    return ens

@@ -27,7 +27,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .data import tokenize_texts
+from .model import MultiLabelClassifier
+from .thresholds import apply_thresholds
+from .tokens import tokenize_texts
+from .validation import check_texts
 
 __all__ = ["explain", "explain_html", "EXPLAIN_METHODS"]
 
@@ -39,8 +42,6 @@ _MAX_ROWS = 256
 
 
 def _check_clf(clf: Any) -> None:
-    from .classifier import MultiLabelClassifier
-
     if not isinstance(clf, MultiLabelClassifier):
         raise TypeError(f"explain needs a MultiLabelClassifier (the AWD-LSTM model), got {type(clf).__name__}; "
                         "a TfidfBaseline's explanation is its logistic-regression coefficients.")
@@ -49,8 +50,6 @@ def _check_clf(clf: Any) -> None:
 def _label_indexes(clf: Any, labels: str | Sequence[str] | None, probs: np.ndarray) -> list[list[int]]:
     """Per text, the label columns to explain."""
     if labels is None:
-        from .thresholds import apply_thresholds
-
         pred = apply_thresholds(probs, clf.thresholds, at_least_one=True)
         return [np.flatnonzero(row).tolist() for row in pred]
     if isinstance(labels, str):
@@ -138,7 +137,7 @@ def explain(clf: Any, texts: Sequence[str], labels: str | Sequence[str] | None =
         raise ValueError(f"method must be one of {list(EXPLAIN_METHODS)}, got {method!r}.")
     if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1:
         raise ValueError(f"n_steps must be a positive int, got {n_steps!r}.")
-    texts = clf._check_texts(texts)
+    texts = check_texts(texts)
     columns = ["text_id", "label", "position", "token", "attribution"]
     if not texts:
         return pd.DataFrame({c: pd.Series(dtype=d) for c, d in zip(columns, ("int64", "object", "int64", "object", "float64"))})
@@ -176,7 +175,7 @@ def explain_html(clf: Any, texts: Sequence[str], labels: str | Sequence[str] | N
         An HTML fragment (tokens are escaped).
     """
     frame = explain(clf, texts, labels, method=method, n_steps=n_steps)
-    texts = clf._check_texts(texts)
+    texts = check_texts(texts)
     probs = clf.predict_proba(texts) if texts else np.zeros((0, len(clf.labels)))
     out = ['<div class="ulmfit-ml-explain" style="font-family:sans-serif;line-height:1.9">']
     for (i, lab), g in frame.groupby(["text_id", "label"], sort=False):

@@ -1,7 +1,8 @@
-"""Reading and writing tables by file extension (CSV, TSV, parquet, JSON lines).
+"""Reading and writing tables by file extension (CSV, TSV, parquet, JSON lines): ONE format map
+(:data:`TABLE_FORMATS`) and ONE reader (:func:`read_table`, and :func:`iter_table` in chunks).
 
-The CLI and the run directories read every data file through :func:`read_table`, so one
-option (the extension) decides the format everywhere. Every file written under a name the user
+Training, prediction, streaming prediction and the CLI read every data file here, so the
+extension decides the format and cells are parsed the same way everywhere. Every file written under a name the user
 chose (CLI ``--out``/``--per-label``, ``predict_file``'s output) first passes
 :func:`check_output_file`: one output policy for every writer.
 """
@@ -9,11 +10,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pandas as pd
 
-__all__ = ["read_table", "write_table", "check_output_file", "check_bs", "TABLE_FORMATS", "table_format"]
+from .persist import atomic_file
+
+__all__ = ["read_table", "iter_table", "table_columns", "table_bytes", "write_table", "check_output_file",
+           "TABLE_FORMATS", "table_format"]
 
 #: File extensions -> format name. ``.gz``/``.bz2``/``.zip``/``.xz``/``.zst`` after a text
 #: format are decompressed by pandas.
@@ -50,56 +54,147 @@ def table_format(path: str | Path) -> str:
     return fmt
 
 
-def read_table(path: str | Path) -> pd.DataFrame:
-    """Read a CSV, TSV, parquet or JSON-lines file into a DataFrame, choosing by extension.
+def _read_options(fmt: str, sep: str | None, header: bool, encoding: str, encoding_errors: str) -> dict[str, Any]:
+    """pandas options of the one text-table policy: every cell a string, only empty cells missing."""
+    if fmt in ("csv", "tsv"):
+        return {"sep": sep if sep is not None else ("\t" if fmt == "tsv" else ","), "header": 0 if header else None,
+                "dtype": str, "keep_default_na": False, "na_values": [""], "encoding": encoding,
+                "encoding_errors": encoding_errors}
+    if sep is not None or not header:
+        raise ValueError(f"sep= and header=False apply to CSV/TSV files, not {fmt}.")
+    return {}
 
-    Text cells are read as strings (``keep_default_na`` stays on, so empty cells are NaN,
-    which the data checks report). Parquet needs ``pyarrow`` (``pip install ulmfit_ml[parquet]``).
+
+def _named(df: pd.DataFrame) -> pd.DataFrame:
+    """Header-less files get column names "0", "1", ... (strings, like every other column name)."""
+    if not all(isinstance(c, str) for c in df.columns):
+        df.columns = [str(c) for c in df.columns]
+    return df
+
+
+def _read_error(path: Path, fmt: str, e: BaseException) -> Exception:
+    if isinstance(e, ImportError):
+        return ImportError(f"Reading {path} needs an optional dependency: {e}. "
+                           "Install it with `pip install ulmfit_ml[parquet]` (pyarrow).")
+    if isinstance(e, UnicodeDecodeError):
+        return ValueError(f"{path} is not valid {e.encoding} ({e.reason} at byte {e.start} of a chunk). Pass the file's "
+                          "real encoding (e.g. encoding='latin-1'), or encoding_errors='replace' to replace bad bytes.")
+    if fmt == "parquet" and not isinstance(e, OSError):
+        return ValueError(f"{path} is not a readable parquet file ({type(e).__name__}: {e}).")
+    if isinstance(e, pd.errors.EmptyDataError):
+        return ValueError(f"{path} is empty: it needs at least a header row.")
+    hint = (" A row with more fields than the header usually holds an unquoted separator inside a text: quote the "
+            "text column, or pass the file's separator (CLI --sep)." if "Expected" in str(e) and "fields" in str(e) else "")
+    msg = " ".join(str(e).split())
+    return ValueError(f"Could not read {path} as {fmt}: {type(e).__name__}: {msg}{hint}")
+
+
+def _checked_path(path: str | Path) -> tuple[Path, str]:
+    path = Path(path)
+    fmt = table_format(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No such data file: {path}")
+    return path, fmt
+
+
+def read_table(path: str | Path, *, sep: str | None = None, header: bool = True, encoding: str = "utf-8",
+               encoding_errors: str = "strict") -> pd.DataFrame:
+    """Read a CSV, TSV, parquet or JSON-lines file, choosing the format by extension.
+
+    The one reader of ulmfit_ml (training files, prediction inputs, the CLI): CSV/TSV cells are
+    read as strings with no NA guessing (``NA``, ``null``, ``None`` stay texts, ids like
+    ``000123`` keep their zeros; only empty cells are missing); JSON lines keep their own types
+    without date or dtype guessing; parquet keeps its schema (needs ``pyarrow``). A CSV row with
+    more fields than the header raises, here and in :func:`iter_table` alike.
 
     Args:
         path: the file.
-
-    Returns:
-        The table.
+        sep: CSV/TSV separator (default ``,``, or a tab for ``.tsv``).
+        header: ``False`` for a CSV/TSV without a header row (columns are then ``"0"``, ``"1"``, ...).
+        encoding, encoding_errors: how CSV/TSV bytes are decoded.
 
     Raises:
         FileNotFoundError: no such file.
         ValueError: unknown extension, or a file pandas cannot parse (the message names the file).
     """
-    path = Path(path)
-    fmt = table_format(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"No such data file: {path}")
+    path, fmt = _checked_path(path)
+    opts = _read_options(fmt, sep, header, encoding, encoding_errors)
     try:
-        if fmt == "csv":
-            return pd.read_csv(path)
-        if fmt == "tsv":
-            return pd.read_csv(path, sep="\t")
+        if fmt in ("csv", "tsv"):
+            return _named(pd.read_csv(path, **opts))
         if fmt == "jsonl":
-            return pd.read_json(path, lines=True)
-        return pd.read_parquet(path)
-    except ImportError as e:
-        raise ImportError(f"Reading {path} needs an optional dependency: {e}. "
-                          "Install it with `pip install ulmfit_ml[parquet]` (pyarrow).") from e
-    except (ValueError, pd.errors.ParserError, UnicodeDecodeError, OSError) as e:
-        raise ValueError(f"Could not read {path} as {fmt}: {type(e).__name__}: {e}") from e
+            return _named(pd.read_json(path, lines=True, dtype=False, convert_dates=False))
+        return _named(pd.read_parquet(path))
+    except (ImportError, ValueError, pd.errors.ParserError, UnicodeDecodeError, OSError) as e:
+        raise _read_error(path, fmt, e) from e
+
+
+def table_columns(path: str | Path, *, sep: str | None = None, header: bool = True, encoding: str = "utf-8",
+                  encoding_errors: str = "strict") -> list[str]:
+    """The column names of a table file without reading its rows (parquet: the schema)."""
+    path, fmt = _checked_path(path)
+    opts = _read_options(fmt, sep, header, encoding, encoding_errors)
+    try:
+        if fmt in ("csv", "tsv"):
+            return [str(c) for c in pd.read_csv(path, nrows=1 if not header else 0, **opts).columns]
+        if fmt == "jsonl":
+            return next(iter_table(path, chunksize=1), pd.DataFrame()).columns.tolist()
+        import pyarrow.parquet as pq
+
+        with pq.ParquetFile(path) as pf:
+            return [str(c) for c in pf.schema_arrow.names]
+    except (ImportError, ValueError, pd.errors.ParserError, UnicodeDecodeError, OSError) as e:
+        raise _read_error(path, fmt, e) from e
+    except Exception as e:  # noqa: BLE001 - pyarrow raises ArrowInvalid on non-parquet bytes
+        raise ValueError(f"{path} is not a readable {fmt} file ({type(e).__name__}: {e}).") from e
+
+
+def iter_table(path: str | Path, *, chunksize: int, sep: str | None = None, header: bool = True,
+               encoding: str = "utf-8", encoding_errors: str = "strict") -> Iterator[pd.DataFrame]:
+    """:func:`read_table` in chunks of ``chunksize`` rows (same parsing, same cells), for files
+    larger than memory: pandas' chunked CSV/JSON readers, pyarrow's ``iter_batches``."""
+    path, fmt = _checked_path(path)
+    opts = _read_options(fmt, sep, header, encoding, encoding_errors)
+    try:
+        if fmt in ("csv", "tsv"):
+            with pd.read_csv(path, chunksize=chunksize, **opts) as reader:
+                for chunk in reader:
+                    yield _named(chunk)
+        elif fmt == "jsonl":
+            with pd.read_json(path, lines=True, dtype=False, convert_dates=False, chunksize=chunksize) as reader:
+                for chunk in reader:
+                    yield _named(chunk)
+        else:
+            import pyarrow.parquet as pq
+
+            with pq.ParquetFile(path) as pf:
+                for batch in pf.iter_batches(batch_size=chunksize):
+                    yield _named(batch.to_pandas())
+    except (ImportError, ValueError, pd.errors.ParserError, UnicodeDecodeError, OSError) as e:
+        raise _read_error(path, fmt, e) from e
+
+
+def table_bytes(df: pd.DataFrame, fmt: str, *, header: bool = True) -> bytes:
+    """``df`` serialised as a piece of a ``csv``/``tsv``/``jsonl`` file (appendable; floats with
+    6 significant digits), the format of every streamed output."""
+    if fmt == "jsonl":
+        return (df.to_json(orient="records", lines=True, force_ascii=False, double_precision=6) or "").encode("utf-8")
+    if fmt not in ("csv", "tsv"):
+        raise ValueError(f"{fmt} tables cannot be written piece by piece; use csv, tsv or jsonl.")
+    return df.to_csv(index=False, header=header, sep="\t" if fmt == "tsv" else ",", lineterminator="\n",
+                     float_format="%.6g").encode("utf-8")
 
 
 def write_table(df: pd.DataFrame, path: str | Path) -> Path:
-    """Write ``df`` (without its index) in the format of ``path``'s extension, atomically.
-
-    The table is written to a temporary sibling and renamed into place, so an interrupted
-    write never leaves a half-written file under ``path``.
+    """Write ``df`` (without its index) in the format of ``path``'s extension, atomically
+    (:func:`~ulmfit_ml.persist.atomic_file`: an interrupted write never leaves half a file).
 
     Returns:
         ``path`` as a :class:`~pathlib.Path`.
     """
     path = Path(path)
     fmt = table_format(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # same name with a prefix: the suffixes (and so pandas' compression inference) are kept
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    try:
+    with atomic_file(path) as tmp:
         if fmt == "csv":
             df.to_csv(tmp, index=False)
         elif fmt == "tsv":
@@ -108,11 +203,6 @@ def write_table(df: pd.DataFrame, path: str | Path) -> Path:
             df.to_json(tmp, orient="records", lines=True, force_ascii=False)
         else:
             df.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        if tmp.exists():
-            tmp.unlink()
-        raise
     return path
 
 
@@ -153,14 +243,3 @@ def check_output_file(path: str | Path, *, overwrite: bool = False, inputs: Any 
         raise FileExistsError(f"{path} already exists: pass --overwrite (Python: overwrite=True) to replace it, "
                               "or choose another output file.")
     return path
-
-
-def check_bs(bs: Any, name: str = "bs") -> int:
-    """A batch size: a positive int (``bs=0`` or ``-1`` would predict nothing, or 0.5 everywhere)."""
-    import numbers
-
-    if isinstance(bs, bool) or not isinstance(bs, numbers.Integral):
-        raise TypeError(f"{name} must be a positive int (texts per batch), got {bs!r} of type {type(bs).__name__}.")
-    if bs < 1:
-        raise ValueError(f"{name} must be >= 1 (texts per batch), got {bs}: use e.g. {name}=128.")
-    return int(bs)

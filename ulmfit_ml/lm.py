@@ -1,15 +1,16 @@
-"""Stage 2: AWD-LSTM language models (fine-tuning on the task's texts, pretraining on a corpus).
+"""The language model: :class:`LanguageModel` (vocab, AWD-LSTM weights, how it was trained),
+its safe save/load, and the general-domain weights a fine-tuning run starts from (the models
+shipped with ulmfit_ml, fastai's WikiText-103 download, local files).
 
-``finetune_lm`` follows ULMFiT: start from general-domain weights (fastai's WikiText-103
-download, local weights, or a model from :func:`pretrain_lm`), train the new embeddings and
-head first while the LSTM is frozen, then unfreeze, all with one-cycle schedules. The result
-is a :class:`LanguageModel` holding the encoder and vocab that :func:`train_classifier` uses.
+Training lives elsewhere: :mod:`ulmfit_ml.finetune` (ULMFiT fine-tuning on the task's texts) and
+:mod:`ulmfit_ml.pretrain` (pretraining on a corpus) produce :class:`LanguageModel` objects.
+
+A language-model directory holds ``lm.safetensors``, ``lm.json``, ``vocab.json`` (and
+``history.csv``) plus the ownership marker.
 """
 from __future__ import annotations
 
-import math
 import pickle
-import time
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +18,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ._train import history_frame, quiet_mode, resolve_device, seed_everything, use_fp16
-from .config import LMConfig, config_to_dict, merge_config, resolve_arch, scale_dropouts
-from .data import MultiLabelData
+from .config import resolve_arch
+from .persist import FORMAT_VERSION, atomic_dir, read_json, versions, write_json
 
-__all__ = ["LanguageModel", "finetune_lm", "load_lm", "lm_arch_config", "build_lm_learner", "PRETRAINED_MODELS",
-           "pretrained_model_dir"]
+__all__ = ["LanguageModel", "load_lm", "save_lm", "lm_arch_config", "PRETRAINED_MODELS", "pretrained_model_dir",
+           "pretrained_weights"]
 
 
 def lm_arch_config(arch: str | dict[str, Any]) -> dict[str, Any]:
@@ -43,12 +43,11 @@ class LanguageModel:
         state_dict: full LM weights (encoder ``0.*`` and decoder ``1.*``) on CPU.
         history: per-epoch table (loss, accuracy, perplexity).
         metrics: final validation loss / accuracy / perplexity and timings.
-        learner: the fastai ``LMLearner`` (in memory after training, ``None`` after loading).
     """
 
     def __init__(self, vocab: list[str], arch: dict[str, Any], state_dict: dict[str, torch.Tensor], *,
                  backwards: bool = False, history: pd.DataFrame | None = None, metrics: dict[str, float] | None = None,
-                 config: dict[str, Any] | None = None, learner: Any = None) -> None:
+                 config: dict[str, Any] | None = None) -> None:
         self.vocab = list(vocab)
         self.arch = dict(arch)
         self.state_dict = state_dict
@@ -56,7 +55,6 @@ class LanguageModel:
         self.history = history if history is not None else pd.DataFrame()
         self.metrics = dict(metrics or {})
         self.config = dict(config or {})
-        self.learner = learner
         self.batch_losses = np.zeros(0, dtype=np.float32)  # per-batch training losses (set by training)
 
     @property
@@ -67,8 +65,6 @@ class LanguageModel:
     def save(self, path: str | Path, *, overwrite: bool = False, half: bool = False) -> Path:
         """Write ``lm.safetensors`` + JSON (vocab, arch, metrics) atomically to directory ``path``
         (``half``: float16 weights, half the size)."""
-        from .persist import save_lm
-
         return save_lm(self, path, overwrite=overwrite, half=half)
 
     def __repr__(self) -> str:
@@ -77,11 +73,65 @@ class LanguageModel:
                 f"n_layers={self.arch['n_layers']}" + (f", valid perplexity={ppl:.1f})" if ppl else ")"))
 
 
+# ---------------------------------------------------------------------- save / load
+#: Tensors fastai's AWD-LSTM LM ties to ``0.encoder.weight``: not stored, restored on load.
+_TIED_LM_KEYS = ("0.encoder_dp.emb.weight", "1.decoder.weight")
+
+
+def save_lm(lm: LanguageModel, path: str | Path, *, overwrite: bool = False, half: bool = False) -> Path:
+    """Save a :class:`~ulmfit_ml.lm.LanguageModel` (weights, vocab, arch) atomically.
+
+    The tied copies of the embedding (:data:`_TIED_LM_KEYS`) are left out; ``half`` stores the
+    weights as float16 (half the size, e.g. for the models shipped in the package; they load as
+    float32).
+    """
+    from safetensors.torch import save_file
+
+    dtype = torch.float16 if half else torch.float32
+
+    def write(tmp: Path) -> None:
+        save_file({k: v.detach().cpu().to(dtype).contiguous().clone() for k, v in lm.state_dict.items()
+                   if k not in _TIED_LM_KEYS}, str(tmp / "lm.safetensors"))
+        write_json(tmp / "lm.json", {"format_version": FORMAT_VERSION, "kind": "language_model", "arch": lm.arch,
+                                      "backwards": lm.backwards, "metrics": lm.metrics, "config": lm.config,
+                                      "vocab_size": len(lm.vocab), "dtype": str(dtype).replace("torch.", ""),
+                                      "versions": versions()})
+        write_json(tmp / "vocab.json", lm.vocab)
+        if lm.history is not None and len(lm.history):
+            lm.history.to_csv(tmp / "history.csv", index=False)
+
+    return atomic_dir(path, write, overwrite=overwrite, kind="language_model")
+
+
 def load_lm(path: str | Path) -> LanguageModel:
     """Load a :class:`LanguageModel` saved with :meth:`LanguageModel.save` (no pickle)."""
-    from .persist import load_lm as _load
+    from safetensors.torch import load_file
 
-    return _load(path)
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"No language-model directory at {path}.")
+    meta = read_json(path / "lm.json")
+    if not isinstance(meta, dict) or meta.get("kind") != "language_model":
+        raise ValueError(f"{path / 'lm.json'} is not a ulmfit_ml language-model config.")
+    vocab = read_json(path / "vocab.json")
+    if not isinstance(vocab, list) or len(vocab) != meta.get("vocab_size"):
+        raise ValueError(f"{path / 'vocab.json'} must list {meta.get('vocab_size')} tokens.")
+    wp = path / "lm.safetensors"
+    if not wp.exists():
+        raise FileNotFoundError(f"Model file lm.safetensors is missing from {path}.")
+    try:
+        state = load_file(str(wp), device="cpu")
+    except Exception as e:  # noqa: BLE001
+        raise ValueError(f"Model file {wp} is corrupt or not a safetensors file ({type(e).__name__}: {e}).") from e
+    emb = state.get("0.encoder.weight")
+    if emb is None or emb.shape[0] != len(vocab):
+        raise ValueError(f"{wp} does not match vocab.json ({len(vocab)} tokens).")
+    state = {k: v.float() for k, v in state.items()}
+    for k in _TIED_LM_KEYS:
+        state.setdefault(k, state["0.encoder.weight"])
+    history = pd.read_csv(path / "history.csv") if (path / "history.csv").exists() else None
+    return LanguageModel(vocab, meta["arch"], state, backwards=meta.get("backwards", False), history=history,
+                         metrics=meta.get("metrics"), config=meta.get("config"))
 
 
 # ---------------------------------------------------------------------- pretrained weights
@@ -157,9 +207,14 @@ def _download_wt103(backwards: bool) -> Path:
                            f"{_PRETRAINED_HELP}") from e
 
 
-def _pretrained_weights(pretrained: bool | str | Path, arch: dict[str, Any], backwards: bool
+def pretrained_weights(pretrained: bool | str | Path, arch: dict[str, Any], backwards: bool
                         ) -> tuple[dict[str, torch.Tensor], list[str]] | None:
-    """Load the starting weights and their vocab, or ``None`` for a from-scratch model."""
+    """The starting weights of a fine-tuning run and their vocab (``None``: from scratch).
+
+    ``pretrained``: ``True`` (fastai's WikiText-103 download, arch ``paper`` only), a shipped
+    name (:data:`PRETRAINED_MODELS`), a directory saved by ulmfit_ml, or fastai ``.pth`` + ``.pkl``
+    files; ``False``/``None`` for none.
+    """
     if pretrained is False or pretrained is None:
         return None
     if pretrained is True:
@@ -189,105 +244,3 @@ def _pretrained_weights(pretrained: bool | str | Path, arch: dict[str, Any], bac
                              f"{ {k: arch[k] for k in sizes} }: pass arch={sizes}.")
         return dict(lm.state_dict), lm.vocab
     return _read_fastai_pretrained(p)
-
-
-def _load_into(learn: Any, wgts: dict[str, torch.Tensor], old_vocab: list[str]) -> None:
-    """fastai's ``LMLearner.load_pretrained`` without its pickle loads: re-map embeddings to the
-    new vocab (``match_embeds``; unseen tokens get the mean embedding) and load in order."""
-    from fastai.text.learner import _get_text_vocab, clean_raw_keys, load_ignore_keys, match_embeds
-
-    wgts = match_embeds(dict(wgts), old_vocab, _get_text_vocab(learn.dls))
-    try:
-        own = learn.model.state_dict()
-        if set(own) <= set(wgts):  # same key names (our own files): load by name
-            learn.model.load_state_dict({k: wgts[k] for k in own}, strict=True)
-        else:  # fastai's files: same tensors in the same order, older key names
-            load_ignore_keys(learn.model, clean_raw_keys(wgts))
-    except RuntimeError as e:
-        raise ValueError(f"The pretrained weights do not fit this architecture: {e}") from e
-
-
-# ---------------------------------------------------------------------- training
-def build_lm_learner(dls: Any, cfg: LMConfig, *, start: tuple[dict[str, torch.Tensor], list[str]] | None = None,
-                     metrics: list | None = None) -> Any:
-    """fastai's ``language_model_learner`` for AWD-LSTM of size ``cfg.arch``, starting from
-    ``start`` weights (re-mapped to this vocab) when given. Used by training and ``lr_find``."""
-    from fastai.text.learner import language_model_learner
-    from fastai.text.models.awdlstm import AWD_LSTM
-
-    arch = lm_arch_config(cfg.arch)
-    learn = language_model_learner(dls, AWD_LSTM, config=scale_dropouts(arch, cfg.drop_mult), drop_mult=1.0,
-                                   pretrained=False, metrics=metrics or [], wd=cfg.wd)
-    if start is not None:
-        _load_into(learn, *start)
-    return learn
-
-
-def _fit_lm(dls: Any, cfg: LMConfig, *, start: tuple[dict[str, torch.Tensor], list[str]] | None,
-            device: torch.device) -> LanguageModel:
-    from fastai.metrics import Perplexity, accuracy
-
-    arch = lm_arch_config(cfg.arch)
-    learn = build_lm_learner(dls, cfg, start=start, metrics=[accuracy, Perplexity()])
-    if use_fp16(cfg.fp16, device):
-        learn = learn.to_fp16()
-    frozen = cfg.frozen_epochs if cfg.frozen_epochs is not None else (1 if start is not None else 0)
-    # ULMFiT's 2e-3 fine-tunes pretrained weights; a model trained from scratch needs a larger
-    # rate (measured on the demo data: perplexity 27 with 1e-2 vs 200+ with 2e-3 after 6 epochs).
-    lr = cfg.lr if cfg.lr is not None else (2e-3 if start is not None else 1e-2)
-    hist = []
-    batch_losses: list[float] = []
-    t0 = time.perf_counter()
-    with quiet_mode(learn, cfg.quiet):
-        if frozen:
-            learn.freeze()
-            learn.fit_one_cycle(frozen, lr * 10, moms=cfg.moms)
-            batch_losses += [float(v) for v in learn.recorder.losses]
-            hist.append(history_frame(learn, "frozen"))
-        learn.unfreeze()
-        if cfg.epochs:
-            learn.fit_one_cycle(cfg.epochs, lr, moms=cfg.moms)
-            batch_losses += [float(v) for v in learn.recorder.losses]
-            hist.append(history_frame(learn, "unfrozen", start_epoch=frozen))
-    seconds = time.perf_counter() - t0
-    history = pd.concat(hist, ignore_index=True) if hist else pd.DataFrame()
-    metrics: dict[str, float] = {"train_seconds": seconds, "lr": lr}
-    if len(history):
-        last = history.iloc[-1]
-        metrics.update({"valid_loss": float(last["valid_loss"]), "accuracy": float(last.get("accuracy", np.nan)),
-                        "perplexity": float(math.exp(min(float(last["valid_loss"]), 50)))})
-    state = {k: v.detach().float().cpu().clone() for k, v in learn.model.state_dict().items()}
-    vocab = list(dls.vocab)
-    learn.model.float()
-    lm = LanguageModel(vocab, arch, state, backwards=cfg.backwards, history=history, metrics=metrics,
-                       config=config_to_dict(cfg), learner=learn)
-    lm.batch_losses = np.asarray(batch_losses, dtype=np.float32)
-    return lm
-
-
-def finetune_lm(data: MultiLabelData, *, config: LMConfig | None = None, **options: Any) -> LanguageModel:
-    """Fine-tune an AWD-LSTM language model on all texts of ``data`` (+ its ``extra_texts``).
-
-    Args:
-        data: a :class:`~ulmfit_ml.data.MultiLabelData`.
-        config: an :class:`~ulmfit_ml.config.LMConfig`; keyword ``options`` override its fields
-            (``epochs``, ``arch``, ``pretrained``, ``lr``, ``bs``, ``seq_len``, ``drop_mult``,
-            ``device``, ``fp16``, ``quiet``, ``seed`` ...).
-
-    Returns:
-        :class:`LanguageModel` (vocab + encoder for :func:`~ulmfit_ml.train_classifier`).
-
-    Raises:
-        RuntimeError: ``pretrained=True`` and the WikiText-103 download failed (the message
-            names the alternatives).
-    """
-    if not isinstance(data, MultiLabelData):
-        raise TypeError(f"finetune_lm expects a MultiLabelData (um.MultiLabelData.from_df(...)), got {type(data).__name__}.")
-    cfg = merge_config(LMConfig, config, options)
-    device = resolve_device(cfg.device)
-    arch = lm_arch_config(cfg.arch)
-    start = _pretrained_weights(cfg.pretrained, arch, cfg.backwards)
-    seed_everything(cfg.seed)
-    dls = data.lm_dataloaders(bs=cfg.bs, seq_len=cfg.seq_len, min_freq=cfg.min_freq, max_vocab=cfg.max_vocab,
-                              backwards=cfg.backwards, seed=cfg.seed, device=device)
-    return _fit_lm(dls, cfg, start=start, device=device)

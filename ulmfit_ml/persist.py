@@ -1,15 +1,10 @@
-"""Safe, atomic model directories: safetensors weights + JSON, never a pickle.
+"""The one atomic writer of ulmfit_ml, its ownership marker, and safe (pickle-free) weight files.
 
-A classifier directory holds::
-
-    model.safetensors   weights (safetensors: tensors only, no code)
-    config.json         format version, architecture, sequence lengths, text/label columns, versions
-    vocab.json          token list (index = id)
-    labels.json         label names (column order of predict_proba)
-    thresholds.json     per-label decision thresholds
-    history.csv         per-epoch training table (informational)
-
-A language-model directory holds ``lm.safetensors``, ``lm.json`` and ``vocab.json``.
+Every file ulmfit_ml writes goes through :func:`atomic_file` (one file: temporary sibling,
+fsync, rename, fsync of the directory) or :func:`atomic_dir` (a whole directory, the same way).
+The model directories themselves are laid out by their owners: :mod:`ulmfit_ml.model`
+(classifiers) and :mod:`ulmfit_ml.lm` (language models), with the helpers here
+(:func:`save_weights`, :func:`load_weights`, :func:`read_json`, :func:`write_json`).
 
 Every directory ulmfit_ml writes also holds the ownership marker ``.ulmfit_ml.json`` (kind,
 version, the files written). ``overwrite=True`` replaces only a directory that carries it (or
@@ -23,28 +18,33 @@ unpickles: a planted ``*.pkl``/``*.pth`` file is ignored.
 """
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import fnmatch
+import hashlib
 import json
 import os
 import shutil
 import sys
 import uuid
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
-import pandas as pd
 import torch
 
-__all__ = ["save_classifier", "load_classifier", "save_lm", "load_lm", "atomic_dir", "check_replaceable",
-           "remove_owned_dir", "write_marker", "MARKER", "FORMAT_VERSION"]
+from .version import __version__
+
+__all__ = ["atomic_file", "write_text_atomic", "write_json_atomic", "atomic_dir", "check_replaceable",
+           "remove_owned_dir", "write_marker", "MARKER", "FORMAT_VERSION", "versions", "read_json", "write_json",
+           "save_weights", "load_weights", "file_sha256"]
 
 FORMAT_VERSION = 1
 
 
-def _versions() -> dict[str, str]:
+def versions() -> dict[str, str]:
+    """The package versions a saved file records."""
     import fastai
-
-    from . import __version__
 
     return {"ulmfit_ml": __version__, "fastai": fastai.__version__, "torch": torch.__version__}
 
@@ -86,8 +86,6 @@ def _marker(path: Path) -> dict[str, Any] | None:
 
 def write_marker(path: str | Path, kind: str, files: list[str] | None = None) -> Path:
     """Write the ownership marker ``MARKER`` into directory ``path`` (``files``: what was written)."""
-    from . import __version__
-
     obj: dict[str, Any] = {"owner": "ulmfit_ml", "kind": kind, "format_version": FORMAT_VERSION,
                            "ulmfit_ml": __version__}
     if files is not None:
@@ -147,8 +145,6 @@ def _read_json_quiet(p: Path) -> Any:
 
 
 def _matches(name: str, pats: tuple[str, ...]) -> bool:
-    import fnmatch
-
     return any(fnmatch.fnmatchcase(name, p) for p in pats)
 
 
@@ -159,8 +155,6 @@ def _foreign_by_name(path: Path, pats: tuple[str, ...], prefix: str) -> list[str
 
 
 def _foreign_in_run(path: Path) -> list[str]:
-    import fnmatch
-
     def owned_sub(p: Path, prefix: str) -> list[str]:
         f = _foreign_entries(p) if p.is_dir() and not p.is_symlink() else None
         return [prefix + "/"] if f is None else [f"{prefix}/{x}" for x in f]
@@ -292,6 +286,57 @@ def atomic_dir(path: str | Path, write: Callable[[Path], None], *, overwrite: bo
     return path
 
 
+@contextlib.contextmanager
+def atomic_file(path: str | Path) -> Iterator[Path]:
+    """Write one file atomically: yields a temporary sibling to write, then fsyncs it, renames
+    it over ``path`` and fsyncs the directory; on an error the temporary file is removed and
+    ``path`` is left as it was. The sibling keeps ``path``'s suffixes (pandas infers
+    compression from them).
+
+    Callers check first that ``path`` may be written (:func:`ulmfit_ml.io.check_output_file`
+    for user-named files).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{os.getpid()}-{uuid.uuid4().hex[:6]}-{path.name}")
+    try:
+        yield tmp
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # our own temporary file
+        raise
+    _fsync_dir(path.parent)
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """``text`` (UTF-8) to ``path`` through :func:`atomic_file`."""
+    with atomic_file(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> Path:
+    """``obj`` as indented JSON to ``path`` through :func:`atomic_file` (NaN kept as ``NaN``)."""
+    return write_text_atomic(path, json.dumps(_jsonable(obj), indent=2, ensure_ascii=False, allow_nan=True))
+
+
+def _jsonable(obj: Any) -> Any:
+    """numpy scalars/arrays, tuples and paths -> plain JSON types."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
 def _fsync_dir(d: Path) -> None:
     """Persist a directory's entries (renames) on POSIX; a no-op where directories cannot be opened."""
     try:
@@ -315,8 +360,6 @@ def _exchange(a: Path, b: Path) -> bool:
     if not sys.platform.startswith("linux"):
         return False
     try:
-        import ctypes
-
         fn = ctypes.CDLL(None, use_errno=True).renameat2
     except (OSError, AttributeError):
         return False
@@ -325,11 +368,22 @@ def _exchange(a: Path, b: Path) -> bool:
     return fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
 
 
-def _write_json(p: Path, obj: Any) -> None:
+def file_sha256(p: Path) -> str:
+    """The sha256 of a file's bytes (saved weights carry theirs, checked at load)."""
+    h = hashlib.sha256()
+    with open(p, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_json(p: Path, obj: Any) -> None:
+    """A JSON file inside a directory being written by :func:`atomic_dir` (which fsyncs it)."""
     p.write_text(json.dumps(obj, indent=2, ensure_ascii=False, allow_nan=True), encoding="utf-8")
 
 
-def _read_json(p: Path) -> Any:
+def read_json(p: Path) -> Any:
+    """A JSON file of a saved model; a missing or corrupt file raises with its name."""
     if not p.exists():
         raise FileNotFoundError(f"Model file {p.name} is missing from {p.parent}.")
     try:
@@ -338,13 +392,15 @@ def _read_json(p: Path) -> Any:
         raise ValueError(f"Model file {p} is corrupt (not valid JSON: {e}).") from e
 
 
-def _save_weights(model: torch.nn.Module, p: Path) -> None:
+def save_weights(model: torch.nn.Module, p: Path) -> None:
+    """A module's weights as safetensors (no code, no pickle)."""
     from safetensors.torch import save_model
 
     save_model(model, str(p))  # handles tied/shared tensors (AWD-LSTM embedding dropout)
 
 
-def _load_weights(model: torch.nn.Module, p: Path) -> None:
+def load_weights(model: torch.nn.Module, p: Path) -> None:
+    """Weights saved by :func:`save_weights` into ``model`` (strict: names and shapes must match)."""
     from safetensors.torch import load_model
 
     if not p.exists():
@@ -358,155 +414,3 @@ def _load_weights(model: torch.nn.Module, p: Path) -> None:
         raise ValueError(f"Model file {p} is corrupt or not a safetensors file ({type(e).__name__}: {e}).") from e
 
 
-# ---------------------------------------------------------------------- classifier
-def save_classifier(clf: Any, path: str | Path, *, overwrite: bool = False, inputs: Any = ()) -> Path:
-    """Save a :class:`~ulmfit_ml.classifier.MultiLabelClassifier` to directory ``path`` atomically.
-
-    The thresholds are checked first (one number in [0, 1] per label): a model that could not
-    be loaded again never replaces a good one.
-    """
-    from .thresholds import check_thresholds
-
-    try:
-        thresholds = check_thresholds(clf.thresholds, len(clf.labels))
-    except (ValueError, TypeError) as e:
-        raise ValueError(f"Cannot save to {path}: clf.thresholds is invalid ({e}) Set it to {len(clf.labels)} numbers "
-                         "in [0, 1], one per label (or call clf.tune_thresholds()); nothing was written.") from e
-    model = clf.model
-    was_device = next(model.parameters()).device
-
-    def write(tmp: Path) -> None:
-        model.to("cpu")
-        try:
-            _save_weights(model, tmp / "model.safetensors")
-        finally:
-            model.to(was_device)
-        meta = {k: v for k, v in clf.meta.items()}
-        _write_json(tmp / "config.json", {"format_version": FORMAT_VERSION, "kind": "classifier",
-                                          "n_labels": len(clf.labels), "vocab_size": len(clf.vocab),
-                                          "tokenizer": {"name": "fastai.WordTokenizer(spacy, en)",
-                                                        "rules": "fastai.defaults.text_proc_rules"},
-                                          "versions": _versions(), **meta})
-        _write_json(tmp / "vocab.json", clf.vocab)
-        _write_json(tmp / "labels.json", clf.labels)
-        _write_json(tmp / "thresholds.json", [float(t) for t in thresholds])
-        if clf.history is not None and len(clf.history):
-            clf.history.to_csv(tmp / "history.csv", index=False)
-
-    return atomic_dir(path, write, overwrite=overwrite, kind="classifier", inputs=inputs)
-
-
-def load_classifier(path: str | Path, *, device: str | None = "cpu") -> Any:
-    """Rebuild a :class:`~ulmfit_ml.classifier.MultiLabelClassifier` from a saved directory.
-
-    Nothing is unpickled. Missing or corrupt files, and weights that do not fit the saved
-    architecture, raise with the file's name.
-    """
-    from ._train import resolve_device
-    from .classifier import MultiLabelClassifier, build_classifier_model
-
-    path = Path(path)
-    if not path.is_dir():
-        left = sorted(path.parent.glob(f".{path.name}.old-*")) if not path.exists() else []
-        hint = f" An interrupted save left the previous model at {left[-1]}: rename it to {path}." if left else ""
-        raise FileNotFoundError(f"No model directory at {path}.{hint}")
-    cfg = _read_json(path / "config.json")
-    if not isinstance(cfg, dict) or cfg.get("kind") != "classifier":
-        raise ValueError(f"{path / 'config.json'} is not a ulmfit_ml classifier config.")
-    if cfg.get("format_version", 0) > FORMAT_VERSION:
-        raise ValueError(f"{path} was saved by a newer ulmfit_ml (format {cfg['format_version']}); upgrade ulmfit_ml.")
-    vocab = _read_json(path / "vocab.json")
-    labels = _read_json(path / "labels.json")
-    thresholds = _read_json(path / "thresholds.json")
-    if not isinstance(vocab, list) or not all(isinstance(t, str) for t in vocab):
-        raise ValueError(f"{path / 'vocab.json'} must hold a list of strings.")
-    if len(vocab) != cfg.get("vocab_size"):
-        raise ValueError(f"{path / 'vocab.json'} lists {len(vocab)} tokens but config.json says vocab_size="
-                         f"{cfg.get('vocab_size')}: the files come from different models.")
-    if not isinstance(labels, list) or len(labels) != cfg.get("n_labels") or not all(isinstance(x, str) for x in labels) \
-            or len(set(labels)) != len(labels):
-        raise ValueError(f"{path / 'labels.json'} must list {cfg.get('n_labels')} distinct label names (config.json n_labels).")
-    if not isinstance(thresholds, list) or len(thresholds) != len(labels) or not all(
-            isinstance(t, (int, float)) and not isinstance(t, bool) and 0 <= t <= 1 for t in thresholds):
-        raise ValueError(f"{path / 'thresholds.json'} must hold {len(labels)} numbers in [0, 1] (one per label).")
-    try:
-        model = build_classifier_model(len(vocab), len(labels), arch=cfg["arch"], seq_len=cfg["seq_len"],
-                                       max_len=cfg["max_len"], lin_ftrs=cfg["lin_ftrs"], drop_mult=cfg.get("drop_mult", 0.5))
-    except KeyError as e:
-        raise ValueError(f"{path / 'config.json'} lacks the key {e}.") from e
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"{path / 'config.json'} has invalid architecture values ({type(e).__name__}: {e}).") from e
-    _load_weights(model, path / "model.safetensors")
-    model.eval()
-    model.to(resolve_device(device))
-    try:
-        history = pd.read_csv(path / "history.csv") if (path / "history.csv").exists() else None
-    except (ValueError, UnicodeDecodeError) as e:  # pandas' ParserError/EmptyDataError are ValueErrors
-        raise ValueError(f"Model file {path / 'history.csv'} is corrupt ({type(e).__name__}: {e}); delete it "
-                         "(it is informational) to load the model.") from e
-    meta = {k: v for k, v in cfg.items() if k not in ("format_version", "kind", "n_labels", "vocab_size", "tokenizer", "versions")}
-    return MultiLabelClassifier(model, vocab, labels, meta=meta, thresholds=np.asarray(thresholds, dtype=np.float64),
-                                history=history)
-
-
-# ---------------------------------------------------------------------- language model
-#: Tensors fastai's AWD-LSTM LM ties to ``0.encoder.weight``: not stored, restored on load.
-_TIED_LM_KEYS = ("0.encoder_dp.emb.weight", "1.decoder.weight")
-
-
-def save_lm(lm: Any, path: str | Path, *, overwrite: bool = False, half: bool = False) -> Path:
-    """Save a :class:`~ulmfit_ml.lm.LanguageModel` (weights, vocab, arch) atomically.
-
-    The tied copies of the embedding (:data:`_TIED_LM_KEYS`) are left out; ``half`` stores the
-    weights as float16 (half the size, e.g. for the models shipped in the package; they load as
-    float32).
-    """
-    from safetensors.torch import save_file
-
-    dtype = torch.float16 if half else torch.float32
-
-    def write(tmp: Path) -> None:
-        save_file({k: v.detach().cpu().to(dtype).contiguous().clone() for k, v in lm.state_dict.items()
-                   if k not in _TIED_LM_KEYS}, str(tmp / "lm.safetensors"))
-        _write_json(tmp / "lm.json", {"format_version": FORMAT_VERSION, "kind": "language_model", "arch": lm.arch,
-                                      "backwards": lm.backwards, "metrics": lm.metrics, "config": lm.config,
-                                      "vocab_size": len(lm.vocab), "dtype": str(dtype).replace("torch.", ""),
-                                      "versions": _versions()})
-        _write_json(tmp / "vocab.json", lm.vocab)
-        if lm.history is not None and len(lm.history):
-            lm.history.to_csv(tmp / "history.csv", index=False)
-
-    return atomic_dir(path, write, overwrite=overwrite, kind="language_model")
-
-
-def load_lm(path: str | Path) -> Any:
-    """Load a :class:`~ulmfit_ml.lm.LanguageModel` directory (no pickle)."""
-    from safetensors.torch import load_file
-
-    from .lm import LanguageModel
-
-    path = Path(path)
-    if not path.is_dir():
-        raise FileNotFoundError(f"No language-model directory at {path}.")
-    meta = _read_json(path / "lm.json")
-    if not isinstance(meta, dict) or meta.get("kind") != "language_model":
-        raise ValueError(f"{path / 'lm.json'} is not a ulmfit_ml language-model config.")
-    vocab = _read_json(path / "vocab.json")
-    if not isinstance(vocab, list) or len(vocab) != meta.get("vocab_size"):
-        raise ValueError(f"{path / 'vocab.json'} must list {meta.get('vocab_size')} tokens.")
-    wp = path / "lm.safetensors"
-    if not wp.exists():
-        raise FileNotFoundError(f"Model file lm.safetensors is missing from {path}.")
-    try:
-        state = load_file(str(wp), device="cpu")
-    except Exception as e:  # noqa: BLE001
-        raise ValueError(f"Model file {wp} is corrupt or not a safetensors file ({type(e).__name__}: {e}).") from e
-    emb = state.get("0.encoder.weight")
-    if emb is None or emb.shape[0] != len(vocab):
-        raise ValueError(f"{wp} does not match vocab.json ({len(vocab)} tokens).")
-    state = {k: v.float() for k, v in state.items()}
-    for k in _TIED_LM_KEYS:
-        state.setdefault(k, state["0.encoder.weight"])
-    history = pd.read_csv(path / "history.csv") if (path / "history.csv").exists() else None
-    return LanguageModel(vocab, meta["arch"], state, backwards=meta.get("backwards", False), history=history,
-                         metrics=meta.get("metrics"), config=meta.get("config"))

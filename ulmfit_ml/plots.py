@@ -1,4 +1,5 @@
-"""Diagnostic plots (matplotlib) and the learning-rate finder.
+"""Diagnostic plots (matplotlib). Plots draw; they do not train (the learning-rate finder is
+:mod:`ulmfit_ml.lr_find`).
 
 Every ``plot_*`` function returns a :class:`matplotlib.figure.Figure` built without pyplot
 (no global figure state, nothing shown, works under the ``Agg`` backend and in notebooks);
@@ -6,10 +7,6 @@ save it with ``fig.savefig("loss.png")``.
 """
 from __future__ import annotations
 
-import shutil
-import tempfile
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -18,6 +15,7 @@ from matplotlib.figure import Figure
 
 from .data import MultiLabelData
 from .metrics import MultiLabelReport
+from .runtime import history_frame
 from .thresholds import f1_vs_threshold
 
 __all__ = [
@@ -27,8 +25,6 @@ __all__ = [
     "plot_label_frequency",
     "plot_labels_per_text",
     "plot_lr_find",
-    "lr_find",
-    "LRFindResult",
 ]
 
 
@@ -50,9 +46,8 @@ def plot_loss(source: Any, *, per_batch: bool = True) -> Figure:
 
     Args:
         source: a trained :class:`~ulmfit_ml.classifier.MultiLabelClassifier` or
-            :class:`~ulmfit_ml.lm.LanguageModel` (their ``history``; per-batch losses come
-            from a ``batch_losses`` attribute when present, else from the in-memory fastai
-            learner's recorder, which fastai clears on ``get_preds``), a history
+            :class:`~ulmfit_ml.lm.LanguageModel` (their ``history``; per-batch losses from
+            their ``batch_losses`` when training recorded them), a history
             DataFrame (``epoch``, ``train_loss``, ``valid_loss``, optional ``stage``) or a
             fastai ``Learner``.
         per_batch: add a second panel with the per-batch losses when available.
@@ -60,8 +55,6 @@ def plot_loss(source: Any, *, per_batch: bool = True) -> Figure:
     Returns:
         The figure; stage boundaries (gradual unfreezing) are dotted lines.
     """
-    from ._train import history_frame
-
     learner = None
     if isinstance(source, pd.DataFrame):
         hist = source
@@ -70,7 +63,6 @@ def plot_loss(source: Any, *, per_batch: bool = True) -> Figure:
         hist = history_frame(source, "fit") if getattr(source.recorder, "values", None) else pd.DataFrame()
     elif hasattr(source, "history"):
         hist = source.history if source.history is not None else pd.DataFrame()
-        learner = getattr(source, "learner", None)
     else:
         raise TypeError(f"plot_loss expects a classifier, a language model, a history DataFrame or a fastai Learner, "
                         f"got {type(source).__name__}.")
@@ -206,29 +198,14 @@ def plot_labels_per_text(data: MultiLabelData) -> Figure:
 
 
 # ---------------------------------------------------------------------- learning-rate finder
-@dataclass
-class LRFindResult:
-    """Output of :func:`lr_find`: the loss curve and fastai's suggested learning rates."""
-
-    stage: str
-    lrs: np.ndarray
-    losses: np.ndarray
-    suggestions: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def figure(self) -> Figure:
-        """The loss-vs-learning-rate plot (:func:`plot_lr_find`)."""
-        return plot_lr_find(self)
-
-
-def plot_lr_find(result: LRFindResult | Any, *, skip_end: int = 5) -> Figure:
+def plot_lr_find(result: Any, *, skip_end: int = 5) -> Figure:
     """Smoothed loss vs learning rate (log scale) with the suggestions marked.
 
     Args:
-        result: an :class:`LRFindResult`, or a fastai ``Learner`` right after ``learn.lr_find()``.
+        result: an :class:`~ulmfit_ml.lr_find.LRFindResult`, or a fastai ``Learner`` right after ``learn.lr_find()``.
         skip_end: drop the last points (the loss blows up there) when given a Learner.
     """
-    if isinstance(result, LRFindResult):
+    if hasattr(result, "suggestions") and hasattr(result, "lrs"):  # an LRFindResult
         lrs, losses, sugg, title = result.lrs, result.losses, result.suggestions, f"LR finder ({result.stage})"
     elif _is_learner(result):
         rec = result.recorder
@@ -254,101 +231,3 @@ def plot_lr_find(result: LRFindResult | Any, *, skip_end: int = 5) -> Figure:
     if sugg:
         ax.legend(fontsize=8)
     return fig
-
-
-def _lm_learner(data: MultiLabelData, options: dict[str, Any], config: Any) -> tuple[Any, bool]:
-    from fastai.metrics import accuracy
-
-    from ._train import resolve_device, seed_everything
-    from .config import LMConfig, merge_config
-    from .lm import _pretrained_weights, build_lm_learner, lm_arch_config
-
-    cfg = merge_config(LMConfig, config, options)
-    device = resolve_device(cfg.device)
-    start = _pretrained_weights(cfg.pretrained, lm_arch_config(cfg.arch), cfg.backwards)
-    seed_everything(cfg.seed)
-    dls = data.lm_dataloaders(bs=cfg.bs, seq_len=cfg.seq_len, min_freq=cfg.min_freq, max_vocab=cfg.max_vocab,
-                              backwards=cfg.backwards, seed=cfg.seed, device=device)
-    learn = build_lm_learner(dls, cfg, start=start, metrics=[accuracy])
-    learn.unfreeze()  # the long, unfrozen LM stage
-    return learn, cfg.quiet
-
-
-def _classifier_learner(data: MultiLabelData, encoder: Any, options: dict[str, Any], config: Any) -> tuple[Any, bool]:
-    from .classifier import build_classifier_learner
-    from .config import ClassifierConfig, merge_config
-
-    arch = options.pop("arch", "cpu")
-    cfg = merge_config(ClassifierConfig, config, options)
-    learn = build_classifier_learner(data, encoder, cfg, arch=arch)[0]
-    k = cfg.unfreeze[0]  # the first gradual-unfreezing stage
-    if k == 0:
-        learn.unfreeze()
-    else:
-        learn.freeze_to(-k)
-    return learn, cfg.quiet
-
-
-def lr_find(data: MultiLabelData, *, stage: str = "classifier", encoder: Any = None, config: Any = None,
-            start_lr: float = 1e-7, end_lr: float = 10.0, num_it: int = 100, **options: Any) -> LRFindResult:
-    """fastai's learning-rate finder (``learn.lr_find``) for either ULMFiT stage.
-
-    The model is built as :func:`~ulmfit_ml.finetune_lm` (``stage="lm"``, unfrozen) or
-    :func:`~ulmfit_ml.train_classifier` (``stage="classifier"``, frozen as in its first
-    gradual-unfreezing stage) would build it; nothing is kept after the search.
-
-    Args:
-        data: a :class:`~ulmfit_ml.data.MultiLabelData`.
-        stage: ``"lm"`` or ``"classifier"``.
-        encoder: classifier stage only: a :class:`~ulmfit_ml.lm.LanguageModel`, its saved
-            directory, or ``None`` (random encoder of size ``arch=``).
-        config: an ``LMConfig`` or ``ClassifierConfig``; ``options`` override its fields
-            (``arch``, ``bs``, ``seq_len``, ``pretrained``, ``device``, ``quiet`` ...).
-        start_lr, end_lr, num_it: the exponential learning-rate sweep.
-
-    Returns:
-        :class:`LRFindResult` with the curve, fastai's ``valley``/``slide``/``minimum``/
-        ``steep`` suggestions and ``.figure``.
-    """
-    import torch
-    from fastai.callback.schedule import minimum, slide, steep, valley
-
-    from ._train import quiet_mode
-
-    data = _check_data(data, "lr_find")
-    if stage not in ("lm", "classifier"):
-        raise ValueError(f"stage must be 'lm' or 'classifier', got {stage!r}.")
-    if not 0 < start_lr < end_lr:
-        raise ValueError(f"Need 0 < start_lr < end_lr, got start_lr={start_lr!r}, end_lr={end_lr!r}.")
-    if isinstance(num_it, bool) or not isinstance(num_it, int) or num_it < 6:
-        raise ValueError(f"num_it must be an int >= 6, got {num_it!r}.")
-    if stage == "lm":
-        if encoder is not None:
-            raise ValueError("encoder= is for stage='classifier'; the LM stage starts from pretrained= weights.")
-        learn, quiet = _lm_learner(data, dict(options), config)
-    else:
-        learn, quiet = _classifier_learner(data, encoder, dict(options), config)
-    workdir = Path(tempfile.mkdtemp(prefix="ulmfit_ml_lrfind_"))
-    learn.path = workdir  # fastai saves the weights to restore them after the sweep
-    try:
-        with quiet_mode(learn, quiet):
-            learn.lr_find(start_lr=start_lr, end_lr=end_lr, num_it=num_it, show_plot=False, suggest_funcs=None)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-    rec = learn.recorder
-    lrs = np.asarray([float(v) for v in rec.lrs])
-    losses = np.asarray([float(v) for v in rec.losses])
-    # fastai's own suggestion functions on the window fastai's lr_find uses
-    a, b = num_it // 10, len(lrs) - 5
-    t_lrs, t_losses = torch.tensor(lrs[a:b]), torch.tensor(losses[a:b])
-    finite = torch.isfinite(t_losses)
-    if not finite.all():
-        cut = int(torch.nonzero(~finite)[0])
-        t_lrs, t_losses = t_lrs[:cut], t_losses[:cut]
-    sugg: dict[str, float] = {}
-    for fn in (valley, slide, minimum, steep) if len(t_lrs) >= 2 else ():
-        try:
-            sugg[fn.__name__] = float(fn(t_lrs, t_losses, num_it)[0])
-        except (IndexError, RuntimeError, ValueError):  # too few points (a short sweep on tiny data)
-            sugg[fn.__name__] = float("nan")
-    return LRFindResult(stage=stage, lrs=lrs, losses=losses, suggestions=sugg)

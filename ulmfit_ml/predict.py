@@ -1,16 +1,18 @@
-"""Streaming, resumable prediction over large CSV/TSV/parquet files, and the unsafe fastai opt-in.
+"""Prediction over files of any size, resumable, and the unsafe fastai opt-in.
 
-:func:`predict_file` reads the input in chunks (pandas ``read_csv(chunksize=...)``, pyarrow
-``ParquetFile.iter_batches``), predicts each chunk and appends it to an output CSV, so peak
-memory depends on ``chunksize``, not on the file size.
+:func:`predict_file` is the one path from a table file to predictions (the CLI's ``predict``
+calls it): it reads the input in chunks with :func:`~ulmfit_ml.io.iter_table` (the same reader
+and cell parsing as everywhere else), applies the prediction side of the text policy
+(:func:`~ulmfit_ml.validation.text_cells`), predicts each chunk and appends it to the output,
+so peak memory depends on ``chunksize``, not on the file size.
 
-Resuming: the sidecar ``<output>.progress.json`` is written (0 rows done) before the output
-is created, and after each chunk's rows are written, flushed and fsynced it records the number
-of input rows done and the output's byte length (written atomically: temp file + fsync +
-rename). So an output with a sidecar is always ``predict_file``'s own, even when the run died
-in its first chunk. A rerun with ``resume=True``
-truncates the output to that byte length (dropping a half-written chunk) and skips that
-many input rows, so an interrupted run, resumed, gives the same file as an uninterrupted one.
+Resuming (``.csv``/``.tsv``/``.jsonl`` outputs): the sidecar ``<output>.progress.json`` is written
+(0 rows done) before the output is created, and after each chunk's rows are written, flushed and
+fsynced it records the number of input rows done and the output's byte length (written
+atomically). So an output with a sidecar is always ``predict_file``'s own, even when the run died
+in its first chunk. A rerun with ``resume=True`` truncates the output to that byte length
+(dropping a half-written chunk) and skips that many input rows, so an interrupted run, resumed,
+gives the same file as an uninterrupted one. A ``.parquet`` output is written once at the end.
 """
 from __future__ import annotations
 
@@ -21,21 +23,28 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from .data import check_columns
-from .io import check_bs, check_output_file
+from .ensemble import MultiLabelEnsemble, load_predictor, resolve_model_dirs
+from .io import check_output_file, iter_table, table_bytes, table_columns, table_format, write_table
+from .model import MultiLabelClassifier
+from .persist import write_json_atomic
+from .runtime import patch_fastai
+from .thresholds import apply_thresholds
+from .validation import check_bs, check_columns, suppress_empty_text_warning, text_cells, warn_empty_texts
 
-__all__ = ["predict_file", "PredictFileResult", "load_fastai_learner", "PROGRESS_SUFFIX"]
+__all__ = ["predict_file", "PredictFileResult", "load_fastai_learner", "PROGRESS_SUFFIX", "OUTPUTS"]
 
 #: The sidecar next to the output: ``out.csv`` -> ``out.csv.progress.json``.
 PROGRESS_SUFFIX = ".progress.json"
-_PROGRESS_VERSION = 1
-_COMPRESSION_SUFFIXES = (".gz", ".bz2", ".zip", ".xz", ".zst", ".tar")
-_OUTPUTS = ("proba", "labels", "both")
+_PROGRESS_VERSION = 2
+#: What :func:`predict_file` writes: probabilities, label lists, both, or a Kaggle-style
+#: submission (id + one probability column per label, named by label).
+OUTPUTS = ("proba", "labels", "both", "submission")
+_STREAMED = ("csv", "tsv", "jsonl")
 _START_OVER = "pass resume=False (CLI: --no-resume) to start over"
 
 
@@ -44,11 +53,11 @@ class PredictFileResult:
     """What :func:`predict_file` did.
 
     Attributes:
-        output_path: the CSV written.
+        output_path: the table written.
         n_rows: input rows in the output (all of them once complete).
         n_new: rows predicted by this call (``n_rows - resumed_from``).
         resumed_from: input rows already done by an earlier, interrupted call (0 if none).
-        n_empty: rows of this call whose text was NaN/empty (NaN probabilities, no labels).
+        n_empty: rows of this call whose text was missing or empty (predicted from an empty input).
         seconds: wall time of this call.
     """
 
@@ -65,69 +74,6 @@ class PredictFileResult:
         return self.n_new / self.seconds if self.seconds > 0 else float("nan")
 
 
-# ---------------------------------------------------------------------- input
-def _input_format(path: Path) -> str:
-    name = path.name.lower()
-    for suf in _COMPRESSION_SUFFIXES:
-        if name.endswith(suf):
-            name = name[: -len(suf)]
-            break
-    if name.endswith((".parquet", ".pq")):
-        return "parquet"
-    if name.endswith((".tsv", ".tab")):
-        return "tsv"
-    if name.endswith((".csv", ".txt")):
-        return "csv"
-    raise ValueError(f"Cannot tell the format of {path}: use a .csv, .tsv or .parquet file name "
-                     "(optionally .gz/.bz2/.zip/.xz/.zst compressed for CSV/TSV).")
-
-
-def _encoding_error(path: Path, e: UnicodeDecodeError, encoding: str) -> ValueError:
-    return ValueError(f"{path} is not valid {encoding} ({e.reason} at byte {e.start} of a chunk). Pass the file's "
-                      "real encoding (e.g. encoding='latin-1'), or encoding_errors='replace' to replace bad bytes.")
-
-
-def _csv_columns(path: Path, sep: str, encoding: str, encoding_errors: str) -> list[str]:
-    try:
-        head = pd.read_csv(path, sep=sep, nrows=0, encoding=encoding, encoding_errors=encoding_errors)
-    except UnicodeDecodeError as e:
-        raise _encoding_error(path, e, encoding) from e
-    except pd.errors.EmptyDataError as e:
-        raise ValueError(f"{path} is empty: it needs at least a header row.") from e
-    return [str(c) for c in head.columns]
-
-
-def _iter_csv(path: Path, cols: list[str], sep: str, chunksize: int, encoding: str, encoding_errors: str
-              ) -> Iterator[pd.DataFrame]:
-    # keep_default_na=False: a text that reads "NA" or "null" stays a text; empty cells become "".
-    reader = pd.read_csv(path, sep=sep, usecols=cols, dtype=str, keep_default_na=False, chunksize=chunksize,
-                         encoding=encoding, encoding_errors=encoding_errors)
-    try:
-        with reader:
-            for chunk in reader:
-                yield chunk[cols]
-    except UnicodeDecodeError as e:
-        raise _encoding_error(path, e, encoding) from e
-
-
-def _iter_parquet(path: Path, cols: list[str], chunksize: int) -> Iterator[pd.DataFrame]:
-    import pyarrow.parquet as pq
-
-    with pq.ParquetFile(path) as pf:
-        for batch in pf.iter_batches(batch_size=chunksize, columns=cols):
-            yield pd.DataFrame({c: batch.column(c).to_pylist() for c in cols}, columns=cols)
-
-
-def _parquet_columns(path: Path) -> list[str]:
-    import pyarrow.parquet as pq
-
-    try:
-        with pq.ParquetFile(path) as pf:
-            return list(pf.schema_arrow.names)
-    except Exception as e:  # noqa: BLE001 - pyarrow raises ArrowInvalid/OSError on non-parquet data
-        raise ValueError(f"{path} is not a readable parquet file ({type(e).__name__}: {e}).") from e
-
-
 # ---------------------------------------------------------------------- progress sidecar
 def _progress_path(output_path: Path) -> Path:
     return output_path.with_name(output_path.name + PROGRESS_SUFFIX)
@@ -135,12 +81,7 @@ def _progress_path(output_path: Path) -> Path:
 
 def _write_progress(p: Path, state: dict[str, Any]) -> None:
     """Write the sidecar atomically: a crash leaves the previous or the new one, never half of one."""
-    tmp = p.with_name(p.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, p)
+    write_json_atomic(p, state)
 
 
 def _read_progress(p: Path) -> dict[str, Any]:
@@ -153,91 +94,108 @@ def _read_progress(p: Path) -> dict[str, Any]:
     return state
 
 
-def _model_fingerprint(clf: Any) -> str:
-    """sha256 of the weights, labels and thresholds: resuming with another model must fail."""
+def _model_fingerprint(predictor: Any) -> str:
+    """sha256 of the weights (of every member of an ensemble), labels and thresholds: resuming
+    with another model must fail."""
     h = hashlib.sha256()
-    for k, v in clf.model.state_dict().items():
-        h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().numpy().tobytes())
-    h.update(json.dumps([list(clf.labels), [float(t) for t in clf.thresholds]]).encode())
+    members = predictor.models if isinstance(predictor, MultiLabelEnsemble) else [predictor]
+    for m in members:
+        for k, v in m.model.state_dict().items():
+            h.update(k.encode())
+            h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    h.update(json.dumps([list(predictor.labels), [float(t) for t in predictor.thresholds]]).encode())
     return h.hexdigest()
 
 
 # ---------------------------------------------------------------------- prediction
-def _load_model(model: Any) -> Any:
-    from .classifier import MultiLabelClassifier
-    from .persist import load_classifier
-
-    if isinstance(model, MultiLabelClassifier):
+def _load_model(model: Any, device: str | None) -> Any:
+    if isinstance(model, (MultiLabelClassifier, MultiLabelEnsemble)):
         return model
     if isinstance(model, (str, Path)):
-        return load_classifier(model)
-    raise TypeError(f"model must be a saved model directory or a MultiLabelClassifier, got {type(model).__name__}.")
+        return load_predictor(model, device=device)
+    raise TypeError(f"model must be a saved model directory, a run directory, a MultiLabelClassifier or a "
+                    f"MultiLabelEnsemble, got {type(model).__name__}.")
 
 
-def _predict_chunk(clf: Any, chunk: pd.DataFrame, *, start: int, text_col: str, id_col: str | None, output: str,
-                   threshold: Any, at_least_one: bool, delim: str, bs: int) -> tuple[pd.DataFrame, int]:
-    from .thresholds import apply_thresholds
-
-    raw = chunk[text_col].tolist()
-    bad = [i for i, t in enumerate(raw) if t is not None and not isinstance(t, str)
-           and not (isinstance(t, float) and np.isnan(t))]
-    if bad:
-        ex = raw[bad[0]]
-        raise TypeError(f"Column {text_col!r} has non-string value(s) (e.g. {ex!r} of type {type(ex).__name__} at row "
-                        f"{start + bad[0]}): pass the column that holds the texts (text_col=...).")
-    ok = np.array([isinstance(t, str) and bool(t.strip()) for t in raw], dtype=bool)
-    probs = np.full((len(raw), len(clf.labels)), np.nan, dtype=np.float32)
-    if ok.any():
-        probs[ok] = clf.predict_proba([t for t, k in zip(raw, ok) if k], bs=bs)
-    out = pd.DataFrame({"row": np.arange(start, start + len(raw), dtype=np.int64)})
+def _predict_chunk(predictor: Any, chunk: pd.DataFrame, *, start: int, text_col: str, id_col: str | None,
+                   output: str, threshold: Any, at_least_one: bool, bs: int) -> tuple[pd.DataFrame, int]:
+    """One chunk's output rows (the layout of every output format) and its number of empty texts."""
+    texts, empty = text_cells(chunk[text_col], col=text_col)
+    with suppress_empty_text_warning():  # counted here, warned once per file by predict_file
+        probs = predictor.predict_proba(texts, bs=bs)
+    labels = predictor.labels
+    if output == "submission":
+        out = pd.DataFrame({id_col: chunk[id_col].to_numpy()})
+        for j, lab in enumerate(labels):
+            out[lab] = probs[:, j]
+        return out, int(empty.sum())
+    out = pd.DataFrame({"row": np.arange(start, start + len(texts), dtype=np.int64)})
     if id_col is not None:
         out[id_col] = chunk[id_col].to_numpy()
     if output in ("labels", "both"):
-        pred = np.zeros(probs.shape, dtype=bool)
-        if ok.any():
-            pred[ok] = apply_thresholds(probs[ok], clf.thresholds if threshold is None else threshold,
-                                        at_least_one=at_least_one)
-        out["labels"] = [delim.join(clf.labels[j] for j in np.flatnonzero(r)) for r in pred]
+        pred = apply_thresholds(probs, predictor.thresholds if threshold is None else threshold,
+                                at_least_one=at_least_one)
+        delim = predictor.label_delim
+        out["labels"] = [delim.join(labels[j] for j in np.flatnonzero(r)) for r in pred]
     if output in ("proba", "both"):
-        for j, lab in enumerate(clf.labels):
+        for j, lab in enumerate(labels):
             out[f"proba_{lab}"] = probs[:, j]
-    return out, int((~ok).sum())
+    return out, int(empty.sum())
+
+
+def _header(predictor: Any, id_col: str | None, output: str) -> list[str]:
+    if output == "submission":
+        return [str(id_col)] + list(predictor.labels)
+    cols = ["row"] + ([id_col] if id_col is not None else [])
+    if output in ("labels", "both"):
+        cols.append("labels")
+    if output in ("proba", "both"):
+        cols += [f"proba_{lab}" for lab in predictor.labels]
+    return cols
 
 
 def predict_file(model: Any, input_path: str | Path, output_path: str | Path, *, text_col: str | None = None,
                  chunksize: int = 10000, id_col: str | None = None, output: str = "proba", resume: bool = True,
                  threshold: float | list[float] | None = None, at_least_one: bool = False, sep: str | None = None,
-                 encoding: str = "utf-8", encoding_errors: str = "strict", bs: int = 128,
-                 overwrite: bool = False) -> PredictFileResult:
-    """Predict every row of a CSV/TSV/parquet file in chunks and append the results to a CSV.
+                 header: bool = True, encoding: str = "utf-8", encoding_errors: str = "strict", bs: int = 128,
+                 overwrite: bool = False, device: str | None = "cpu") -> PredictFileResult:
+    """Predict every row of a table file (CSV/TSV/parquet/JSON lines) in chunks.
 
     The output has one row per input row, in input order: ``row`` (0-based input row
     number), then ``id_col`` if given, then ``labels`` (names joined by the model's label
     delimiter, ``output="labels"``/``"both"``) and/or one ``proba_<label>`` column per label
-    (``output="proba"``/``"both"``, 6 significant digits). Rows whose text is empty or
-    missing get empty probabilities and no labels, with a warning giving their count.
+    (``output="proba"``/``"both"``; 6 significant digits in text formats). ``output="submission"``
+    writes ``id_col`` then one column per label named by the label (the Kaggle shape). Rows whose
+    text is missing or empty are predicted from an empty input, with one warning giving their
+    count (the text policy of :mod:`ulmfit_ml.validation`, whatever the output format).
 
     Args:
-        model: a saved model directory or a :class:`~ulmfit_ml.classifier.MultiLabelClassifier`.
-        input_path: ``.csv``/``.tsv`` (optionally compressed) or ``.parquet``.
-        output_path: the CSV to write (its sidecar is ``output_path + ".progress.json"``).
+        model: a saved model directory, a ``train`` run directory, a ``cv`` run directory with
+            saved fold models (probabilities averaged), a
+            :class:`~ulmfit_ml.model.MultiLabelClassifier` or a
+            :class:`~ulmfit_ml.ensemble.MultiLabelEnsemble`.
+        input_path: ``.csv``/``.tsv`` (optionally compressed), ``.parquet`` or ``.jsonl``.
+        output_path: the table to write, format by extension; ``.csv``/``.tsv``/``.jsonl`` are
+            resumable (sidecar ``output_path + ".progress.json"``).
         text_col: the text column; default the model's training text column.
         chunksize: rows per chunk; peak memory grows with it, not with the file size.
-        id_col: a column copied to the output as is (read as strings from CSV).
-        output: ``"proba"``, ``"labels"`` or ``"both"``.
+        id_col: a column copied to the output as is (read as strings from CSV); needed by
+            ``output="submission"``.
+        output: ``"proba"``, ``"labels"``, ``"both"`` or ``"submission"``.
         resume: continue an interrupted run of the same input, model and options (a
             finished one is left as it is); ``False`` (CLI ``--no-resume``) starts over,
             replacing an output that ``predict_file`` wrote (it has a progress file).
         threshold: overrides the model's per-label thresholds for ``labels``.
-        at_least_one: give each non-empty text its most probable label when none passes.
-        sep: CSV separator; default ``","`` (``"\\t"`` for ``.tsv``).
+        at_least_one: give each text its most probable label when none passes.
+        sep: CSV separator; default ``","`` (``"\\t"`` for ``.tsv``). header: ``False`` for a
+            header-less CSV/TSV (columns ``"0"``, ``"1"``, ...).
         encoding, encoding_errors: how CSV bytes are decoded (``encoding_errors="replace"``
             for files with a few bad bytes).
         bs: prediction batch size (a positive int).
         overwrite: replace an existing ``output_path`` that ``predict_file`` did not write
             (CLI ``--overwrite``). The input file is never replaced (see
             :func:`~ulmfit_ml.io.check_output_file`).
+        device: where a model loaded from a directory runs.
 
     Returns:
         :class:`PredictFileResult` (rows, rows done by this call, timing).
@@ -246,42 +204,62 @@ def predict_file(model: Any, input_path: str | Path, output_path: str | Path, *,
         FileNotFoundError: no input file.
         FileExistsError: ``output_path`` is the input, or exists without a progress file
             (not written by ``predict_file``) and ``overwrite`` is false.
-        ValueError: bad options, missing columns, non-UTF-8 input, or a progress file from
-            another input/model/options.
+        ValueError: bad options, missing columns, non-UTF-8 input, a malformed row, or a
+            progress file from another input/model/options.
         TypeError: a non-string text column.
     """
     t0 = time.perf_counter()
     input_path, output_path = Path(input_path), Path(output_path)
-    if output not in _OUTPUTS:
-        raise ValueError(f"output must be one of {list(_OUTPUTS)}, got {output!r}.")
+    if output not in OUTPUTS:
+        raise ValueError(f"output must be one of {list(OUTPUTS)}, got {output!r}.")
+    if output == "submission" and id_col is None:
+        raise ValueError("output='submission' needs id_col= (CLI --id-col): the id column of the input, e.g. 'id'.")
     if isinstance(chunksize, bool) or not isinstance(chunksize, int) or chunksize < 1:
         raise ValueError(f"chunksize must be a positive int, got {chunksize!r}.")
     check_bs(bs)
+    out_fmt = table_format(output_path)  # unknown output extension: fail before anything else
+    table_format(input_path)
     if not input_path.is_file():
         raise FileNotFoundError(f"No input file at {input_path}.")
     prog_path = _progress_path(output_path)
-    # the one output policy: never the input (or a file of the model directory); an existing
+    streamed = out_fmt in _STREAMED
+    model_dirs = resolve_model_dirs(model) if isinstance(model, (str, Path)) else []
+    # the one output policy: never the input (or a file of a model directory); an existing
     # output only if predict_file wrote it (it has a progress file) or overwrite=True
-    check_output_file(output_path, overwrite=overwrite or prog_path.is_file(),
-                      inputs=[input_path] + ([model] if isinstance(model, (str, Path)) else []))
-    fmt = _input_format(input_path)
-    clf = _load_model(model)
-    text_col = clf.meta.get("text_col", "text") if text_col is None else text_col
+    check_output_file(output_path, overwrite=overwrite or (streamed and prog_path.is_file()),
+                      inputs=[input_path, *model_dirs])
+    predictor = _load_model(model, device)
+    text_col = predictor.meta.get("text_col", "text") if text_col is None else text_col
     if id_col is not None and id_col == text_col:
         raise ValueError(f"id_col and text_col are both {text_col!r}: name the id column, or leave id_col=None.")
-    if sep is None:
-        sep = "\t" if fmt == "tsv" else ","
     cols = [text_col] + ([id_col] if id_col is not None else [])
-    found = _parquet_columns(input_path) if fmt == "parquet" else _csv_columns(input_path, sep, encoding, encoding_errors)
-    check_columns(pd.DataFrame(columns=found), cols)
-    delim = (clf.meta.get("label_spec") or {}).get("label_delim") or ";"
+    read = {"sep": sep, "header": header, "encoding": encoding, "encoding_errors": encoding_errors}
+    if table_format(input_path) not in ("csv", "tsv"):
+        read = {"sep": None, "header": True, "encoding": "utf-8", "encoding_errors": "strict"}
+        if sep is not None or not header:
+            raise ValueError("sep= and header=False apply to CSV/TSV inputs.")
+    check_columns(pd.DataFrame(columns=table_columns(input_path, **read)), cols)
+    chunks = iter_table(input_path, chunksize=chunksize, **read)
+    opts = {"text_col": text_col, "id_col": id_col, "output": output, "threshold": threshold,
+            "at_least_one": at_least_one, "bs": bs}
+    if not streamed:  # parquet: chunks predicted, one atomic write at the end
+        parts, n_empty, pos = [], 0, 0
+        for chunk in chunks:
+            res, n_e = _predict_chunk(predictor, chunk[cols], start=pos, **opts)
+            parts.append(res)
+            n_empty, pos = n_empty + n_e, pos + len(chunk)
+        frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=_header(predictor, id_col, output))
+        write_table(frame, output_path)
+        warn_empty_texts(n_empty, where=input_path.name, col=text_col)
+        return PredictFileResult(output_path, pos, pos, 0, n_empty, time.perf_counter() - t0)
 
     stat = input_path.stat()
     ident = {"version": _PROGRESS_VERSION, "input": str(input_path.resolve()), "input_size": stat.st_size,
-             "input_mtime_ns": stat.st_mtime_ns, "model": _model_fingerprint(clf), "text_col": text_col,
-             "id_col": id_col, "output": output,
-             "threshold": None if threshold is None else np.asarray(threshold, dtype=float).tolist(), "at_least_one": at_least_one,
-             "sep": sep, "encoding": encoding, "encoding_errors": encoding_errors}
+             "input_mtime_ns": stat.st_mtime_ns, "model": _model_fingerprint(predictor), "text_col": text_col,
+             "id_col": id_col, "output": output, "format": out_fmt,
+             "threshold": None if threshold is None else np.asarray(threshold, dtype=float).tolist(),
+             "at_least_one": at_least_one, "sep": sep, "header": header, "encoding": encoding,
+             "encoding_errors": encoding_errors}
     done, offset = 0, 0
     if resume and prog_path.exists():
         state = _read_progress(prog_path)
@@ -300,8 +278,6 @@ def predict_file(model: Any, input_path: str | Path, output_path: str | Path, *,
     if offset == 0:  # the sidecar first: a run killed before its first commit stays resumable
         _write_progress(prog_path, {**ident, "rows": 0, "bytes": 0, "complete": False})
         done = 0
-    chunks = (_iter_parquet(input_path, cols, chunksize) if fmt == "parquet"
-              else _iter_csv(input_path, cols, sep, chunksize, encoding, encoding_errors))
     n_empty, pos = 0, 0
     with open(output_path, "r+b" if offset else "wb") as f:
         f.truncate(offset)  # drop rows written after the last commit (a half-written chunk)
@@ -319,33 +295,20 @@ def predict_file(model: Any, input_path: str | Path, output_path: str | Path, *,
                 continue
             if start < done:  # resumed with another chunksize: finish the partly done chunk
                 chunk, start = chunk.iloc[done - start:], done
-            res, n_e = _predict_chunk(clf, chunk, start=start, text_col=text_col, id_col=id_col, output=output,
-                                      threshold=threshold, at_least_one=at_least_one, delim=delim, bs=bs)
+            res, n_e = _predict_chunk(predictor, chunk[cols], start=start, **opts)
             n_empty += n_e
-            f.write(res.to_csv(index=False, header=header_needed, lineterminator="\n",
-                               float_format="%.6g").encode("utf-8"))
+            f.write(table_bytes(res, out_fmt, header=header_needed))
             header_needed = False
             commit(pos)
         if pos < done:
             raise ValueError(f"{input_path} has {pos} rows but {prog_path.name} says {done} were done: the input "
                              f"changed; {_START_OVER}.")
-        if header_needed:  # empty input: header only
-            f.write(",".join(_header(clf, id_col, output)).encode("utf-8") + b"\n")
+        if header_needed and out_fmt != "jsonl":  # empty input: header only
+            f.write(table_bytes(pd.DataFrame(columns=_header(predictor, id_col, output)), out_fmt))
         commit(max(pos, done), complete=True)
-    if n_empty:
-        warnings.warn(f"{n_empty} row(s) of {input_path.name} have an empty or missing text in {text_col!r}: "
-                      "their probabilities are left empty and they get no labels.", UserWarning, stacklevel=2)
+    warn_empty_texts(n_empty, where=input_path.name, col=text_col)
     n_rows = max(pos, done)
     return PredictFileResult(output_path, n_rows, n_rows - done, done, n_empty, time.perf_counter() - t0)
-
-
-def _header(clf: Any, id_col: str | None, output: str) -> list[str]:
-    cols = ["row"] + ([id_col] if id_col is not None else [])
-    if output in ("labels", "both"):
-        cols.append("labels")
-    if output in ("proba", "both"):
-        cols += [f"proba_{lab}" for lab in clf.labels]
-    return cols
 
 
 # ---------------------------------------------------------------------- unsafe opt-in
@@ -375,8 +338,6 @@ def load_fastai_learner(path: str | Path, *, i_trust_this_file: bool) -> Any:
     if not path.is_file():
         raise FileNotFoundError(f"No fastai export at {path}.")
     from fastai.learner import load_learner
-
-    from ._train import patch_fastai
 
     patch_fastai()
     with warnings.catch_warnings():

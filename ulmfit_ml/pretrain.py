@@ -34,7 +34,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from ._train import resolve_device, seed_everything
+from .runtime import resolve_device, seed_everything
 from .config import PretrainConfig, config_to_dict, merge_config, scale_dropouts
 from .corpus import TokenCorpus, tokenize_corpus
 from .lm import LanguageModel, lm_arch_config

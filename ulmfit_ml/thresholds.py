@@ -1,6 +1,7 @@
 """Decision thresholds on predicted probabilities: checks, application and F1 search."""
 from __future__ import annotations
 
+import warnings
 from typing import Sequence
 
 import numpy as np
@@ -129,6 +130,11 @@ def tune_thresholds(y_true: np.ndarray, y_prob: np.ndarray, *, strategy: str = "
     y_true, y_prob = _check_pair(y_true, y_prob)
     g = _check_grid(grid)
     per = _f1_per_label_at(y_true, y_prob, g)  # (grid, labels)
+    if not y_true.any():
+        warnings.warn("No label has a positive example in the data the thresholds are tuned on: every F1 is 0, so "
+                      "the thresholds are 0.5 (untuned). Tune them on labelled data with positives.",
+                      UserWarning, stacklevel=2)
+        return np.full(y_true.shape[1], 0.5)
     global_t = _plateau_middle(g, per.mean(1))
     out = np.full(y_true.shape[1], global_t)
     if strategy == "per_label":

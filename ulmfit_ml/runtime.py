@@ -1,4 +1,4 @@
-"""Shared training plumbing: device choice, seeding, quiet mode, history collection (private)."""
+"""Training plumbing shared by the LM and classifier trainers: device choice, seeding, quiet mode, history collection."""
 from __future__ import annotations
 
 import contextlib

@@ -1,0 +1,54 @@
+"""``ulmfit-ml``: the command line over the library (``python -m ulmfit_ml`` too).
+
+Thin by design: :mod:`.parser` parses, :mod:`.commands` calls one library function per
+sub-command and prints; config files are read and checked by :mod:`ulmfit_ml.config_files`.
+Exit codes: 0 ok, 1 error, 2 usage or config error, 130 interrupted.
+"""
+from __future__ import annotations
+
+import sys
+from typing import Sequence
+
+from ..config import RunConfig
+from ..config_files import ConfigError, config_sections, load_config_file, parse_set, resolve_config
+from .commands import COMMANDS
+from .parser import build_parser, config_from_args
+
+__all__ = ["main", "build_parser", "config_from_args", "RunConfig", "ConfigError", "load_config_file",
+           "resolve_config", "parse_set", "config_sections", "EXIT_OK", "EXIT_ERROR", "EXIT_USAGE", "EXIT_INTERRUPTED"]
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+# ---------------------------------------------------------------------- entry point
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``ulmfit-ml``; returns the exit code (0 ok, 1 error, 2 usage/config error, 130 interrupted)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    prog = f"ulmfit-ml {args.command}"
+    try:
+        return int(COMMANDS[args.command_name](args))
+    except ConfigError as e:
+        if args.debug:
+            raise
+        print(f"{prog}: config error: {_one_line(e)}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as e:  # noqa: BLE001 - one clear line instead of a traceback (use --debug)
+        if args.debug:
+            raise
+        kind = "" if isinstance(e, (ValueError, FileNotFoundError, FileExistsError)) else f"{type(e).__name__}: "
+        print(f"{prog}: error: {kind}{_one_line(e)} (--debug shows the traceback)", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

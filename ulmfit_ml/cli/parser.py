@@ -1,0 +1,224 @@
+"""The ``ulmfit-ml`` argument parser: sub-commands, their flags, and flags -> config overrides."""
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ..config_files import load_config_file, parse_set, resolve_config
+from ..version import __version__
+
+__all__ = ["build_parser", "config_from_args", "flag_overrides", "FLAG_KEYS"]
+
+
+def _comma_list(kind: type) -> Any:
+    def parse(s: str) -> list:
+        try:
+            return [kind(x.strip()) for x in s.split(",") if x.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list of {kind.__name__}, got {s!r}") from None
+    parse.__name__ = f"list of {kind.__name__}"
+    return parse
+
+
+#: flag dest -> the config keys it sets
+FLAG_KEYS: dict[str, list[tuple[str, str]]] = {
+    "train": [("run", "train")], "out": [("run", "out")], "lm": [("run", "lm")], "seed": [("run", "seed")],
+    "overwrite": [("run", "overwrite")], "folds": [("run", "folds")], "test": [("run", "test")],
+    "id_col": [("run", "id_col")], "text_col": [("data", "text_col")], "label_delim": [("data", "label_delim")],
+    "label_col": [("data", "label_col")], "label_cols": [("data", "label_cols")],
+    "arch": [("lm", "arch")], "lm_epochs": [("lm", "epochs")], "epochs": [("classifier", "epochs")],
+    "device": [("lm", "device"), ("classifier", "device")], "quiet": [("lm", "quiet"), ("classifier", "quiet")],
+}
+
+
+def flag_overrides(args: argparse.Namespace) -> list[tuple[str, str, Any]]:
+    out: list[tuple[str, str, Any]] = []
+    for dest, keys in FLAG_KEYS.items():
+        v = getattr(args, dest, None)
+        if v is None or v is False:
+            continue
+        for section, key in keys:
+            out.append((section, key, v))
+        if dest == "label_col":  # one label format replaces the other
+            out.append(("data", "label_cols", None))
+        elif dest == "label_cols":
+            out.append(("data", "label_col", None))
+        elif dest == "lm":
+            out.append(("run", "encoder", "lm"))
+    return out
+
+
+def config_from_args(args: argparse.Namespace, *, base: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    file_sections = base if base is not None else (load_config_file(args.config) if getattr(args, "config", None) else {})
+    sets = [parse_set(s) for s in (getattr(args, "set", None) or [])]
+    return resolve_config(file_sections, sets + flag_overrides(args))
+
+
+_EPILOG = """\
+config file (TOML) example:
+  [data]
+  text_col = "text"
+  label_col = "labels"          # or label_cols = ["billing", "shipping", ...]
+  label_delim = ";"
+  [lm]
+  arch = "cpu"                  # tiny | small | cpu | paper, or {emb_sz = 200, n_hid = 512, n_layers = 2}
+  epochs = 2
+  [classifier]
+  epochs = [1, 1, 1, 2]
+  lrs = [2e-2, 1e-2, 5e-3, 1e-3]
+  [run]
+  train = "data/train.csv"
+  out = "runs/exp1"
+
+precedence: defaults < --config < --set SECTION.KEY=VALUE < explicit flags.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``ulmfit-ml`` argument parser (one sub-parser per command)."""
+    common = argparse.ArgumentParser(add_help=False)
+    g = common.add_argument_group("general")
+    g.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+    g.add_argument("--quiet", action="store_true", default=None,
+                   help="no progress bars or log lines on the terminal (run.log still gets them)")
+    g.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
+
+    cfg = argparse.ArgumentParser(add_help=False)
+    g = cfg.add_argument_group("configuration")
+    g.add_argument("--config", metavar="FILE", help="experiment config (.toml, or .json) with [data] [lm] [classifier] [run]")
+    g.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
+                   help="override one config key, VALUE in TOML syntax (repeatable): --set classifier.epochs=[1,1] "
+                        "--set lm.lr=1e-3 --set data.text_col=body")
+    g.add_argument("--seed", type=int, help="seed of the split, the LM and the classifier ([run] seed)")
+    g.add_argument("--out", metavar="DIR", help="run directory to write ([run] out; default runs/<command>-<time>)")
+    g.add_argument("--overwrite", action="store_true", default=None,
+                   help="replace an existing run directory (only one ulmfit_ml wrote; never the current directory "
+                        "or one holding an input)")
+
+    data = argparse.ArgumentParser(add_help=False)
+    g = data.add_argument_group("data")
+    g.add_argument("--train", metavar="FILE", help="labelled data: .csv .tsv .parquet .jsonl ([run] train)")
+    g.add_argument("--text-col", help="text column ([data] text_col)")
+    one = g.add_mutually_exclusive_group()  # two label formats at once: argparse refuses (exit 2)
+    one.add_argument("--label-col", help="one delimited label column, e.g. 'a;b' ([data] label_col)")
+    one.add_argument("--label-cols", type=_comma_list(str), metavar="A,B,...",
+                     help="one 0/1 column per label ([data] label_cols)")
+    g.add_argument("--label-delim", help="delimiter of --label-col (default ';')")
+
+    lmf = argparse.ArgumentParser(add_help=False)
+    g = lmf.add_argument_group("language model")
+    g.add_argument("--arch", help="AWD-LSTM size: tiny, small, cpu or paper ([lm] arch)")
+    g.add_argument("--lm-epochs", type=int, metavar="N", help="LM fine-tuning epochs ([lm] epochs)")
+
+    reuse = argparse.ArgumentParser(add_help=False)
+    reuse.add_argument("--lm", metavar="DIR", help="reuse a saved language model (an `lm` run directory or its lm/) "
+                                                   "instead of fine-tuning one ([run] lm)")
+
+    clf = argparse.ArgumentParser(add_help=False)
+    g = clf.add_argument_group("classifier")
+    g.add_argument("--epochs", type=_comma_list(int), metavar="E1,E2,...",
+                   help="epochs of each gradual-unfreezing stage ([classifier] epochs; as many as unfreeze/lrs)")
+
+    parser = argparse.ArgumentParser(
+        prog="ulmfit-ml", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Multi-label text classification with ULMFiT (fastai AWD-LSTM): fine-tune a language model, "
+                    "train and cross-validate classifiers, evaluate and predict from the shell.",
+        epilog="Run `ulmfit-ml COMMAND --help` for the options of each command.\n\n" + _EPILOG)
+    parser.add_argument("--version", action="version", version=f"ulmfit-ml {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    fmt = argparse.RawDescriptionHelpFormatter
+
+    p = sub.add_parser("lm", parents=[common, cfg, data, lmf], formatter_class=fmt, epilog=_EPILOG,
+                       help="fine-tune a language model on the texts of a file",
+                       description="Fine-tune an AWD-LSTM language model on the texts of --train (labels are not "
+                                   "needed). Writes a run directory with lm/ (reuse it with `train --lm DIR`), "
+                                   "config, environment, history.csv and metrics.json.")
+    p.set_defaults(command_name="lm")
+
+    p = sub.add_parser("train", parents=[common, cfg, data, lmf, reuse, clf], formatter_class=fmt, epilog=_EPILOG,
+                       help="fine-tune the LM and train the classifier into a run directory",
+                       description="ULMFiT end to end: fine-tune the LM on all texts (or reuse --lm), train the "
+                                   "classifier with gradual unfreezing, tune thresholds on the validation split, "
+                                   "save everything in a run directory (config.toml, data.json, environment.json, "
+                                   "history.csv, metrics.json, plots/, model/, run.log). A checkpoint is kept after "
+                                   "every epoch: continue an interrupted run with --resume RUN_DIR.")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last completed epoch "
+                                                       "(its config.json is used; only --quiet/--device may change)")
+    p.set_defaults(command_name="train")
+
+    p = sub.add_parser("evaluate", parents=[common], formatter_class=fmt,
+                       help="metrics report of a saved model on a labelled file",
+                       description="Compute the full multi-label report (micro/macro F1, ROC-AUC, precision@k, "
+                                   "per-label table) of MODEL on a labelled file with the training label columns.")
+    p.add_argument("model", metavar="MODEL", help="a saved model directory, a train run directory, or a cv run "
+                                                  "directory with saved fold models (averaged)")
+    p.add_argument("input", metavar="FILE", help="labelled data (.csv .tsv .parquet .jsonl)")
+    p.add_argument("--out", metavar="FILE.json", help="write the report (summary + per label) as JSON")
+    p.add_argument("--per-label", metavar="FILE.csv", help="write the per-label table")
+    p.add_argument("--threshold", type=float, help="one threshold for every label (default: the model's tuned ones)")
+    p.add_argument("--text-col", help="text column (default: the model's training text column)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing --out/--per-label files (never the input)")
+    p.add_argument("--sep", help="CSV/TSV input separator (default ',' or a tab for .tsv), e.g. --sep ';'")
+    p.add_argument("--no-header", action="store_true", help="the CSV/TSV input has no header row: columns are "
+                                                             "named 0, 1, ... (e.g. --text-col 1)")
+    p.set_defaults(command_name="evaluate")
+
+    p = sub.add_parser("predict", parents=[common], formatter_class=fmt,
+                       help="predict probabilities / labels for an unlabelled file",
+                       description="Predict every row of FILE. Formats: proba (row, [id], proba_<label>...), labels "
+                                   "(row, [id], labels), both, submission (id + one probability column per label, "
+                                   "named by label, in training label order: the Kaggle shape; needs --id-col).",
+                       epilog="example: ulmfit-ml predict runs/exp1 test.csv --out submission.csv "
+                              "--format submission --id-col id")
+    p.add_argument("model", metavar="MODEL", help="a saved model directory, a train run directory, or a cv run "
+                                                  "directory with saved fold models (probabilities averaged)")
+    p.add_argument("input", metavar="FILE", help="texts to predict (.csv .tsv .parquet .jsonl)")
+    p.add_argument("-o", "--out", required=True, metavar="FILE",
+                   help="output table (.csv, .tsv, .jsonl: written chunk by chunk and resumable; .parquet)")
+    p.add_argument("--format", choices=("proba", "labels", "both", "submission"), default="both",
+                   help="what to write (default: both)")
+    p.add_argument("--id-col", help="column copied to the output (required by --format submission)")
+    p.add_argument("--text-col", help="text column (default: the model's training text column)")
+    p.add_argument("--threshold", type=float, help="one threshold for every label (default: the model's tuned ones)")
+    p.add_argument("--at-least-one", action="store_true", help="give each text its most probable label when none passes")
+    p.add_argument("--bs", type=int, default=128, help="prediction batch size (default 128)")
+    p.add_argument("--no-resume", action="store_true", help="restart a large CSV prediction instead of continuing it")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file (never the input)")
+    p.add_argument("--sep", help="CSV/TSV input separator (default ',' or a tab for .tsv), e.g. --sep ';'")
+    p.add_argument("--no-header", action="store_true", help="the CSV/TSV input has no header row: columns are "
+                                                             "named 0, 1, ... (e.g. --text-col 1)")
+    p.set_defaults(command_name="predict")
+
+    p = sub.add_parser("cv", parents=[common, cfg, data, lmf, reuse, clf], formatter_class=fmt, epilog=_EPILOG,
+                       help="k-fold cross-validation with out-of-fold predictions",
+                       description="Multi-label stratified k-fold CV (iterative stratification). One LM is "
+                                   "fine-tuned once on all texts and reused by every fold. Writes oof.csv "
+                                   "(out-of-fold probabilities), cv_metrics.csv (one row per fold), metrics.json "
+                                   "(mean, std, OOF metrics, OOF-tuned thresholds) and, with --test, "
+                                   "test_predictions.csv from the average of the fold models.")
+    g = p.add_argument_group("cross-validation")
+    g.add_argument("--folds", type=int, help="number of folds ([run] folds, default 5)")
+    g.add_argument("--test", metavar="FILE", help="unlabelled file to predict with the averaged fold models ([run] test)")
+    g.add_argument("--id-col", help="id column for oof.csv and the test predictions ([run] id_col)")
+    p.set_defaults(command_name="cv")
+
+    p = sub.add_parser("pretrain", parents=[common], formatter_class=fmt,
+                       help="pretrain a general-domain language model on a raw text corpus",
+                       description="Pretrain an AWD-LSTM LM from scratch on a general-domain corpus (.txt files "
+                                   "with one paragraph per line, or folders of them): tokenised once into cached "
+                                   "memory-mapped ids, trained with a sampled softmax, checkpointed to "
+                                   "OUT/checkpoint every [pretrain] checkpoint_every seconds, saved to OUT/model. "
+                                   "Fine-tune from it with --set lm.pretrained=\"OUT/model\". Options come from the "
+                                   "[pretrain] section of --config, --set pretrain.KEY=VALUE and the flags.")
+    p.add_argument("corpus", nargs="+", metavar="CORPUS", help=".txt file(s) or folder(s) of .txt files")
+    p.add_argument("--out", required=True, metavar="DIR", help="run directory: DIR/checkpoint while training, DIR/model at the end")
+    p.add_argument("--config", metavar="FILE", help="config file; only its [pretrain] section is used")
+    p.add_argument("--set", action="append", metavar="pretrain.KEY=VALUE", help="override a [pretrain] key (repeatable)")
+    p.add_argument("--arch", help="AWD-LSTM size: tiny, small, cpu or paper")
+    p.add_argument("--epochs", type=float, metavar="N", help="passes over the corpus, fractions allowed ([pretrain] epochs)")
+    p.add_argument("--max-tokens", type=int, metavar="N", help="training tokens for the whole schedule ([pretrain] max_tokens)")
+    p.add_argument("--backwards", action="store_true", default=None, help="a backward language model ([pretrain] backwards)")
+    p.add_argument("--seed", type=int, help="random seed ([pretrain] seed)")
+    p.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint after an interruption")
+    p.set_defaults(command_name="pretrain")
+    return parser

@@ -1,0 +1,257 @@
+"""The trained multi-label classifier: :class:`MultiLabelClassifier` predicts, evaluates, tunes
+thresholds and saves itself; :func:`load_classifier` rebuilds it. It holds no fastai ``Learner``:
+training (:mod:`ulmfit_ml.classifier`) produces it, as scikit-learn's fitted estimators and
+setfit's ``modeling.py`` / ``trainer.py`` split do.
+
+A classifier directory holds::
+
+    model.safetensors   weights (safetensors: tensors only, no code)
+    config.json         format version, architecture, sequence lengths, text/label columns, versions
+    vocab.json          token list (index = id)
+    labels.json         label names (column order of predict_proba)
+    thresholds.json     per-label decision thresholds
+    history.csv         per-epoch training table (informational)
+    .ulmfit_ml.json     the ownership marker (see :mod:`ulmfit_ml.persist`)
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .base import MultiLabelPredictorMixin
+from .config import describe_type, resolve_arch, scale_dropouts, value_fits
+from .persist import (FORMAT_VERSION, atomic_dir, file_sha256, load_weights, read_json, save_weights, versions,
+                      write_json)
+from .runtime import resolve_device
+from .thresholds import check_thresholds
+from .tokens import tokenize_texts
+from .validation import check_bs, check_texts
+
+__all__ = ["MultiLabelClassifier", "load_classifier", "save_classifier", "build_classifier_model", "clas_arch_config"]
+
+
+def clas_arch_config(arch: dict[str, Any] | str) -> dict[str, Any]:
+    """fastai's ``awd_lstm_clas_config`` (classifier dropouts) with the sizes of ``arch``."""
+    from fastai.text.models.awdlstm import awd_lstm_clas_config
+
+    sizes = resolve_arch(arch) if isinstance(arch, str) else {k: arch[k] for k in ("emb_sz", "n_hid", "n_layers")}
+    cfg = dict(awd_lstm_clas_config)
+    cfg.update(sizes)
+    return cfg
+
+
+def build_classifier_model(vocab_size: int, n_out: int, *, arch: dict[str, Any], seq_len: int, max_len: int,
+                           lin_ftrs: Sequence[int], drop_mult: float) -> torch.nn.Module:
+    """fastai's ``get_text_classifier`` for AWD-LSTM (used for training and to rebuild on load)."""
+    from fastai.text.models.awdlstm import AWD_LSTM
+    from fastai.text.models.core import get_text_classifier
+
+    return get_text_classifier(AWD_LSTM, vocab_size, n_out, seq_len=seq_len,
+                               config=scale_dropouts(clas_arch_config(arch), drop_mult),
+                               drop_mult=1.0, lin_ftrs=list(lin_ftrs), max_len=max_len)
+
+
+class MultiLabelClassifier(MultiLabelPredictorMixin):
+    """A trained multi-label text classifier.
+
+    ``predict_proba(texts)`` returns ``(n_texts, n_labels)`` probabilities in the order of
+    ``labels``; ``predict(texts)`` the label lists above the per-label ``thresholds``.
+    """
+
+    def __init__(self, model: torch.nn.Module, vocab: list[str], labels: list[str], *, meta: dict[str, Any],
+                 thresholds: np.ndarray | None = None, history: pd.DataFrame | None = None,
+                 valid_data: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+        self.model = model
+        self.vocab = list(vocab)
+        self.labels = list(labels)
+        self.meta = dict(meta)
+        self.thresholds = check_thresholds(0.5 if thresholds is None else thresholds, len(self.labels))
+        self.history = history if history is not None else pd.DataFrame()
+        self._valid = valid_data  # (y_true, probs) of the validation split, for tune_thresholds
+        self.batch_losses = np.zeros(0, dtype=np.float32)  # per-batch training losses (set by train_classifier)
+        self._o2i = {t: i for i, t in enumerate(self.vocab)}
+
+    # ------------------------------------------------------------------ inference
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def to(self, device: str | torch.device) -> "MultiLabelClassifier":
+        """Move the model (e.g. ``clf.to("cpu")`` after GPU training)."""
+        self.model.to(resolve_device(device))
+        return self
+
+    def _numericalize(self, tokens: list[list[str]]) -> list[torch.Tensor]:
+        o2i = self._o2i
+        ids = [torch.tensor([o2i.get(t, 0) for t in toks] or [0], dtype=torch.long) for toks in tokens]
+        if self.meta.get("backwards"):  # trained on reversed texts (fastai's reverse_text)
+            ids = [x.flip(0) for x in ids]
+        return ids
+
+    @torch.no_grad()
+    def predict_logits(self, texts: Sequence[str], *, bs: int = 128) -> np.ndarray:
+        """Raw logits ``(n_texts, n_labels)``, float32.
+
+        Texts are tokenised with fastai's pipeline, sorted by length and padded in chunks as
+        fastai's ``SortedDL`` + ``pad_input_chunk`` do, so batches waste little padding.
+        """
+        from fastai.text.data import pad_input_chunk
+
+        check_bs(bs)
+        texts = check_texts(texts)
+        n = len(texts)
+        out = np.zeros((n, len(self.labels)), dtype=np.float32)
+        if n == 0:
+            return out
+        ids = self._numericalize(tokenize_texts(texts))
+        order = np.argsort([-len(x) for x in ids], kind="stable")
+        was_training = self.model.training
+        self.model.eval()
+        dev = self.device
+        seq_len = int(self.meta["seq_len"])
+        try:
+            for s in range(0, n, bs):
+                idx = order[s:s + bs]
+                batch = pad_input_chunk([(ids[i],) for i in idx], pad_idx=1, pad_first=True, seq_len=seq_len)
+                x = torch.stack([b[0] for b in batch]).to(dev)
+                logits = self.model(x)[0]
+                out[idx] = logits.float().cpu().numpy()
+        finally:
+            self.model.train(was_training)
+        return out
+
+    def predict_proba(self, texts: Sequence[str], *, bs: int = 128) -> np.ndarray:
+        """Probabilities ``(n_texts, n_labels)`` (sigmoid of the logits), columns = ``labels``."""
+        logits = self.predict_logits(texts, bs=bs)
+        return (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
+
+    # predict, evaluate, report, tune_thresholds: see MultiLabelPredictorMixin (ulmfit_ml/base.py)
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | Path, *, overwrite: bool = False, inputs: Sequence[str | Path] = ()) -> Path:
+        """Write the model directory atomically (safetensors weights + JSON); see :func:`save_classifier`.
+
+        ``overwrite`` replaces only a directory ulmfit_ml wrote (it carries ``.ulmfit_ml.json``),
+        never the current directory or one that holds any of ``inputs``; anything else raises
+        ``FileExistsError`` and nothing is deleted.
+        """
+        return save_classifier(self, path, overwrite=overwrite, inputs=inputs)
+
+    def __repr__(self) -> str:
+        return f"MultiLabelClassifier({len(self.labels)} labels, vocab={len(self.vocab)}, device={self.device})"
+
+
+
+def save_classifier(clf: Any, path: str | Path, *, overwrite: bool = False, inputs: Any = ()) -> Path:
+    """Save a :class:`~ulmfit_ml.classifier.MultiLabelClassifier` to directory ``path`` atomically.
+
+    The thresholds are checked first (one number in [0, 1] per label): a model that could not
+    be loaded again never replaces a good one.
+    """
+    try:
+        thresholds = check_thresholds(clf.thresholds, len(clf.labels))
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"Cannot save to {path}: clf.thresholds is invalid ({e}) Set it to {len(clf.labels)} numbers "
+                         "in [0, 1], one per label (or call clf.tune_thresholds()); nothing was written.") from e
+    model = clf.model
+    was_device = next(model.parameters()).device
+
+    def write(tmp: Path) -> None:
+        model.to("cpu")
+        try:
+            save_weights(model, tmp / "model.safetensors")
+        finally:
+            model.to(was_device)
+        meta = {k: v for k, v in clf.meta.items()}
+        write_json(tmp / "config.json", {"format_version": FORMAT_VERSION, "kind": "classifier",
+                                         "weights_sha256": file_sha256(tmp / "model.safetensors"),
+                                          "n_labels": len(clf.labels), "vocab_size": len(clf.vocab),
+                                          "tokenizer": {"name": "fastai.WordTokenizer(spacy, en)",
+                                                        "rules": "fastai.defaults.text_proc_rules"},
+                                          "versions": versions(), **meta})
+        write_json(tmp / "vocab.json", clf.vocab)
+        write_json(tmp / "labels.json", clf.labels)
+        write_json(tmp / "thresholds.json", [float(t) for t in thresholds])
+        if clf.history is not None and len(clf.history):
+            clf.history.to_csv(tmp / "history.csv", index=False)
+
+    return atomic_dir(path, write, overwrite=overwrite, kind="classifier", inputs=inputs)
+
+
+#: config.json values the model is rebuilt from, and their types (checked at load).
+_CONFIG_TYPES: dict[str, Any] = {"seq_len": int, "max_len": int, "lin_ftrs": list[int], "drop_mult": float,
+                                 "text_col": str, "backwards": bool, "label_spec": dict, "arch": dict}
+
+
+def _check_config_values(cfg: dict[str, Any], where: Path) -> None:
+    """A tampered or hand-edited config.json fails here, naming the key, not inside fastai later."""
+    for key, hint in _CONFIG_TYPES.items():
+        if key in cfg and not value_fits(cfg[key], hint):
+            raise ValueError(f"{where}: {key} = {cfg[key]!r} should be {describe_type(hint)}, got "
+                             f"{type(cfg[key]).__name__}: the file was edited or corrupted; save the model again.")
+    for key, v in (cfg.get("arch") or {}).items():
+        if key in ("emb_sz", "n_hid", "n_layers") and not (value_fits(v, int) and v > 0):
+            raise ValueError(f"{where}: arch.{key} = {v!r} should be a positive int.")
+    for key in ("seq_len", "max_len"):
+        if isinstance(cfg.get(key), int) and cfg[key] < 1:
+            raise ValueError(f"{where}: {key} = {cfg[key]!r} should be >= 1.")
+
+
+def load_classifier(path: str | Path, *, device: str | None = "cpu") -> Any:
+    """Rebuild a :class:`~ulmfit_ml.classifier.MultiLabelClassifier` from a saved directory.
+
+    Nothing is unpickled. Missing or corrupt files, and weights that do not fit the saved
+    architecture, raise with the file's name.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        left = sorted(path.parent.glob(f".{path.name}.old-*")) if not path.exists() else []
+        hint = f" An interrupted save left the previous model at {left[-1]}: rename it to {path}." if left else ""
+        raise FileNotFoundError(f"No model directory at {path}.{hint}")
+    cfg = read_json(path / "config.json")
+    if not isinstance(cfg, dict) or cfg.get("kind") != "classifier":
+        raise ValueError(f"{path / 'config.json'} is not a ulmfit_ml classifier config.")
+    if cfg.get("format_version", 0) > FORMAT_VERSION:
+        raise ValueError(f"{path} was saved by a newer ulmfit_ml (format {cfg['format_version']}); upgrade ulmfit_ml.")
+    vocab = read_json(path / "vocab.json")
+    labels = read_json(path / "labels.json")
+    thresholds = read_json(path / "thresholds.json")
+    if not isinstance(vocab, list) or not all(isinstance(t, str) for t in vocab):
+        raise ValueError(f"{path / 'vocab.json'} must hold a list of strings.")
+    if len(vocab) != cfg.get("vocab_size"):
+        raise ValueError(f"{path / 'vocab.json'} lists {len(vocab)} tokens but config.json says vocab_size="
+                         f"{cfg.get('vocab_size')}: the files come from different models.")
+    if not isinstance(labels, list) or len(labels) != cfg.get("n_labels") or not all(isinstance(x, str) for x in labels) \
+            or len(set(labels)) != len(labels):
+        raise ValueError(f"{path / 'labels.json'} must list {cfg.get('n_labels')} distinct label names (config.json n_labels).")
+    if not isinstance(thresholds, list) or len(thresholds) != len(labels) or not all(
+            isinstance(t, (int, float)) and not isinstance(t, bool) and 0 <= t <= 1 for t in thresholds):
+        raise ValueError(f"{path / 'thresholds.json'} must hold {len(labels)} numbers in [0, 1] (one per label).")
+    _check_config_values(cfg, path / "config.json")
+    try:
+        model = build_classifier_model(len(vocab), len(labels), arch=cfg["arch"], seq_len=cfg["seq_len"],
+                                       max_len=cfg["max_len"], lin_ftrs=cfg["lin_ftrs"], drop_mult=cfg.get("drop_mult", 0.5))
+    except KeyError as e:
+        raise ValueError(f"{path / 'config.json'} lacks the key {e}.") from e
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{path / 'config.json'} has invalid architecture values ({type(e).__name__}: {e}).") from e
+    want = cfg.get("weights_sha256")  # models saved before checksums existed have none
+    if want is not None and (path / "model.safetensors").is_file() and file_sha256(path / "model.safetensors") != want:
+        raise ValueError(f"{path / 'model.safetensors'} does not match the checksum stored in config.json: the "
+                         "weights were changed or corrupted after saving. Restore the file or save the model again.")
+    load_weights(model, path / "model.safetensors")
+    model.eval()
+    model.to(resolve_device(device))
+    try:
+        history = pd.read_csv(path / "history.csv") if (path / "history.csv").exists() else None
+    except (ValueError, UnicodeDecodeError) as e:  # pandas' ParserError/EmptyDataError are ValueErrors
+        raise ValueError(f"Model file {path / 'history.csv'} is corrupt ({type(e).__name__}: {e}); delete it "
+                         "(it is informational) to load the model.") from e
+    meta = {k: v for k, v in cfg.items()
+            if k not in ("format_version", "kind", "n_labels", "vocab_size", "tokenizer", "versions", "weights_sha256")}
+    return MultiLabelClassifier(model, vocab, labels, meta=meta, thresholds=np.asarray(thresholds, dtype=np.float64),
+                                history=history)

@@ -1,0 +1,368 @@
+"""The experiment runs behind the CLI, as library functions: ``run_lm``, ``run_train``,
+``run_cv`` (run directories with config, data fingerprint, environment, history, metrics,
+plots, models, log and status) and ``evaluate_file``. Each CLI subcommand parses its options and
+calls one of these (or :func:`~ulmfit_ml.predict.predict_file` /
+:func:`~ulmfit_ml.pretrain.pretrain_lm`), so the shell and Python give the same results.
+"""
+from __future__ import annotations
+
+import dataclasses
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import pandas as pd
+
+from .classifier import train_classifier
+from .checkpoint import load_checkpoint
+from .config import DataConfig, RunConfig
+from .config_files import ConfigError, config_sections
+from .cv import CVResult, cross_validate
+from .data import MultiLabelData
+from .ensemble import MultiLabelEnsemble, load_predictor, resolve_model_dirs
+from .finetune import finetune_lm
+from .io import check_output_file, read_table, table_format, write_table
+from .lm import LanguageModel, load_lm
+from .metrics import MultiLabelReport
+from .model import MultiLabelClassifier
+from .persist import remove_owned_dir, write_json_atomic
+from .runs import RunDir
+from .runtime import resolve_device
+from .validation import check_columns, check_texts, text_cells
+
+__all__ = ["run_lm", "run_train", "run_cv", "evaluate_file", "EvaluateFileResult", "run_inputs", "default_out",
+           "load_run_data", "require_train", "require_labels", "resolve_lm_dir"]
+
+
+def require_labels(data_cfg: DataConfig) -> None:
+    if data_cfg.label_cols is None and data_cfg.label_col is None:
+        raise ConfigError("no labels configured: set data.label_col = \"tags\" (one delimited column) or "
+                          "data.label_cols = [\"a\", \"b\"] (0/1 columns), or pass --label-col/--label-cols.")
+
+
+def require_train(run_cfg: RunConfig) -> str:
+    if not run_cfg.train:
+        raise ConfigError("no training file: set run.train = \"data.csv\" in the config or pass --train FILE.")
+    return run_cfg.train
+
+
+def run_inputs(cfgs: dict[str, Any], *, config_path: str | Path | None = None) -> list[str]:
+    """Every file or directory a run reads: a run directory that is or holds one is never replaced."""
+    rc = cfgs["run"]
+    out = [rc.train, rc.test, rc.lm, *rc.extra_texts, config_path]
+    pretrained = getattr(cfgs["lm"], "pretrained", None)
+    if isinstance(pretrained, (str, Path)) and Path(pretrained).expanduser().exists():  # a path, not a shipped name
+        out.append(str(Path(pretrained).expanduser()))
+    return [str(x) for x in out if x]
+
+
+def default_out(command: str) -> str:
+    """``runs/<command>-<date>-<time>``: the run directory when ``[run] out`` is not set."""
+    return str(Path("runs") / f"{command}-{time.strftime('%Y%m%d-%H%M%S')}")
+
+
+def _read_extra_texts(run_cfg: RunConfig, text_col: str) -> list[str]:
+    texts: list[str] = []
+    for f in run_cfg.extra_texts:
+        df = read_table(f)
+        check_columns(df, [text_col])
+        texts += [t for t in df[text_col].tolist() if isinstance(t, str) and t.strip()]
+    return texts
+
+
+def load_run_data(cfgs: dict[str, Any], *, labelled: bool = True) -> MultiLabelData:
+    """The training file as a MultiLabelData (``labelled=False``: texts only, for the LM)."""
+    df = read_table(require_train(cfgs["run"]))
+    extra = _read_extra_texts(cfgs["run"], cfgs["data"].text_col)
+    if labelled:
+        return MultiLabelData.from_df(df, config=cfgs["data"], extra_texts=extra)
+    # LM fine-tuning reads no labels: give the texts one constant placeholder label so the
+    # same MultiLabelData pipeline (validation, tokenisation, LM DataLoaders) applies.
+    col = "__ulmfit_ml_lm_placeholder__"
+    dc = dataclasses.replace(cfgs["data"], label_col=col, label_cols=None, split="random", unlabelled="keep",
+                             valid_col=None)
+    return MultiLabelData.from_df(df.assign(**{col: "text"}), config=dc, extra_texts=extra)
+
+
+def resolve_lm_dir(path: str | Path) -> Path:
+    p = Path(path)
+    if (p / "lm.json").is_file():
+        return p
+    if (p / "lm" / "lm.json").is_file():
+        return p / "lm"
+    raise FileNotFoundError(f"No language model at {p}: pass a directory saved by `ulmfit-ml lm`/`pretrain` "
+                            "(with lm.json) or a run directory that holds lm/.")
+
+
+def _language_model(cfgs: dict[str, Any], data: MultiLabelData, run: RunDir, log: Any) -> LanguageModel | None:
+    """Reuse [run] lm, or the run directory's lm/ (resume), or fine-tune one and save it to lm/."""
+    if cfgs["run"].encoder == "random":
+        log.info("encoder = random: no language model (ablation)")
+        return None
+    if cfgs["run"].lm:
+        lm = load_lm(resolve_lm_dir(cfgs["run"].lm))
+        log.info(f"language model: reusing {cfgs['run'].lm} ({lm!r})")
+        return lm
+    if (run.lm_dir / "lm.json").is_file():
+        lm = load_lm(run.lm_dir)
+        log.info(f"language model: reusing {run.lm_dir} from the interrupted run")
+        return lm
+    log.info(f"fine-tuning the language model on {len(data.texts) + len(data.extra_texts)} texts")
+    lm = finetune_lm(data, config=cfgs["lm"])
+    lm.save(run.lm_dir, overwrite=True)
+    if len(lm.history):
+        run.write_table("lm_history.csv", lm.history)
+    log.info(f"language model saved to {run.lm_dir}: {lm.metrics}")
+    return lm
+
+
+def _history(lm: LanguageModel | None, clf: MultiLabelClassifier) -> pd.DataFrame:
+    parts = []
+    if lm is not None and lm.history is not None and len(lm.history):
+        parts.append(lm.history.assign(model="lm"))
+    if clf.history is not None and len(clf.history):
+        parts.append(clf.history.assign(model="classifier"))
+    if not parts:
+        return pd.DataFrame()
+    h = pd.concat(parts, ignore_index=True)
+    return h[["model"] + [c for c in h.columns if c != "model"]]
+
+
+def _install_sigterm() -> None:
+    """``kill`` (SIGTERM) interrupts like Ctrl-C, so the run is marked interrupted and the
+    last checkpoint is reported."""
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+    try:
+        signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not in the main thread (e.g. called from a test runner thread)
+        pass
+
+
+def _device_of(cfgs: dict[str, Any]) -> Any:
+    return resolve_device(cfgs["classifier"].device)
+
+
+# ---------------------------------------------------------------------- the runs
+def run_lm(cfgs: dict[str, Any], *, inputs: Sequence[str] = ()) -> RunDir:
+    """``ulmfit-ml lm``: fine-tune a language model into a run directory (``lm/``).
+
+    Args:
+        cfgs: the resolved sections (:func:`~ulmfit_ml.config_files.resolve_config`).
+        inputs: every file the run reads (:func:`run_inputs`); never replaced.
+    """
+    require_train(cfgs["run"])
+    if cfgs["run"].lm:
+        raise ConfigError("run.lm is set: `ulmfit-ml lm` fine-tunes a new LM; start it from saved weights with "
+                          "lm.pretrained = \"DIR\" instead.")
+    if cfgs["run"].encoder == "random":
+        raise ConfigError("run.encoder = \"random\" means no language model: `ulmfit-ml lm` needs encoder = \"lm\".")
+    device = _device_of(cfgs)
+    run = RunDir.create(cfgs["run"].out or default_out("lm"), overwrite=cfgs["run"].overwrite, inputs=inputs)
+    run.write_config(config_sections(cfgs), command="lm")
+    log = run.logger(quiet=cfgs["lm"].quiet)
+    run.set_status("running")
+    try:
+        labelled = cfgs["data"].label_cols is not None or cfgs["data"].label_col is not None
+        data = load_run_data(cfgs, labelled=labelled)
+        run.write_fingerprint(data)
+        run.write_environment(device)
+        lm = _language_model(cfgs, data, run, log)
+        run.write_json("metrics.json", {"lm": lm.metrics})
+        if len(lm.history):
+            run.write_table("history.csv", lm.history.assign(model="lm"))
+        if cfgs["run"].plots:
+            run.save_plots(history=lm.history, log=log)
+    except BaseException as e:
+        run.set_status("interrupted" if isinstance(e, KeyboardInterrupt) else "failed", error=str(e))
+        log.error(f"stopped: {type(e).__name__}: {e}", extra={"file_only": True})
+        raise
+    run.set_status("done")
+    return run
+
+
+def run_train(cfgs: dict[str, Any], *, resume: bool = False, inputs: Sequence[str] = ()) -> RunDir:
+    """``ulmfit-ml train``: LM + classifier into a run directory, resumable.
+
+    Args:
+        cfgs: the resolved sections; ``[run] out`` is the run directory (default
+            :func:`default_out`). With ``resume``, it is the interrupted run's directory and
+            ``cfgs`` its own saved config.
+        resume: continue the run from its last completed epoch (a finished run is left as is).
+        inputs: every file the run reads (:func:`run_inputs`); never replaced.
+    """
+    if resume:
+        run = RunDir.open(cfgs["run"].out)
+    else:
+        require_train(cfgs["run"])
+        require_labels(cfgs["data"])
+        if cfgs["run"].out is None:
+            cfgs["run"] = dataclasses.replace(cfgs["run"], out=str(Path(default_out("train")).resolve()))
+        run = RunDir.create(cfgs["run"].out, overwrite=cfgs["run"].overwrite, inputs=inputs)
+        run.write_config(config_sections(cfgs), command="train")
+    quiet = cfgs["classifier"].quiet
+    log = run.logger(quiet=quiet)
+    device = _device_of(cfgs)
+    if resume:
+        status = run.read_json("status.json").get("status") if (run.path / "status.json").is_file() else None
+        if status == "done" and (run.model_dir / "config.json").is_file():
+            log.info(f"{run.path} is already complete (status done); nothing to resume.")
+            return run
+        ck = load_checkpoint(run.checkpoint_dir)
+        where = f"stage {ck['stage'] + 1}, epoch {ck['epoch']}" if ck else "the start (no classifier checkpoint yet)"
+        log.info(f"resuming {run.path} from {where}")
+    run.set_status("running")
+    _install_sigterm()
+    try:
+        data = load_run_data(cfgs)
+        if resume and (run.path / "data.json").is_file():
+            old = run.read_json("data.json").get("sha256")
+            if old != data.fingerprint()["sha256"]:
+                raise ValueError(f"The training data changed since {run.path} started (data.json hash differs); "
+                                 "resume needs the same file.")
+        run.write_fingerprint(data)
+        run.write_environment(device)
+        log.info(f"data: {data!r}")
+        lm = _language_model(cfgs, data, run, log)
+        log.info("training the classifier")
+        # [run] thresholds is the classifier's own ``thresholds`` option (tuned on the validation split)
+        clf_cfg = dataclasses.replace(cfgs["classifier"], thresholds=cfgs["run"].thresholds)
+        clf = train_classifier(data, encoder=lm, config=clf_cfg, arch=cfgs["lm"].arch,
+                               checkpoint_dir=run.checkpoint_dir, resume=resume)
+        report = clf.report()
+        history = _history(None if cfgs["run"].lm else lm, clf)  # a reused LM was trained elsewhere
+        if len(history):
+            run.write_table("history.csv", history)
+        run.write_json("metrics.json", {"valid": report.to_dict(), "thresholds": dict(zip(clf.labels, clf.thresholds)),
+                                        "lm": lm.metrics if lm is not None else None,
+                                        "train_seconds": clf.meta.get("train_seconds")})
+        clf.save(run.model_dir, overwrite=True, inputs=inputs)
+        if cfgs["run"].plots:
+            run.save_plots(history=history, report=report, valid=clf.validation_predictions, data=data, log=log)
+        if not cfgs["run"].keep_checkpoints:
+            try:
+                remove_owned_dir(run.checkpoint_dir, inputs=inputs)
+            except FileExistsError as e:  # someone else's files in there: keep them, the run is done
+                log.warning(f"checkpoints kept: {e}")
+    except KeyboardInterrupt:
+        ck = load_checkpoint(run.checkpoint_dir) if run.checkpoint_dir.exists() else None
+        where = f"stage {ck['stage'] + 1}, epoch {ck['epoch']}" if ck else "no completed classifier epoch yet"
+        run.set_status("interrupted", checkpoint=where)
+        log.info(f"interrupted; last checkpoint: {where}. Continue with: ulmfit-ml train --resume {run.path}")
+        raise
+    except BaseException as e:
+        run.set_status("failed", error=str(e))
+        log.error(f"failed: {type(e).__name__}: {e}", extra={"file_only": True})  # main() prints the one line
+        raise
+    run.set_status("done")
+    s = report.summary
+    log.info(f"done: f1_micro={s['f1_micro']:.4f} f1_macro={s['f1_macro']:.4f} roc_auc_macro={s['roc_auc_macro']:.4f}")
+    return run
+
+
+@dataclass
+class EvaluateFileResult:
+    """What :func:`evaluate_file` computed: the report, the rows scored and the models averaged."""
+
+    report: MultiLabelReport
+    n_rows: int
+    n_models: int
+
+
+def evaluate_file(model: str | Path, input_path: str | Path, *, text_col: str | None = None,
+                  threshold: float | None = None, out: str | Path | None = None, per_label: str | Path | None = None,
+                  overwrite: bool = False, device: str | None = "cpu", sep: str | None = None,
+                  header: bool = True) -> EvaluateFileResult:
+    """``ulmfit-ml evaluate``: the full report of a saved model (or a cv run's averaged fold
+    models) on a labelled file, as ``model.report(df)`` computes it; optionally written as
+    JSON (``out``) and a per-label table (``per_label``), both under the output-file policy."""
+    model_dirs = resolve_model_dirs(model)
+    for path in (out, per_label):  # the output policy, before any work
+        if path:
+            check_output_file(path, overwrite=overwrite, inputs=[input_path, *model_dirs])
+    if out and per_label and Path(out).resolve() == Path(per_label).resolve():
+        raise ValueError("out and per_label name the same file: give two different files.")
+    if per_label:
+        table_format(per_label)
+    predictor = load_predictor(model, device=device)
+    df = read_table(input_path, sep=sep, header=header)
+    report = predictor.report(df, threshold=threshold, text_col=text_col)
+    col = predictor.meta.get("text_col", "text") if text_col is None else text_col
+    n_rows = int((~text_cells(df[col], col=col)[1]).sum())  # the rows report() scored
+    n_models = len(predictor.models) if isinstance(predictor, MultiLabelEnsemble) else 1
+    if out:
+        write_json_atomic(out, {"model": str(model), "input": str(input_path), "n_rows": n_rows,
+                                "n_models": n_models, **report.to_dict()})
+    if per_label:
+        write_table(report.per_label.reset_index(), per_label)
+    return EvaluateFileResult(report, n_rows, n_models)
+
+
+def run_cv(cfgs: dict[str, Any], *, inputs: Sequence[str] = ()) -> tuple[RunDir, CVResult]:
+    """``ulmfit-ml cv``: k-fold CV with one shared LM, OOF probabilities, mean/std metrics."""
+    require_train(cfgs["run"])
+    require_labels(cfgs["data"])
+    rc = cfgs["run"]
+    if rc.out is None:
+        cfgs["run"] = rc = dataclasses.replace(rc, out=str(Path(default_out("cv")).resolve()))
+    device = _device_of(cfgs)
+    run = RunDir.create(rc.out, overwrite=rc.overwrite, inputs=inputs)
+    run.write_config(config_sections(cfgs), command="cv")
+    log = run.logger(quiet=cfgs["classifier"].quiet)
+    run.set_status("running")
+    _install_sigterm()
+    try:
+        df = read_table(rc.train)
+        if rc.id_col is not None:
+            check_columns(df, [rc.id_col])
+        data = load_run_data(cfgs)
+        run.write_fingerprint(data)
+        run.write_environment(device)
+        lm = _language_model(cfgs, data, run, log)
+
+        def on_fold(k: int, clf: Any, summary: dict[str, float]) -> None:
+            log.info(f"fold {k + 1}/{rc.folds}: f1_micro={summary['f1_micro']:.4f} f1_macro={summary['f1_macro']:.4f} "
+                     f"roc_auc_macro={summary['roc_auc_macro']:.4f}")
+
+        res = cross_validate(data, n_folds=rc.folds, encoder=lm, finetune=False, config=cfgs["classifier"],
+                             arch=cfgs["lm"].arch, tune=None if rc.thresholds == "none" else rc.thresholds,
+                             keep_models=bool(rc.test) or rc.save_fold_models, on_fold=on_fold)
+        oof = res.oof_frame()
+        if rc.id_col is not None:
+            oof.insert(1, rc.id_col, df.loc[res.index, rc.id_col].to_numpy())
+        run.write_table("oof.csv", oof)
+        run.write_table("cv_metrics.csv", res.fold_metrics)
+        run.write_json("metrics.json", {"n_folds": rc.folds, "mean": res.mean, "std": res.std, "oof": res.oof_metrics,
+                                        "thresholds": dict(zip(res.labels, res.thresholds)),
+                                        "lm": lm.metrics if lm is not None else None})
+        if rc.save_fold_models:
+            for k, m in enumerate(res.models):
+                m.save(run.path / "folds" / f"fold{k}" / "model", overwrite=True, inputs=inputs)
+        if rc.test:
+            test = read_table(rc.test)
+            check_columns(test, [cfgs["data"].text_col])
+            probs = res.predict_proba(check_texts(test[cfgs["data"].text_col], col=cfgs["data"].text_col,
+                                                  where=Path(rc.test).name))
+            pred = pd.DataFrame({rc.id_col: test[rc.id_col].to_numpy()} if rc.id_col and rc.id_col in test
+                                else {"row": range(len(test))})
+            for j, lab in enumerate(res.labels):
+                pred[lab] = probs[:, j]
+            run.write_table("test_predictions.csv", pred)
+        if rc.plots:
+            run.save_plots(valid=(res.y, res.oof), log=log)
+    except KeyboardInterrupt:
+        run.set_status("interrupted")
+        log.info("interrupted (cv runs are not resumable: start it again)")
+        raise
+    except BaseException as e:
+        run.set_status("failed", error=str(e))
+        log.error(f"failed: {type(e).__name__}: {e}", extra={"file_only": True})
+        raise
+    run.set_status("done")
+    for k in ("f1_micro", "f1_macro", "roc_auc_macro"):
+        log.info(f"{k}: {res.mean[k]:.4f} +- {res.std[k]:.4f} (OOF {res.oof_metrics[k]:.4f})")
+    return run, res
+
+
