@@ -91,7 +91,7 @@ def test_tampered_config_and_corrupt_weights_fail_at_load(tiny_clf, tmp_path):
     cfg = json.loads((d / "config.json").read_text())
     bad = dict(cfg, seq_len="20")
     (d / "config.json").write_text(json.dumps(bad))
-    with pytest.raises(ValueError, match=r"seq_len = '20' should be int, got str"):
+    with pytest.raises(ValueError, match=r"config\.json has invalid architecture values: seq_len = '20' should be int, got str"):
         um.load_classifier(d)
     (d / "config.json").write_text(json.dumps(cfg))
     raw = bytearray((d / "model.safetensors").read_bytes())

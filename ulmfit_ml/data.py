@@ -290,16 +290,16 @@ def _keep_duplicates_together(texts: list[str], is_valid: np.ndarray, *, moved: 
     if not leaked.any():
         return is_valid
     n_texts = len({texts[i] for i in np.flatnonzero(leaked)})
+    if moved and (side.all() or not side.any()):  # so few distinct texts that moving them empties a side
+        moved = False
     if not moved:
-        warnings.warn(f"{n_texts} text(s) occur in both the training and the validation rows of valid_col: "
-                      "validation metrics will be optimistic. Deduplicate the frame (df.drop_duplicates(text_col)) "
-                      "or fix valid_col.", UserWarning, stacklevel=3)
+        warnings.warn(f"{n_texts} text(s) occur in both the training and the validation rows: validation metrics "
+                      "will be optimistic. Deduplicate the frame (df.drop_duplicates(text_col)) or fix the split.",
+                      UserWarning, stacklevel=3)
         return is_valid
     warnings.warn(f"{n_texts} duplicated text(s) fell on both sides of the split; {int(leaked.sum())} copies were "
                   "moved to their first copy's side so that no validation text is also a training text.",
                   UserWarning, stacklevel=3)
-    if side.all() or not side.any():
-        raise ValueError("Every text is a duplicate of one on the other side: deduplicate the frame first.")
     return side
 
 

@@ -191,11 +191,12 @@ def _check_config_values(cfg: dict[str, Any], where: Path) -> None:
     """A tampered or hand-edited config.json fails here, naming the key, not inside fastai later."""
     for key, hint in _CONFIG_TYPES.items():
         if key in cfg and not value_fits(cfg[key], hint):
-            raise ValueError(f"{where}: {key} = {cfg[key]!r} should be {describe_type(hint)}, got "
-                             f"{type(cfg[key]).__name__}: the file was edited or corrupted; save the model again.")
+            raise ValueError(f"{where} has invalid architecture values: {key} = {cfg[key]!r} should be "
+                             f"{describe_type(hint)}, got {type(cfg[key]).__name__} (the file was edited or corrupted; "
+                             "save the model again).")
     for key, v in (cfg.get("arch") or {}).items():
         if key in ("emb_sz", "n_hid", "n_layers") and not (value_fits(v, int) and v > 0):
-            raise ValueError(f"{where}: arch.{key} = {v!r} should be a positive int.")
+            raise ValueError(f"{where} has invalid architecture values: arch.{key} = {v!r} should be a positive int.")
     for key in ("seq_len", "max_len"):
         if isinstance(cfg.get(key), int) and cfg[key] < 1:
             raise ValueError(f"{where}: {key} = {cfg[key]!r} should be >= 1.")
@@ -239,11 +240,11 @@ def load_classifier(path: str | Path, *, device: str | None = "cpu") -> Any:
         raise ValueError(f"{path / 'config.json'} lacks the key {e}.") from e
     except (TypeError, ValueError) as e:
         raise ValueError(f"{path / 'config.json'} has invalid architecture values ({type(e).__name__}: {e}).") from e
+    load_weights(model, path / "model.safetensors")  # unreadable or misshapen weights: its own message
     want = cfg.get("weights_sha256")  # models saved before checksums existed have none
-    if want is not None and (path / "model.safetensors").is_file() and file_sha256(path / "model.safetensors") != want:
+    if want is not None and file_sha256(path / "model.safetensors") != want:
         raise ValueError(f"{path / 'model.safetensors'} does not match the checksum stored in config.json: the "
                          "weights were changed or corrupted after saving. Restore the file or save the model again.")
-    load_weights(model, path / "model.safetensors")
     model.eval()
     model.to(resolve_device(device))
     try:
