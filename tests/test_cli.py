@@ -122,9 +122,12 @@ def test_train_writes_the_run_directory(train_run):
 
 
 def test_same_config_and_seed_give_the_same_metrics(train_run, work):
+    """`ulmfit-ml train` and the library's `um.run_train` on the same config give the same run."""
     out = work / "runs" / "rerun"
-    assert main(["train", "--config", str(train_run / "config.toml"), "--out", str(out), "--quiet",
-                 "--set", "run.plots=false"]) == 0
+    cfgs = resolve_config(load_config_file(train_run / "config.toml"),
+                          [("run", "out", str(out)), ("run", "plots", False), ("classifier", "quiet", True),
+                           ("lm", "quiet", True)])
+    assert um.run_train(cfgs).path == out
     a = json.loads((train_run / "metrics.json").read_text())["valid"]
     b = json.loads((out / "metrics.json").read_text())["valid"]
     assert a["summary"] == pytest.approx(b["summary"], nan_ok=True)
