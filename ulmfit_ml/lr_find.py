@@ -86,7 +86,7 @@ def lr_find(data: MultiLabelData, *, stage: str = "classifier", encoder: Any = N
         with quiet_mode(learn, quiet):
             learn.lr_find(start_lr=start_lr, end_lr=end_lr, num_it=num_it, show_plot=False, suggest_funcs=None)
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        shutil.rmtree(workdir, ignore_errors=True)  # our own mkdtemp directory (fastai's saved weights)
     rec = learn.recorder
     lrs = np.asarray([float(v) for v in rec.lrs])
     losses = np.asarray([float(v) for v in rec.losses])

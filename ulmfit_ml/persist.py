@@ -303,7 +303,7 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        os.replace(tmp, path)  # callers checked path first (io.check_output_file or their own directory)
     except BaseException:
         tmp.unlink(missing_ok=True)  # our own temporary file
         raise
