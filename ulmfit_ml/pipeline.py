@@ -7,7 +7,6 @@ calls one of these (or :func:`~ulmfit_ml.predict.predict_file` /
 from __future__ import annotations
 
 import dataclasses
-import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,17 +129,6 @@ def _history(lm: LanguageModel | None, clf: MultiLabelClassifier) -> pd.DataFram
     return h[["model"] + [c for c in h.columns if c != "model"]]
 
 
-def _install_sigterm() -> None:
-    """``kill`` (SIGTERM) interrupts like Ctrl-C, so the run is marked interrupted and the
-    last checkpoint is reported."""
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-    try:
-        signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not in the main thread (e.g. called from a test runner thread)
-        pass
-
-
 def _device_of(cfgs: dict[str, Any]) -> Any:
     return resolve_device(cfgs["classifier"].device)
 
@@ -214,7 +202,6 @@ def run_train(cfgs: dict[str, Any], *, resume: bool = False, inputs: Sequence[st
         where = f"stage {ck['stage'] + 1}, epoch {ck['epoch']}" if ck else "the start (no classifier checkpoint yet)"
         log.info(f"resuming {run.path} from {where}")
     run.set_status("running")
-    _install_sigterm()
     try:
         data = load_run_data(cfgs)
         if resume and (run.path / "data.json").is_file():
@@ -312,7 +299,6 @@ def run_cv(cfgs: dict[str, Any], *, inputs: Sequence[str] = ()) -> tuple[RunDir,
     run.write_config(config_sections(cfgs), command="cv")
     log = run.logger(quiet=cfgs["classifier"].quiet)
     run.set_status("running")
-    _install_sigterm()
     try:
         df = read_table(rc.train)
         if rc.id_col is not None:

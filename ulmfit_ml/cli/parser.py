@@ -125,6 +125,19 @@ def build_parser() -> argparse.ArgumentParser:
                     "train and cross-validate classifiers, evaluate and predict from the shell.",
         epilog="Run `ulmfit-ml COMMAND --help` for the options of each command.\n\n" + _EPILOG)
     parser.add_argument("--version", action="version", version=f"ulmfit-ml {__version__}")
+    # evaluate and predict: a saved model scores a table file
+    scoring = argparse.ArgumentParser(add_help=False)
+    scoring.add_argument("model", metavar="MODEL", help="a saved model directory, a train run directory, or a cv run "
+                                                        "directory with saved fold models (probabilities averaged)")
+    scoring.add_argument("input", metavar="FILE", help="the table to score (.csv .tsv .parquet .jsonl); evaluate: "
+                                                       "with the training label columns")
+    g = scoring.add_argument_group("input file")
+    g.add_argument("--text-col", help="text column (default: the model's training text column)")
+    g.add_argument("--threshold", type=float, help="one threshold for every label (default: the model's tuned ones)")
+    g.add_argument("--sep", help="CSV/TSV input separator (default ',' or a tab for .tsv), e.g. --sep ';'")
+    g.add_argument("--no-header", action="store_true", help="the CSV/TSV input has no header row: columns are "
+                                                             "named 0, 1, ... (e.g. --text-col 1)")
+
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     fmt = argparse.RawDescriptionHelpFormatter
 
@@ -146,47 +159,31 @@ def build_parser() -> argparse.ArgumentParser:
                                                        "(its config.json is used; only --quiet/--device may change)")
     p.set_defaults(command_name="train")
 
-    p = sub.add_parser("evaluate", parents=[common], formatter_class=fmt,
+    p = sub.add_parser("evaluate", parents=[common, scoring], formatter_class=fmt,
                        help="metrics report of a saved model on a labelled file",
                        description="Compute the full multi-label report (micro/macro F1, ROC-AUC, precision@k, "
                                    "per-label table) of MODEL on a labelled file with the training label columns.")
-    p.add_argument("model", metavar="MODEL", help="a saved model directory, a train run directory, or a cv run "
-                                                  "directory with saved fold models (averaged)")
-    p.add_argument("input", metavar="FILE", help="labelled data (.csv .tsv .parquet .jsonl)")
     p.add_argument("--out", metavar="FILE.json", help="write the report (summary + per label) as JSON")
     p.add_argument("--per-label", metavar="FILE.csv", help="write the per-label table")
-    p.add_argument("--threshold", type=float, help="one threshold for every label (default: the model's tuned ones)")
-    p.add_argument("--text-col", help="text column (default: the model's training text column)")
     p.add_argument("--overwrite", action="store_true", help="replace existing --out/--per-label files (never the input)")
-    p.add_argument("--sep", help="CSV/TSV input separator (default ',' or a tab for .tsv), e.g. --sep ';'")
-    p.add_argument("--no-header", action="store_true", help="the CSV/TSV input has no header row: columns are "
-                                                             "named 0, 1, ... (e.g. --text-col 1)")
     p.set_defaults(command_name="evaluate")
 
-    p = sub.add_parser("predict", parents=[common], formatter_class=fmt,
+    p = sub.add_parser("predict", parents=[common, scoring], formatter_class=fmt,
                        help="predict probabilities / labels for an unlabelled file",
                        description="Predict every row of FILE. Formats: proba (row, [id], proba_<label>...), labels "
                                    "(row, [id], labels), both, submission (id + one probability column per label, "
                                    "named by label, in training label order: the Kaggle shape; needs --id-col).",
                        epilog="example: ulmfit-ml predict runs/exp1 test.csv --out submission.csv "
                               "--format submission --id-col id")
-    p.add_argument("model", metavar="MODEL", help="a saved model directory, a train run directory, or a cv run "
-                                                  "directory with saved fold models (probabilities averaged)")
-    p.add_argument("input", metavar="FILE", help="texts to predict (.csv .tsv .parquet .jsonl)")
     p.add_argument("-o", "--out", required=True, metavar="FILE",
                    help="output table (.csv, .tsv, .jsonl: written chunk by chunk and resumable; .parquet)")
     p.add_argument("--format", choices=("proba", "labels", "both", "submission"), default="both",
                    help="what to write (default: both)")
     p.add_argument("--id-col", help="column copied to the output (required by --format submission)")
-    p.add_argument("--text-col", help="text column (default: the model's training text column)")
-    p.add_argument("--threshold", type=float, help="one threshold for every label (default: the model's tuned ones)")
     p.add_argument("--at-least-one", action="store_true", help="give each text its most probable label when none passes")
     p.add_argument("--bs", type=int, default=128, help="prediction batch size (default 128)")
     p.add_argument("--no-resume", action="store_true", help="restart a large CSV prediction instead of continuing it")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file (never the input)")
-    p.add_argument("--sep", help="CSV/TSV input separator (default ',' or a tab for .tsv), e.g. --sep ';'")
-    p.add_argument("--no-header", action="store_true", help="the CSV/TSV input has no header row: columns are "
-                                                             "named 0, 1, ... (e.g. --text-col 1)")
     p.set_defaults(command_name="predict")
 
     p = sub.add_parser("cv", parents=[common, cfg, data, lmf, reuse, clf], formatter_class=fmt, epilog=_EPILOG,
