@@ -233,11 +233,7 @@ def predict_file(model: Any, input_path: str | Path, output_path: str | Path, *,
     if id_col is not None and id_col == text_col:
         raise ValueError(f"id_col and text_col are both {text_col!r}: name the id column, or leave id_col=None.")
     cols = [text_col] + ([id_col] if id_col is not None else [])
-    read = {"sep": sep, "header": header, "encoding": encoding, "encoding_errors": encoding_errors}
-    if table_format(input_path) not in ("csv", "tsv"):
-        read = {"sep": None, "header": True, "encoding": "utf-8", "encoding_errors": "strict"}
-        if sep is not None or not header:
-            raise ValueError("sep= and header=False apply to CSV/TSV inputs.")
+    read = {"sep": sep, "header": header, "encoding": encoding, "encoding_errors": encoding_errors}  # io checks them
     check_columns(pd.DataFrame(columns=table_columns(input_path, **read)), cols)
     chunks = iter_table(input_path, chunksize=chunksize, **read)
     opts = {"text_col": text_col, "id_col": id_col, "output": output, "threshold": threshold,
