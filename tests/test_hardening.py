@@ -151,3 +151,20 @@ def test_cli_refuses_conflicting_label_flags(capsys):
     with pytest.raises(SystemExit) as e:
         main(["train", "--train", "x.csv", "--label-col", "tags", "--label-cols", "a,b"])
     assert e.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
+
+
+def test_integer_label_column_names_evaluate_on_the_training_frame(tmp_path):
+    """Label columns named 0, 1, 2 (ints): the model's labels are "0", "1", "2"; evaluating on
+    the training frame, on a saved-and-loaded model and on the frame written to CSV all work."""
+    df = make_frame(200)[["text", *CUES]]
+    df.columns = ["text", 0, 1, 2]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d = um.MultiLabelData.from_df(df, label_cols=[0, 1, 2])
+        clf = um.train_classifier(d, arch={"emb_sz": 16, "n_hid": 32, "n_layers": 1}, epochs=(1,),
+                                  bs=32, seq_len=20, quiet=True, device="cpu")
+    assert clf.labels == ["0", "1", "2"]
+    m = clf.evaluate(df)
+    df.to_csv(tmp_path / "t.csv", index=False)
+    back = um.load_classifier(clf.save(tmp_path / "m"))
+    assert back.evaluate(um.read_table(tmp_path / "t.csv"))["f1_macro"] == pytest.approx(m["f1_macro"], abs=1e-6)

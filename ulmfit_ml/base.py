@@ -12,7 +12,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from .validation import LabelSpec, check_columns, label_delim_of, parse_label_matrix, validate_texts
+from .validation import LabelSpec, check_columns, column_keys, label_delim_of, parse_label_matrix, validate_texts
 from .metrics import MultiLabelReport, multilabel_report
 from .thresholds import apply_thresholds, tune_thresholds
 
@@ -66,10 +66,11 @@ class MultiLabelPredictorMixin:
         check_columns(df, [text_col] + spec.columns)
         if len(df) == 0:
             raise ValueError("The DataFrame is empty: nothing to evaluate.")
-        keep = validate_texts(df[text_col], col=text_col)
+        col = column_keys(df, [text_col])[0]
+        keep = validate_texts(df[col], col=text_col)
         df = df.loc[keep]
         y, _ = parse_label_matrix(df, spec, self.labels)
-        return df[text_col].tolist(), y
+        return df[col].tolist(), y
 
     def _y_probs(self, df: pd.DataFrame | None, text_col: str | None = None) -> tuple[np.ndarray, np.ndarray]:
         if df is None:

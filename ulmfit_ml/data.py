@@ -21,7 +21,7 @@ import pandas as pd
 
 from .config import DataConfig
 from .tokens import pretokenized_tfm, tokenize_texts
-from .validation import LabelSpec, check_columns, parse_label_matrix, validate_texts
+from .validation import LabelSpec, check_columns, column_keys, parse_label_matrix, validate_texts
 
 __all__ = ["MultiLabelData", "lm_dataloaders_from_tokens"]
 
@@ -101,6 +101,9 @@ class MultiLabelData:
         spec = LabelSpec(label_cols=c.label_cols, label_col=c.label_col, label_delim=c.label_delim)
         needed = [c.text_col] + spec.columns + ([c.valid_col] if c.valid_col else [])
         check_columns(df, needed)
+        rename = {k: n for n, k in zip(needed, column_keys(df, needed)) if k != n}
+        if rename:  # a column named 0 given as "0" (or back): one name from here on
+            df = df.rename(columns=rename)
         if c.split == "column" and c.valid_col is None:
             raise ValueError("split='column' needs valid_col= naming a boolean column (True = validation row).")
 

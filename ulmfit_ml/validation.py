@@ -26,6 +26,7 @@ import pandas as pd
 
 __all__ = [
     "check_columns",
+    "column_keys",
     "text_cells",
     "validate_texts",
     "check_texts",
@@ -165,6 +166,20 @@ def _fmt_cols(cols: Iterable[Any]) -> str:
     return "[" + ", ".join(repr(c) for c in cols) + "]"
 
 
+def _column_key(df: pd.DataFrame, name: Any) -> Any:
+    """The key of column ``name`` in ``df``: itself, or the one column whose name reads the same
+    (``0`` and ``"0"``: label names are strings, and a file read back has string column names)."""
+    if name in df.columns:
+        return name
+    same = [c for c in df.columns if str(c) == str(name)]
+    return same[0] if len(same) == 1 else None
+
+
+def column_keys(df: pd.DataFrame, names: Sequence[Any]) -> list[Any]:
+    """:func:`_column_key` of each name (checked first by :func:`check_columns`)."""
+    return [_column_key(df, n) for n in names]
+
+
 def check_columns(df: pd.DataFrame, expected: Sequence[str], *, what: str = "column") -> None:
     """Raise a ValueError naming expected vs found columns (with spelling hints)."""
     if not isinstance(df, pd.DataFrame):
@@ -176,7 +191,7 @@ def check_columns(df: pd.DataFrame, expected: Sequence[str], *, what: str = "col
             "column is unique (e.g. df.columns = [...])."
         )
     found = [str(c) for c in df.columns]
-    missing = [c for c in expected if c not in df.columns]
+    missing = [c for c in expected if _column_key(df, c) is None]
     if missing:
         hints = []
         for m in missing:
@@ -309,16 +324,17 @@ def parse_label_matrix(df: pd.DataFrame, spec: LabelSpec, labels: Sequence[str] 
         ValueError: non-0/1 values, or labels not in ``labels``.
     """
     if spec.label_cols is not None:
-        if labels is not None and list(labels) != list(spec.label_cols):
-            missing = [c for c in labels if c not in spec.label_cols]
+        cols = list(spec.label_cols)
+        if labels is not None and [str(x) for x in labels] != [str(c) for c in cols]:
+            by_name = {str(c): c for c in cols}  # labels are strings; columns may be named 0, 1, ...
+            missing = [x for x in labels if str(x) not in by_name]
             if missing:
                 raise ValueError(f"Label column(s) {missing} expected by the model are not in label_cols {spec.label_cols}.")
-            cols = list(labels)
-        else:
-            cols = list(spec.label_cols)
-        return _parse_binary_columns(df, cols), [str(c) for c in cols]
+            cols = [by_name[str(x)] for x in labels]
+        keys = column_keys(df, cols)
+        return _parse_binary_columns(df[keys].set_axis(cols, axis=1), cols), [str(c) for c in cols]
     labels_given = labels
-    parsed = [_split_delimited(c, spec.label_delim) for c in df[spec.label_col]]
+    parsed = [_split_delimited(c, spec.label_delim) for c in df[column_keys(df, [spec.label_col])[0]]]
     found = sorted({p for ps in parsed for p in ps})
     if labels is None:
         labels = found
