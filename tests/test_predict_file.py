@@ -249,6 +249,63 @@ def test_resume_after_sigkill(reference, model_dir, inputs, tmp_path):
     assert out.read_bytes() == reference
 
 
+def _children(pid: int) -> set[int]:
+    """Live processes whose parent is ``pid`` (from /proc)."""
+    out = set()
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                stat = (d / "stat").read_text()
+            except OSError:
+                continue
+            fields = stat[stat.rindex(")") + 2:].split()
+            if int(fields[1]) == pid and fields[0] != "Z":
+                out.add(int(d.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = (Path("/proc") / str(pid) / "stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2:].split()[0] != "Z"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc; PR_SET_PDEATHSIG is Linux-only")
+def test_sigkill_in_first_chunk_leaves_no_tokenizer_workers_and_resumes(model_dir, tmp_path):
+    """A run SIGKILLed while its first chunk is tokenised in worker processes: the workers exit
+    with it, and the rerun resumes to the file an uninterrupted run writes."""
+    n = 30000
+    df = pd.DataFrame({"id": [f"{i:06d}" for i in range(n)],
+                       "text": [f"text number {i} is happy and calm today" for i in range(n)]})
+    src = tmp_path / "big.csv"
+    df.to_csv(src, index=False)
+    out = tmp_path / "o.csv"
+    proc = subprocess.Popen([sys.executable, "-c", _KILLED, str(model_dir), str(src), str(out), str(n)],
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, stderr=subprocess.DEVNULL)
+    workers: set[int] = set()
+    deadline = time.time() + 120
+    try:
+        while time.time() < deadline and proc.poll() is None and not workers:
+            workers = _children(proc.pid)
+            time.sleep(0.005)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert workers, "the run ended before its tokenizer workers were seen"
+    deadline = time.time() + 20
+    while time.time() < deadline and any(_alive(w) for w in workers):
+        time.sleep(0.1)
+    assert not any(_alive(w) for w in workers), "tokenizer workers outlived the killed run"
+    assert _progress(out)["rows"] == 0  # killed inside the first chunk
+    res = um.predict_file(model_dir, src, out, chunksize=n, id_col="id", output="both")
+    assert res.n_rows == n
+    ref = tmp_path / "ref.csv"
+    um.predict_file(model_dir, src, ref, chunksize=n, id_col="id", output="both")
+    assert out.read_bytes() == ref.read_bytes()
+
+
 # ---------------------------------------------------------------------- refusals
 def test_existing_foreign_output(model_dir, inputs, tmp_path):
     out = tmp_path / "o.csv"

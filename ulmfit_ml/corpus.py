@@ -2,7 +2,7 @@
 
 A corpus of tens of millions of words cannot live in RAM as Python token strings. The files are
 read a chunk of lines at a time, tokenised with the same fastai pipeline as everything else
-(:func:`~ulmfit_ml.data.tokenize_texts`, spaCy + fastai's rules, in worker processes), and
+(:func:`~ulmfit_ml.tokens.tokenize_texts`, spaCy + fastai's rules, in worker processes), and
 written as integer ids; the vocabulary is fastai's ``make_vocab`` over the counts. The result
 is cached on disk under a key of the files (path, size, mtime) and the tokenizer settings, so a
 second run (or a resumed one) starts in a second.

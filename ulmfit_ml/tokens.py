@@ -1,8 +1,13 @@
 """fastai's word tokenisation, once per process: the tokens the LM, the classifier and prediction share."""
 from __future__ import annotations
 
+import ctypes
 import functools
+import os
+import signal
+import sys
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 __all__ = ["tokenize_texts", "word_tokenizer", "pretokenized_tfm"]
@@ -24,22 +29,57 @@ def word_tokenizer() -> Any:
     return tok
 
 
+_WORKER_TOKENIZER: Any = None  # fastai's TokenizeWithRules, built once in each worker process
+
+
+def _die_with_parent(parent: int) -> None:
+    """Make this worker exit when the process that started it dies, even by SIGKILL.
+
+    Forked workers inherit the task pipe's write end, so they never see end-of-file and would
+    wait forever (~350 MB each) after their parent is killed. Linux: ``PR_SET_PDEATHSIG``;
+    elsewhere the pool's own shutdown is all there is.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+        except (OSError, AttributeError):
+            return
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def _worker_setup(parent: int, rules: list) -> None:
+    from fastai.text.core import TokenizeWithRules
+
+    global _WORKER_TOKENIZER
+    _die_with_parent(parent)
+    _WORKER_TOKENIZER = TokenizeWithRules(tok=word_tokenizer(), rules=rules)
+
+
+def _worker_tokenize(batch: list[str]) -> list[list[str]]:
+    return [list(t) for t in _WORKER_TOKENIZER(batch)]
+
+
 def tokenize_texts(texts: Sequence[str], *, n_workers: int | None = None) -> list[list[str]]:
     """Tokenise with fastai's default pipeline (spaCy + ``defaults.text_proc_rules``).
 
-    Same tokens as fastai's ``Tokenizer``; runs in worker processes for large inputs.
+    Same tokens as fastai's ``Tokenizer`` (its ``TokenizeWithRules``). Large inputs run in
+    worker processes: fastai's ``parallel_tokenize`` pool, except that the workers here exit
+    with their parent (:func:`_die_with_parent`) instead of outliving a killed run.
     """
-    from fastai.text.core import defaults, parallel_tokenize
+    from fastai.text.core import TokenizeWithRules, defaults
 
     texts = list(texts)
     if n_workers is None:
         n_workers = defaults.cpus if len(texts) >= _PARALLEL_TOKENIZE_MIN else 0
     rules = list(defaults.text_proc_rules)
-    out = parallel_tokenize(texts, word_tokenizer(), rules, n_workers=n_workers)
-    res: list[list[str] | None] = [None] * len(texts)
-    for i, toks in out:
-        res[int(i)] = list(toks)
-    return res  # type: ignore[return-value]
+    if n_workers <= 1 or len(texts) < 2:
+        return [list(t) for t in TokenizeWithRules(tok=word_tokenizer(), rules=rules)(texts)]
+    size = -(-len(texts) // n_workers)
+    batches = [texts[i:i + size] for i in range(0, len(texts), size)]
+    with ProcessPoolExecutor(n_workers, initializer=_worker_setup, initargs=(os.getpid(), rules)) as ex:
+        return [toks for part in ex.map(_worker_tokenize, batches) for toks in part]
 
 
 def pretokenized_tfm() -> Any:
