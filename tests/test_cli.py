@@ -478,3 +478,47 @@ def test_pretrain_refuses_existing_out(tmp_path, capsys):
     (tmp_path / "p" / "model").mkdir(parents=True)
     assert main(["pretrain", "corpus.txt", "--out", str(tmp_path / "p")]) == 1
     assert "already exists" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------- the CLI is the library
+def _lib_cfgs(work: Path, *overrides: tuple[str, str, object]) -> dict:
+    """exp.toml resolved as the CLI resolves it (paths from the run's directory), plus overrides."""
+    return resolve_config(load_config_file(work / "exp.toml"),
+                          [("run", "train", str(work / "train.csv")), ("lm", "quiet", True), ("classifier", "quiet", True),
+                           ("lm", "device", "cpu"), ("classifier", "device", "cpu"), ("run", "plots", False), *overrides])
+
+
+def _state(lm) -> dict:
+    return {k: v.numpy() for k, v in lm.state_dict.items()}
+
+
+def test_lm_command_equals_run_lm(work, lm_run):
+    run = um.run_lm(_lib_cfgs(work, ("run", "out", str(work / "runs" / "lm_lib"))))
+    cli, lib = um.load_lm(lm_run / "lm"), um.load_lm(run.lm_dir)
+    assert cli.vocab == lib.vocab
+    for k, v in _state(cli).items():
+        np.testing.assert_allclose(v, _state(lib)[k], atol=1e-6, err_msg=k)
+
+
+def test_cv_command_equals_run_cv(work, lm_run):
+    r = work / "runs" / "cv"
+    if not (r / "oof.csv").exists():
+        test_cv(work, lm_run)
+    _, res = um.run_cv(_lib_cfgs(work, ("run", "out", str(work / "runs" / "cv_lib")), ("run", "lm", str(lm_run)),
+                                 ("run", "folds", 2), ("run", "id_col", "id")))
+    cli = pd.read_csv(r / "oof.csv")
+    lib = pd.read_csv(work / "runs" / "cv_lib" / "oof.csv")
+    pd.testing.assert_frame_equal(cli, lib, atol=1e-6)
+    # micro AUC ranks all probabilities together: ties at float32 precision move it by ~1e-5
+    assert res.oof_metrics == pytest.approx(json.loads((r / "metrics.json").read_text())["oof"], nan_ok=True, abs=1e-4)
+
+
+def test_pretrain_command_equals_pretrain_lm(work):
+    if not (work / "pre" / "model").exists():
+        test_pretrain(work)
+    cfg = um.PretrainConfig(arch="tiny", epochs=2, bs=16, seq_len=16, valid_pct=0.2, quiet=True, device="cpu")
+    lib = um.pretrain_lm(work / "corpus.txt", config=cfg, out_dir=work / "pre_lib")
+    cli = um.load_lm(work / "pre" / "model")
+    assert cli.vocab == lib.vocab
+    for k, v in _state(cli).items():
+        np.testing.assert_allclose(v, _state(lib)[k], atol=1e-6, err_msg=k)
