@@ -115,7 +115,7 @@ def test_train_writes_the_run_directory(train_run):
     assert set(metrics["thresholds"]) == set(LABELS_SORTED) and "f1_macro" in metrics["valid"]["summary"]
     cfg = load_config_file(r / "config.toml")
     assert cfg["data"]["seed"] == cfg["lm"]["seed"] == cfg["classifier"]["seed"] == 5, "--seed sets every seed"
-    assert Path(cfg["run"]["lm"]).is_absolute() and cfg["run"]["overwrite"] is False
+    assert Path(cfg["run"]["encoder"]).is_absolute() and cfg["run"]["overwrite"] is False
     assert sorted(p.name for p in (r / "plots").glob("*.png")) == sorted(
         ["loss_classifier.png", "per_label_f1.png", "f1_vs_threshold.png", "label_frequency.png",
          "labels_per_text.png"])
@@ -279,10 +279,10 @@ CONFIG_ERRORS = [
     ("[lm]\nmoms = [0.8, 0.7]\n", [], r"lm\.moms = \[0\.8, 0\.7\]: expected a list of 3 float"),
     ("[data]\nvalid_pct = 2\n", [], r"\[data\] valid_pct must be a float in \(0, 1\), got 2"),
     ("[lm]\narch = \"huge\"\n", [], r"\[lm\] Unknown arch preset 'huge'"),
-    ("[run]\nthresholds = \"best\"\n", [], r"\[run\] thresholds must be 'per_label', 'global' or 'none'"),
+    ("[classifier]\nthresholds = \"best\"\n", [], r"\[classifier\] thresholds must be 'per_label', 'global' or 'none'"),
+    ("[run]\nthresholds = \"global\"\n", [], r"run\.thresholds is now classifier\.thresholds"),
     ("[run]\nfolds = 1\n", [], r"\[run\] folds must be an int >= 2"),
-    ("[run]\nencoder = \"bert\"\n", [], r"\[run\] encoder must be 'lm' or 'random'"),
-    ('[run]\nencoder = "random"\nlm = "x"\n', [], r"encoder = 'random' trains without a language model"),
+    ('[run]\nlm = "x"\n', [], r"run\.lm is now run\.encoder"),
     ("epochs = 3\n", [], r"key 'epochs' is outside a section"),
     ("[data\n", [], r"is not valid TOML"),
     ("[data]\ntext_col = 'text'\n", ["--set", "classifier.lrs=[0, 1, 1, 1]"], r"\[classifier\] lrs entries must be a number > 0"),
@@ -369,7 +369,7 @@ def test_resume_needs_a_run_directory(tmp_path, capsys):
 
 
 def test_lm_refuses_run_lm(tmp_path, capsys):
-    assert main(["lm", "--train", "x.csv", "--set", "run.lm=some/dir"]) == 2
+    assert main(["lm", "--train", "x.csv", "--set", "run.encoder=some/dir"]) == 2
     assert "ulmfit-ml lm` fine-tunes a new LM" in capsys.readouterr().err
 
 
@@ -504,7 +504,7 @@ def test_cv_command_equals_run_cv(work, lm_run):
     r = work / "runs" / "cv"
     if not (r / "oof.csv").exists():
         test_cv(work, lm_run)
-    _, res = um.run_cv(_lib_cfgs(work, ("run", "out", str(work / "runs" / "cv_lib")), ("run", "lm", str(lm_run)),
+    _, res = um.run_cv(_lib_cfgs(work, ("run", "out", str(work / "runs" / "cv_lib")), ("run", "encoder", str(lm_run)),
                                  ("run", "folds", 2), ("run", "id_col", "id")))
     cli = pd.read_csv(r / "oof.csv")
     lib = pd.read_csv(work / "runs" / "cv_lib" / "oof.csv")

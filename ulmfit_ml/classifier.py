@@ -32,6 +32,8 @@ __all__ = ["ClassifierTrainer", "train_classifier"]
 def _resolve_encoder(encoder: LanguageModel | str | Path | None) -> LanguageModel | None:
     if encoder is None or isinstance(encoder, LanguageModel):
         return encoder
+    if isinstance(encoder, str) and encoder == "random":  # as [run] encoder = "random" in a config file
+        return None
     if isinstance(encoder, (str, Path)):
         return load_lm(encoder)
     raise TypeError(f"encoder must be a LanguageModel, a saved LM directory or None, got {type(encoder).__name__}.")
@@ -228,8 +230,9 @@ def train_classifier(data: MultiLabelData, *, encoder: LanguageModel | str | Pat
     Args:
         data: a :class:`~ulmfit_ml.data.MultiLabelData`.
         encoder: the fine-tuned :class:`~ulmfit_ml.lm.LanguageModel` (or its saved
-            directory); its vocab and encoder weights are used. ``None`` trains from a randomly
-            initialised encoder of size ``arch`` with a vocab built from ``data`` (an ablation).
+            directory); its vocab and encoder weights are used. ``None`` (or ``"random"``, the
+            spelling of a config file's ``[run] encoder``) trains from a randomly initialised
+            encoder of size ``arch`` with a vocab built from ``data`` (an ablation).
         config: a :class:`~ulmfit_ml.config.ClassifierConfig`; keyword ``options`` override
             its fields (``epochs``, ``lrs``, ``unfreeze``, ``pos_weight``, ``loss``,
             ``device``, ``quiet`` ...).

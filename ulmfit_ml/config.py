@@ -298,10 +298,11 @@ class RunConfig:
 
     train: str | None = None  #: labelled data file (.csv, .tsv, .parquet, .jsonl)
     out: str | None = None  #: run directory; default runs/<command>-<date>-<time>
-    lm: str | None = None  #: a saved language model (or a run directory with lm/) to reuse instead of fine-tuning
-    encoder: str = "lm"  #: "lm" (fine-tuned language model) or "random" (no LM: an ablation)
+    #: what the classifier's encoder starts from, as ``train_classifier(encoder=...)``: "lm" (the language
+    #: model this run fine-tunes), a saved language model's directory (or a run directory with lm/) to
+    #: reuse, or "random" (no language model: an ablation; ``encoder=None`` in Python)
+    encoder: str = "lm"
     extra_texts: list[str] = field(default_factory=list)  #: unlabelled files whose texts join the LM corpus
-    thresholds: str = "per_label"  #: tune on validation/OOF: "per_label", "global" or "none" (0.5)
     seed: int | None = None  #: when set, replaces the seeds of [data], [lm] and [classifier]
     folds: int = 5  #: cv: number of folds
     test: str | None = None  #: cv: unlabelled file predicted by the average of the fold models
@@ -312,14 +313,10 @@ class RunConfig:
     overwrite: bool = False  #: replace an existing run directory
 
     def __post_init__(self) -> None:
-        if self.encoder not in ("lm", "random"):
-            raise ValueError(f"encoder must be 'lm' or 'random', got {self.encoder!r}.")
-        if self.thresholds not in ("per_label", "global", "none"):
-            raise ValueError(f"thresholds must be 'per_label', 'global' or 'none', got {self.thresholds!r}.")
+        if not isinstance(self.encoder, str) or not self.encoder:
+            raise ValueError(f"encoder must be 'lm', 'random' or a saved language model's directory, got {self.encoder!r}.")
         if isinstance(self.folds, bool) or not isinstance(self.folds, int) or self.folds < 2:
             raise ValueError(f"folds must be an int >= 2, got {self.folds!r}.")
-        if self.encoder == "random" and self.lm is not None:
-            raise ValueError("encoder = 'random' trains without a language model: remove lm = ... or use encoder = 'lm'.")
 
 
 #: Config-file sections -> dataclasses (the CLI's TOML sections).

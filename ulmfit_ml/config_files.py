@@ -18,7 +18,9 @@ from .config import SECTIONS, check_config_types, config_from_dict, config_to_di
 
 __all__ = ["ConfigError", "load_config_file", "parse_set", "resolve_config", "config_sections", "to_toml"]
 
-_RUN_PATHS = ("train", "out", "lm", "test")
+_RUN_PATHS = ("train", "out", "test")
+#: keys that moved to another section: (section, key) -> "new_section.key"
+_MOVED = {("run", "thresholds"): "classifier.thresholds", ("run", "lm"): "run.encoder"}
 
 
 class ConfigError(ValueError):
@@ -119,6 +121,10 @@ def resolve_config(file_sections: dict[str, dict[str, Any]] | None = None,
                               + (f" (did you mean {hint[0]}.{key}?)" if hint else "")
                               + "; expected data, lm, classifier, run or pretrain.")
         merged[section][key] = value
+    for (section, key), new in _MOVED.items():
+        if key in merged[section]:
+            raise ConfigError(f"{section}.{key} is now {new} (one option, meaning what the Python API's "
+                              f"argument of that name means): move it to [{new.split('.')[0]}].")
     out: dict[str, Any] = {}
     for section, cls in SECTIONS.items():
         values = merged[section]
@@ -130,6 +136,9 @@ def resolve_config(file_sections: dict[str, dict[str, Any]] | None = None,
             for key in _RUN_PATHS:
                 if values.get(key) is not None:
                     values[key] = str(Path(values[key]).expanduser().resolve())
+            if isinstance(values.get("encoder"), str) and values["encoder"] not in ("lm", "random", ""):
+                # a saved language model (a missing one fails when the run loads it, naming the fix)
+                values["encoder"] = str(Path(values["encoder"]).expanduser().resolve())
             if values.get("extra_texts"):
                 values["extra_texts"] = [str(Path(v).expanduser().resolve()) for v in values["extra_texts"]]
         try:

@@ -8,6 +8,7 @@ fold models' probabilities.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -127,7 +128,7 @@ def cross_validate(data: MultiLabelData, *, n_folds: int = 5, seed: int | None =
                    encoder: LanguageModel | str | Path | None = None, finetune: bool = True,
                    lm_config: LMConfig | None = None, config: ClassifierConfig | None = None,
                    arch: str | dict[str, Any] = "cpu", threshold: float | Sequence[float] = 0.5,
-                   tune: str | None = "per_label", keep_models: bool = False,
+                   keep_models: bool = False,
                    on_fold: Callable[[int, MultiLabelClassifier, dict[str, float]], None] | None = None) -> CVResult:
     """K-fold CV of the ULMFiT classifier with one shared language model.
 
@@ -142,11 +143,11 @@ def cross_validate(data: MultiLabelData, *, n_folds: int = 5, seed: int | None =
         finetune: ``False`` with ``encoder=None`` trains every fold from a random encoder of
             size ``arch`` (an ablation).
         lm_config: options of the one LM fine-tuning.
-        config: classifier options, used for every fold.
+        config: classifier options, used for every fold; its ``thresholds`` (``"per_label"``,
+            ``"global"``) tunes the thresholds on the OOF probabilities and reports the OOF
+            metrics at them, ``"none"`` keeps ``threshold``.
         arch: encoder size when no language model is used.
         threshold: thresholds of the per-fold metrics.
-        tune: ``"per_label"``/``"global"``: tune thresholds on the OOF probabilities and
-            report OOF metrics at them; ``None``: keep ``threshold``.
         keep_models: keep the fold classifiers (for :meth:`CVResult.predict_proba`, test-set
             averaging, or saving); otherwise each is dropped after its fold.
         on_fold: called as ``on_fold(k, model, metrics)`` after each fold (logging, saving).
@@ -156,11 +157,10 @@ def cross_validate(data: MultiLabelData, *, n_folds: int = 5, seed: int | None =
     """
     if not isinstance(data, MultiLabelData):
         raise TypeError(f"cross_validate expects a MultiLabelData, got {type(data).__name__}.")
-    if tune not in (None, "per_label", "global"):
-        raise ValueError(f"tune must be 'per_label', 'global' or None, got {tune!r}.")
     cfg = config if config is not None else ClassifierConfig()
     if not isinstance(cfg, ClassifierConfig):
         raise TypeError(f"config must be a ClassifierConfig, got {type(cfg).__name__}.")
+    fold_cfg = dataclasses.replace(cfg, thresholds="none")  # thresholds are tuned once, on the OOF probabilities
     fixed = check_thresholds(threshold, data.n_labels)
     folds = kfold_assignments(data.y, n_folds=n_folds, seed=data.config.seed if seed is None else seed)
     if isinstance(encoder, (str, Path)):
@@ -171,7 +171,7 @@ def cross_validate(data: MultiLabelData, *, n_folds: int = 5, seed: int | None =
     for k in range(n_folds):
         valid = folds == k
         fold_data = data.with_split(valid)
-        clf = train_classifier(fold_data, encoder=lm, config=cfg, arch=arch)
+        clf = train_classifier(fold_data, encoder=lm, config=fold_cfg, arch=arch)
         probs = clf.predict_proba(fold_data.valid_texts)
         oof[valid] = probs
         summary = multilabel_report(data.y[valid], probs, fixed, labels=data.labels).summary
@@ -180,7 +180,7 @@ def cross_validate(data: MultiLabelData, *, n_folds: int = 5, seed: int | None =
             on_fold(k, clf, summary)
         if keep_models:
             models.append(clf)
-    thresholds = fixed if tune is None else tune_thresholds(data.y, oof, strategy=tune)
+    thresholds = fixed if cfg.thresholds == "none" else tune_thresholds(data.y, oof, strategy=cfg.thresholds)
     for m in models:
         m.thresholds = thresholds.copy()
     oof_metrics = dict(multilabel_report(data.y, oof, thresholds, labels=data.labels).summary)

@@ -32,7 +32,7 @@ from .runtime import resolve_device
 from .validation import check_columns, check_texts, text_cells
 
 __all__ = ["run_lm", "run_train", "run_cv", "evaluate_file", "EvaluateFileResult", "run_inputs", "default_out",
-           "load_run_data", "require_train", "require_labels", "resolve_lm_dir"]
+           "load_run_data", "require_train", "require_labels", "resolve_lm_dir", "saved_encoder"]
 
 
 def require_labels(data_cfg: DataConfig) -> None:
@@ -50,7 +50,7 @@ def require_train(run_cfg: RunConfig) -> str:
 def run_inputs(cfgs: dict[str, Any], *, config_path: str | Path | None = None) -> list[str]:
     """Every file or directory a run reads: a run directory that is or holds one is never replaced."""
     rc = cfgs["run"]
-    out = [rc.train, rc.test, rc.lm, *rc.extra_texts, config_path]
+    out = [rc.train, rc.test, saved_encoder(rc), *rc.extra_texts, config_path]
     pretrained = getattr(cfgs["lm"], "pretrained", None)
     if isinstance(pretrained, (str, Path)) and Path(pretrained).expanduser().exists():  # a path, not a shipped name
         out.append(str(Path(pretrained).expanduser()))
@@ -85,6 +85,11 @@ def load_run_data(cfgs: dict[str, Any], *, labelled: bool = True) -> MultiLabelD
     return MultiLabelData.from_df(df.assign(**{col: "text"}), config=dc, extra_texts=extra)
 
 
+def saved_encoder(run_cfg: RunConfig) -> str | None:
+    """The saved language model ``[run] encoder`` names, or ``None`` for "lm" / "random"."""
+    return None if run_cfg.encoder in ("lm", "random") else run_cfg.encoder
+
+
 def resolve_lm_dir(path: str | Path) -> Path:
     p = Path(path)
     if (p / "lm.json").is_file():
@@ -100,9 +105,9 @@ def _language_model(cfgs: dict[str, Any], data: MultiLabelData, run: RunDir, log
     if cfgs["run"].encoder == "random":
         log.info("encoder = random: no language model (ablation)")
         return None
-    if cfgs["run"].lm:
-        lm = load_lm(resolve_lm_dir(cfgs["run"].lm))
-        log.info(f"language model: reusing {cfgs['run'].lm} ({lm!r})")
+    if saved_encoder(cfgs["run"]):
+        lm = load_lm(resolve_lm_dir(saved_encoder(cfgs["run"])))
+        log.info(f"language model: reusing {saved_encoder(cfgs['run'])} ({lm!r})")
         return lm
     if (run.lm_dir / "lm.json").is_file():
         lm = load_lm(run.lm_dir)
@@ -142,8 +147,8 @@ def run_lm(cfgs: dict[str, Any], *, inputs: Sequence[str] = ()) -> RunDir:
         inputs: every file the run reads (:func:`run_inputs`); never replaced.
     """
     require_train(cfgs["run"])
-    if cfgs["run"].lm:
-        raise ConfigError("run.lm is set: `ulmfit-ml lm` fine-tunes a new LM; start it from saved weights with "
+    if saved_encoder(cfgs["run"]):
+        raise ConfigError("run.encoder is a saved LM: `ulmfit-ml lm` fine-tunes a new LM; start it from saved weights with "
                           "lm.pretrained = \"DIR\" instead.")
     if cfgs["run"].encoder == "random":
         raise ConfigError("run.encoder = \"random\" means no language model: `ulmfit-ml lm` needs encoder = \"lm\".")
@@ -214,12 +219,10 @@ def run_train(cfgs: dict[str, Any], *, resume: bool = False, inputs: Sequence[st
         log.info(f"data: {data!r}")
         lm = _language_model(cfgs, data, run, log)
         log.info("training the classifier")
-        # [run] thresholds is the classifier's own ``thresholds`` option (tuned on the validation split)
-        clf_cfg = dataclasses.replace(cfgs["classifier"], thresholds=cfgs["run"].thresholds)
-        clf = train_classifier(data, encoder=lm, config=clf_cfg, arch=cfgs["lm"].arch,
+        clf = train_classifier(data, encoder=lm, config=cfgs["classifier"], arch=cfgs["lm"].arch,
                                checkpoint_dir=run.checkpoint_dir, resume=resume)
         report = clf.report()
-        history = _history(None if cfgs["run"].lm else lm, clf)  # a reused LM was trained elsewhere
+        history = _history(None if saved_encoder(cfgs["run"]) else lm, clf)  # a reused LM was trained elsewhere
         if len(history):
             run.write_table("history.csv", history)
         run.write_json("metrics.json", {"valid": report.to_dict(), "thresholds": dict(zip(clf.labels, clf.thresholds)),
@@ -313,8 +316,7 @@ def run_cv(cfgs: dict[str, Any], *, inputs: Sequence[str] = ()) -> tuple[RunDir,
                      f"roc_auc_macro={summary['roc_auc_macro']:.4f}")
 
         res = cross_validate(data, n_folds=rc.folds, encoder=lm, finetune=False, config=cfgs["classifier"],
-                             arch=cfgs["lm"].arch, tune=None if rc.thresholds == "none" else rc.thresholds,
-                             keep_models=bool(rc.test) or rc.save_fold_models, on_fold=on_fold)
+                             arch=cfgs["lm"].arch, keep_models=bool(rc.test) or rc.save_fold_models, on_fold=on_fold)
         oof = res.oof_frame()
         if rc.id_col is not None:
             oof.insert(1, rc.id_col, df.loc[res.index, rc.id_col].to_numpy())

@@ -22,7 +22,7 @@ def _comma_list(kind: type) -> Any:
 
 #: flag dest -> the config keys it sets
 FLAG_KEYS: dict[str, list[tuple[str, str]]] = {
-    "train": [("run", "train")], "out": [("run", "out")], "lm": [("run", "lm")], "seed": [("run", "seed")],
+    "train": [("run", "train")], "out": [("run", "out")], "lm": [("run", "encoder")], "seed": [("run", "seed")],
     "overwrite": [("run", "overwrite")], "folds": [("run", "folds")], "test": [("run", "test")],
     "id_col": [("run", "id_col")], "text_col": [("data", "text_col")], "label_delim": [("data", "label_delim")],
     "label_col": [("data", "label_col")], "label_cols": [("data", "label_cols")],
@@ -43,8 +43,6 @@ def flag_overrides(args: argparse.Namespace) -> list[tuple[str, str, Any]]:
             out.append(("data", "label_cols", None))
         elif dest == "label_cols":
             out.append(("data", "label_col", None))
-        elif dest == "lm":
-            out.append(("run", "encoder", "lm"))
     return out
 
 
