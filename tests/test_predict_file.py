@@ -407,3 +407,24 @@ def test_bad_paths(model_dir, inputs, tmp_path):
         um.predict_file(3, inputs / "in.csv", tmp_path / "o.csv")
     with pytest.raises(FileNotFoundError, match=r"No saved model at"):
         um.predict_file(tmp_path / "no_model", inputs / "in.csv", tmp_path / "o.csv")
+
+
+# ---------------------------------------------------------------------- int8 inference
+def test_int8_copy_predicts_close_to_the_float_model(clf, frame, tmp_path):
+    q = clf.quantized()
+    texts = frame["text"].tolist()[:200]
+    pf, pq = clf.predict_proba(texts), q.predict_proba(texts)
+    assert q.labels == clf.labels and np.array_equal(q.thresholds, clf.thresholds)
+    assert np.abs(pf - pq).mean() < 0.01 and np.abs(pf - pq).max() < 0.1  # int8 weights: small, bounded drift
+    with pytest.raises(ValueError, match=r"this is a quantized copy for inference"):
+        q.save(tmp_path / "q")
+    assert not (tmp_path / "q").exists()
+
+
+def test_predict_file_int8_matches_the_quantized_model(model_dir, inputs, clf, frame, tmp_path):
+    with pytest.warns(UserWarning, match="empty or missing text"):
+        um.predict_file(model_dir, inputs / "in.csv", tmp_path / "q.csv", output="proba", int8=True)
+    got = pd.read_csv(tmp_path / "q.csv")[[f"proba_{lab}" for lab in clf.labels]].to_numpy()
+    with pytest.warns(UserWarning, match="empty or missing text"):
+        want = clf.quantized().predict_proba(frame["text"].tolist())
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)

@@ -78,7 +78,7 @@ class MultiLabelClassifier(MultiLabelPredictorMixin):
     # ------------------------------------------------------------------ inference
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        return next(iter(self.model.parameters()), torch.empty(0)).device  # a quantized model may have none
 
     def to(self, device: str | torch.device) -> "MultiLabelClassifier":
         """Move the model (e.g. ``clf.to("cpu")`` after GPU training)."""
@@ -131,6 +131,34 @@ class MultiLabelClassifier(MultiLabelPredictorMixin):
 
     # predict, evaluate, report, tune_thresholds: see MultiLabelPredictorMixin (ulmfit_ml/base.py)
 
+    def quantized(self) -> "MultiLabelClassifier":
+        """A CPU copy for fast inference: the LSTMs and linear layers with dynamic int8 weights
+        (``torch.ao.quantization.quantize_dynamic``); same labels, thresholds and tokens.
+
+        fastai's ``WeightDropout`` re-sets the LSTM weights from a raw copy at every forward, which
+        a quantized LSTM cannot take; at inference its dropout is off, so each one is replaced
+        by its plain ``nn.LSTM`` first. The copy predicts but cannot be saved (save the float model).
+        """
+        from fastai.text.models.awdlstm import WeightDropout
+
+        m = self.meta  # a fresh copy (fastai's dropout-set weights cannot be deep-copied)
+        model = build_classifier_model(len(self.vocab), len(self.labels), arch=m["arch"], seq_len=m["seq_len"],
+                                       max_len=m["max_len"], lin_ftrs=m["lin_ftrs"], drop_mult=m.get("drop_mult", 0.5))
+        model.load_state_dict({k: v.detach().cpu() for k, v in self.model.state_dict().items()})
+        model.eval()
+        for rnns in [m.rnns for m in model.modules() if hasattr(m, "rnns")]:
+            for i, wd in enumerate(rnns):
+                if isinstance(wd, WeightDropout):
+                    lstm = wd.module
+                    for name in wd.layer_names:
+                        delattr(lstm, name)
+                        lstm.register_parameter(name, torch.nn.Parameter(getattr(wd, f"{name}_raw").detach().clone()))
+                    lstm.flatten_parameters()
+                    rnns[i] = lstm
+        qmodel = torch.ao.quantization.quantize_dynamic(model, {torch.nn.LSTM, torch.nn.Linear}, dtype=torch.qint8)
+        return MultiLabelClassifier(qmodel, self.vocab, self.labels, meta={**self.meta, "quantized": "int8-dynamic"},
+                                    thresholds=self.thresholds.copy(), history=self.history)
+
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path, *, overwrite: bool = False, inputs: Sequence[str | Path] = ()) -> Path:
         """Write the model directory atomically (safetensors weights + JSON); see :func:`save_classifier`.
@@ -147,11 +175,14 @@ class MultiLabelClassifier(MultiLabelPredictorMixin):
 
 
 def save_classifier(clf: Any, path: str | Path, *, overwrite: bool = False, inputs: Any = ()) -> Path:
-    """Save a :class:`~ulmfit_ml.classifier.MultiLabelClassifier` to directory ``path`` atomically.
+    """Save a :class:`MultiLabelClassifier` to directory ``path`` atomically.
 
     The thresholds are checked first (one number in [0, 1] per label): a model that could not
     be loaded again never replaces a good one.
     """
+    if clf.meta.get("quantized"):
+        raise ValueError(f"Cannot save to {path}: this is a quantized copy for inference (clf.quantized()); save the "
+                         "float model it was made from, and quantize again after loading.")
     try:
         thresholds = check_thresholds(clf.thresholds, len(clf.labels))
     except (ValueError, TypeError) as e:

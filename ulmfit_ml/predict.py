@@ -117,6 +117,16 @@ def _load_model(model: Any, device: str | None) -> Any:
                     f"MultiLabelEnsemble, got {type(model).__name__}.")
 
 
+def _quantized(predictor: Any) -> Any:
+    if isinstance(predictor, MultiLabelEnsemble):
+        ens = MultiLabelEnsemble([_quantized(m) for m in predictor.models], weights=list(predictor.weights))
+        ens.thresholds = predictor.thresholds.copy()
+        return ens
+    if not isinstance(predictor, MultiLabelClassifier):
+        raise TypeError(f"int8=True quantizes ULMFiT classifiers, not a {type(predictor).__name__}.")
+    return predictor.quantized()
+
+
 def _predict_chunk(predictor: Any, chunk: pd.DataFrame, *, start: int, text_col: str, id_col: str | None,
                    output: str, threshold: Any, at_least_one: bool, bs: int) -> tuple[pd.DataFrame, int]:
     """One chunk's output rows (the layout of every output format) and its number of empty texts."""
@@ -158,7 +168,7 @@ def predict_file(model: Any, input_path: str | Path, output_path: str | Path, *,
                  chunksize: int = 10000, id_col: str | None = None, output: str = "proba", resume: bool = True,
                  threshold: float | list[float] | None = None, at_least_one: bool = False, sep: str | None = None,
                  header: bool = True, encoding: str = "utf-8", encoding_errors: str = "strict", bs: int = 128,
-                 overwrite: bool = False, device: str | None = "cpu") -> PredictFileResult:
+                 overwrite: bool = False, device: str | None = "cpu", int8: bool = False) -> PredictFileResult:
     """Predict every row of a table file (CSV/TSV/parquet/JSON lines) in chunks.
 
     The output has one row per input row, in input order: ``row`` (0-based input row
@@ -196,6 +206,9 @@ def predict_file(model: Any, input_path: str | Path, output_path: str | Path, *,
             (CLI ``--overwrite``). The input file is never replaced (see
             :func:`~ulmfit_ml.io.check_output_file`).
         device: where a model loaded from a directory runs.
+        int8: predict with :meth:`~ulmfit_ml.model.MultiLabelClassifier.quantized` copies (dynamic
+            int8 LSTM and linear weights, CPU): about twice as fast; its quality cost is in
+            ``bench/INFERENCE.md``.
 
     Returns:
         :class:`PredictFileResult` (rows, rows done by this call, timing).
@@ -228,7 +241,8 @@ def predict_file(model: Any, input_path: str | Path, output_path: str | Path, *,
     # output only if predict_file wrote it (it has a progress file) or overwrite=True
     check_output_file(output_path, overwrite=overwrite or (streamed and prog_path.is_file()),
                       inputs=[input_path, *model_dirs])
-    predictor = _load_model(model, device)
+    weights = _load_model(model, "cpu" if int8 else device)  # the float model: its fingerprint identifies a run
+    predictor = _quantized(weights) if int8 else weights
     text_col = predictor.meta.get("text_col", "text") if text_col is None else text_col
     if id_col is not None and id_col == text_col:
         raise ValueError(f"id_col and text_col are both {text_col!r}: name the id column, or leave id_col=None.")
@@ -251,10 +265,10 @@ def predict_file(model: Any, input_path: str | Path, output_path: str | Path, *,
 
     stat = input_path.stat()
     ident = {"version": _PROGRESS_VERSION, "input": str(input_path.resolve()), "input_size": stat.st_size,
-             "input_mtime_ns": stat.st_mtime_ns, "model": _model_fingerprint(predictor), "text_col": text_col,
+             "input_mtime_ns": stat.st_mtime_ns, "model": _model_fingerprint(weights), "text_col": text_col,
              "id_col": id_col, "output": output, "format": out_fmt,
              "threshold": None if threshold is None else np.asarray(threshold, dtype=float).tolist(),
-             "at_least_one": at_least_one, "sep": sep, "header": header, "encoding": encoding,
+             "at_least_one": at_least_one, "int8": int8, "sep": sep, "header": header, "encoding": encoding,
              "encoding_errors": encoding_errors}
     done, offset = 0, 0
     if resume and prog_path.exists():

@@ -91,7 +91,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     res = predict_file(args.model, args.input, args.out, text_col=args.text_col, id_col=args.id_col,
                        output=args.format, resume=not args.no_resume, threshold=args.threshold,
                        at_least_one=args.at_least_one, bs=args.bs, overwrite=args.overwrite, device=args.device,
-                       sep=args.sep, header=not args.no_header)
+                       sep=args.sep, header=not args.no_header, int8=args.int8)
     print(f"{res.n_rows} rows -> {res.output_path}")
     return 0
 

@@ -180,6 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--id-col", help="column copied to the output (required by --format submission)")
     p.add_argument("--at-least-one", action="store_true", help="give each text its most probable label when none passes")
     p.add_argument("--bs", type=int, default=128, help="prediction batch size (default 128)")
+    p.add_argument("--int8", action="store_true", help="dynamic int8 LSTM/linear weights on CPU: about 2x faster "
+                                                       "(quality cost in bench/INFERENCE.md)")
     p.add_argument("--no-resume", action="store_true", help="restart a large CSV prediction instead of continuing it")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file (never the input)")
     p.set_defaults(command_name="predict")
