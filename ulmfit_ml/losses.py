@@ -51,8 +51,10 @@ class BCEFocalLossFlat(nn.Module):
         self.register_buffer("pos_weight", pos_weight if pos_weight is not None else None)
 
     def forward(self, inp: torch.Tensor, targ: torch.Tensor) -> torch.Tensor:
-        targ = targ.float()
-        inp = inp.float()
+        # plain tensors: fastai's TensorText / TensorMultiCategory subclasses have no
+        # __torch_function__ rule for this op outside a Learner (e.g. a hand-written loop)
+        targ = targ.float().as_subclass(torch.Tensor)
+        inp = inp.float().as_subclass(torch.Tensor)
         bce = F.binary_cross_entropy_with_logits(inp, targ, reduction="none", pos_weight=self.pos_weight)
         p = torch.sigmoid(inp)
         p_t = p * targ + (1 - p) * (1 - targ)
