@@ -55,6 +55,12 @@ def build_classifier_model(vocab_size: int, n_out: int, *, arch: dict[str, Any],
                                drop_mult=1.0, lin_ftrs=list(lin_ftrs), max_len=max_len)
 
 
+def _model_from_meta(vocab_size: int, n_labels: int, meta: dict[str, Any]) -> torch.nn.Module:
+    """The architecture a model's metadata (``config.json``) describes, with fresh weights."""
+    return build_classifier_model(vocab_size, n_labels, arch=meta["arch"], seq_len=meta["seq_len"],
+                                  max_len=meta["max_len"], lin_ftrs=meta["lin_ftrs"], drop_mult=meta.get("drop_mult", 0.5))
+
+
 class MultiLabelClassifier(MultiLabelPredictorMixin):
     """A trained multi-label text classifier.
 
@@ -141,9 +147,8 @@ class MultiLabelClassifier(MultiLabelPredictorMixin):
         """
         from fastai.text.models.awdlstm import WeightDropout
 
-        m = self.meta  # a fresh copy (fastai's dropout-set weights cannot be deep-copied)
-        model = build_classifier_model(len(self.vocab), len(self.labels), arch=m["arch"], seq_len=m["seq_len"],
-                                       max_len=m["max_len"], lin_ftrs=m["lin_ftrs"], drop_mult=m.get("drop_mult", 0.5))
+        # a fresh copy (fastai's dropout-set weights cannot be deep-copied)
+        model = _model_from_meta(len(self.vocab), len(self.labels), self.meta)
         model.load_state_dict({k: v.detach().cpu() for k, v in self.model.state_dict().items()})
         model.eval()
         for rnns in [m.rnns for m in model.modules() if hasattr(m, "rnns")]:
@@ -265,8 +270,7 @@ def load_classifier(path: str | Path, *, device: str | None = "cpu") -> Any:
         raise ValueError(f"{path / 'thresholds.json'} must hold {len(labels)} numbers in [0, 1] (one per label).")
     _check_config_values(cfg, path / "config.json")
     try:
-        model = build_classifier_model(len(vocab), len(labels), arch=cfg["arch"], seq_len=cfg["seq_len"],
-                                       max_len=cfg["max_len"], lin_ftrs=cfg["lin_ftrs"], drop_mult=cfg.get("drop_mult", 0.5))
+        model = _model_from_meta(len(vocab), len(labels), cfg)
     except KeyError as e:
         raise ValueError(f"{path / 'config.json'} lacks the key {e}.") from e
     except (TypeError, ValueError) as e:
