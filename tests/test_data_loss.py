@@ -281,7 +281,7 @@ def test_predict_file_killed_in_first_chunk_resumes(clf, tmp_path, monkeypatch):
     ref = tmp_path / "ref.csv"
     um.predict_file(clf, src, ref, chunksize=5, id_col="id")
     out = tmp_path / "o.csv"
-    real = P._predict_chunk
+    real = P.predict_frame
 
     def boom(*a, **kw):
         if kw["start"] == 0:
@@ -290,11 +290,11 @@ def test_predict_file_killed_in_first_chunk_resumes(clf, tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(*a, **kw)
 
-    monkeypatch.setattr(P, "_predict_chunk", boom)
+    monkeypatch.setattr(P, "predict_frame", boom)
     with pytest.raises(KeyboardInterrupt):
         um.predict_file(clf, src, out, chunksize=5, id_col="id")
     assert out.exists() and P._progress_path(out).exists()
-    monkeypatch.setattr(P, "_predict_chunk", real)
+    monkeypatch.setattr(P, "predict_frame", real)
     res = um.predict_file(clf, src, out, chunksize=5, id_col="id")  # resumes: no "not written by predict_file"
     assert res.resumed_from == 0 and res.n_rows == len(TEXTS)
     assert out.read_bytes() == ref.read_bytes()

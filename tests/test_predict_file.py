@@ -112,13 +112,13 @@ def test_formats_give_the_same_file(reference, model_dir, inputs, tmp_path, src)
 def test_chunks_bound_memory(model_dir, inputs, tmp_path, monkeypatch):
     """Never more than ``chunksize`` texts in memory at once (the input is never read whole)."""
     sizes = []
-    real = P._predict_chunk
+    real = P.predict_frame
 
     def spy(clf, chunk, **kw):
         sizes.append(len(chunk))
         return real(clf, chunk, **kw)
 
-    monkeypatch.setattr(P, "_predict_chunk", spy)
+    monkeypatch.setattr(P, "predict_frame", spy)
     _run(model_dir, inputs, tmp_path / "o.csv", chunksize=40)
     assert sizes == [40] * 5 + [30]
     sizes.clear()
@@ -144,7 +144,7 @@ def _progress(out: Path) -> dict:
 
 def test_resume_after_exception(reference, model_dir, inputs, tmp_path, monkeypatch):
     out = tmp_path / "o.csv"
-    real, calls = P._predict_chunk, []
+    real, calls = P.predict_frame, []
 
     def boom(*a, **kw):
         calls.append(1)
@@ -152,12 +152,12 @@ def test_resume_after_exception(reference, model_dir, inputs, tmp_path, monkeypa
             raise KeyboardInterrupt("interrupted during chunk 3")
         return real(*a, **kw)
 
-    monkeypatch.setattr(P, "_predict_chunk", boom)
+    monkeypatch.setattr(P, "predict_frame", boom)
     with pytest.raises(KeyboardInterrupt):
         um.predict_file(model_dir, inputs / "in.csv", out, chunksize=CHUNK, id_col="id", output="both")
     assert _progress(out)["rows"] == 2 * CHUNK and not _progress(out)["complete"]
     assert len(pd.read_csv(out)) == 2 * CHUNK
-    monkeypatch.setattr(P, "_predict_chunk", real)
+    monkeypatch.setattr(P, "predict_frame", real)
     res = um.predict_file(model_dir, inputs / "in.csv", out, chunksize=CHUNK, id_col="id", output="both")
     assert (res.resumed_from, res.n_new, res.n_rows) == (2 * CHUNK, N - 2 * CHUNK, N)
     assert out.read_bytes() == reference
@@ -186,26 +186,26 @@ def test_resume_after_crash_between_write_and_commit(reference, model_dir, input
 
 def test_resume_after_torn_write(reference, model_dir, inputs, tmp_path, monkeypatch):
     out = tmp_path / "o.csv"
-    real = P._predict_chunk
-    monkeypatch.setattr(P, "_predict_chunk", lambda *a, **kw: (_ for _ in ()).throw(MemoryError("x"))
+    real = P.predict_frame
+    monkeypatch.setattr(P, "predict_frame", lambda *a, **kw: (_ for _ in ()).throw(MemoryError("x"))
                         if kw["start"] >= 3 * CHUNK else real(*a, **kw))
     with pytest.raises(MemoryError):
         _run(model_dir, inputs, out, _warn=False)
     with open(out, "ab") as f:  # half a line of the next chunk, as a power cut may leave
         f.write(b"150,00150,billing,0.4")
-    monkeypatch.setattr(P, "_predict_chunk", real)
+    monkeypatch.setattr(P, "predict_frame", real)
     _run(model_dir, inputs, out, _warn=False)  # the empty texts were in an already committed chunk
     assert out.read_bytes() == reference
 
 
 def test_resume_with_another_chunksize(reference, model_dir, inputs, tmp_path, monkeypatch):
     out = tmp_path / "o.csv"
-    real = P._predict_chunk
-    monkeypatch.setattr(P, "_predict_chunk", lambda *a, **kw: (_ for _ in ()).throw(KeyboardInterrupt())
+    real = P.predict_frame
+    monkeypatch.setattr(P, "predict_frame", lambda *a, **kw: (_ for _ in ()).throw(KeyboardInterrupt())
                         if kw["start"] >= 2 * CHUNK else real(*a, **kw))
     with pytest.raises(KeyboardInterrupt):
         _run(model_dir, inputs, out, _warn=False)
-    monkeypatch.setattr(P, "_predict_chunk", real)
+    monkeypatch.setattr(P, "predict_frame", real)
     res = _run(model_dir, inputs, out, chunksize=33, _warn=False)
     assert res.resumed_from == 2 * CHUNK
     ref = pd.read_csv(pd.io.common.BytesIO(reference), dtype={"id": str})
@@ -325,12 +325,12 @@ def test_existing_foreign_output(model_dir, inputs, tmp_path):
 ])
 def test_progress_of_another_run_refused(model_dir, inputs, tmp_path, monkeypatch, change, match):
     out = tmp_path / "o.csv"
-    real = P._predict_chunk
-    monkeypatch.setattr(P, "_predict_chunk", lambda *a, **kw: (_ for _ in ()).throw(KeyboardInterrupt())
+    real = P.predict_frame
+    monkeypatch.setattr(P, "predict_frame", lambda *a, **kw: (_ for _ in ()).throw(KeyboardInterrupt())
                         if kw["start"] >= CHUNK else real(*a, **kw))
     with pytest.raises(KeyboardInterrupt):
         _run(model_dir, inputs, out, _warn=False)
-    monkeypatch.setattr(P, "_predict_chunk", real)
+    monkeypatch.setattr(P, "predict_frame", real)
     with pytest.raises(ValueError, match=match):
         _run(model_dir, inputs, out, _warn=False, **change)
 

@@ -36,7 +36,7 @@ from .runtime import patch_fastai
 from .thresholds import apply_thresholds
 from .validation import check_bs, check_columns, suppress_empty_text_warning, text_cells, warn_empty_texts
 
-__all__ = ["predict_file", "PredictFileResult", "load_fastai_learner", "PROGRESS_SUFFIX", "OUTPUTS"]
+__all__ = ["predict_file", "predict_frame", "PredictFileResult", "load_fastai_learner", "PROGRESS_SUFFIX", "OUTPUTS"]
 
 #: The sidecar next to the output: ``out.csv`` -> ``out.csv.progress.json``.
 PROGRESS_SUFFIX = ".progress.json"
@@ -127,9 +127,15 @@ def _quantized(predictor: Any) -> Any:
     return predictor.quantized()
 
 
-def _predict_chunk(predictor: Any, chunk: pd.DataFrame, *, start: int, text_col: str, id_col: str | None,
-                   output: str, threshold: Any, at_least_one: bool, bs: int) -> tuple[pd.DataFrame, int]:
-    """One chunk's output rows (the layout of every output format) and its number of empty texts."""
+def predict_frame(predictor: Any, chunk: pd.DataFrame, *, start: int, text_col: str, id_col: str | None = None,
+                  output: str = "proba", threshold: Any = None, at_least_one: bool = False,
+                  bs: int = 128) -> tuple[pd.DataFrame, int]:
+    """One chunk of input rows -> its output rows, in the layout of every :func:`predict_file`
+    output (``row`` numbered from ``start``), and its number of empty texts (not warned here).
+
+    The one place a table chunk becomes predictions: :func:`predict_file` and distributed
+    batch prediction both call it, so their outputs are identical.
+    """
     texts, empty = text_cells(chunk[text_col], col=text_col)
     with suppress_empty_text_warning():  # counted here, warned once per file by predict_file
         probs = predictor.predict_proba(texts, bs=bs)
@@ -255,7 +261,7 @@ def predict_file(model: Any, input_path: str | Path, output_path: str | Path, *,
     if not streamed:  # parquet: chunks predicted, one atomic write at the end
         parts, n_empty, pos = [], 0, 0
         for chunk in chunks:
-            res, n_e = _predict_chunk(predictor, chunk[cols], start=pos, **opts)
+            res, n_e = predict_frame(predictor, chunk[cols], start=pos, **opts)
             parts.append(res)
             n_empty, pos = n_empty + n_e, pos + len(chunk)
         frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=_header(predictor, id_col, output))
@@ -305,7 +311,7 @@ def predict_file(model: Any, input_path: str | Path, output_path: str | Path, *,
                 continue
             if start < done:  # resumed with another chunksize: finish the partly done chunk
                 chunk, start = chunk.iloc[done - start:], done
-            res, n_e = _predict_chunk(predictor, chunk[cols], start=start, **opts)
+            res, n_e = predict_frame(predictor, chunk[cols], start=start, **opts)
             n_empty += n_e
             f.write(table_bytes(res, out_fmt, header=header_needed))
             header_needed = False
