@@ -13,21 +13,25 @@ from .data import MultiLabelData
 from .ensemble import MultiLabelEnsemble, load_predictor
 from .explain import explain, explain_html
 from .finetune import LMTrainer, finetune_lm
+from .heads import MultiCategoryClassifier, TextRegressor
 from .io import read_table, write_table
 from .lm import LanguageModel, load_lm
 from .lr_find import LRFindResult, lr_find
 from .metrics import MultiLabelReport, multilabel_report
-from .model import MultiLabelClassifier, load_classifier
+from .model import MultiLabelClassifier, TextModel, load_classifier
 from .pipeline import EvaluateFileResult, evaluate_file, run_cv, run_lm, run_train
 from .plots import (plot_f1_vs_threshold, plot_label_frequency, plot_labels_per_text, plot_loss, plot_lr_find,
                     plot_per_label_f1)
 from .predict import PredictFileResult, load_fastai_learner, predict_file
 from .pretrain import pretrain_lm
 from .runs import RunDir
+from .targets import CategoryReport, CategorySpec, RegressionReport, RegressionSpec
 from .thresholds import apply_thresholds, tune_thresholds
 from .version import __version__
 
 __all__ = [
+    "MultiCategoryClassifier", "TextRegressor", "TextModel", "CategoryReport", "CategorySpec",
+    "RegressionReport", "RegressionSpec",
     "__version__",
     "cross_validate",
     "CVResult",

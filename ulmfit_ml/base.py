@@ -60,6 +60,32 @@ class MultiLabelPredictorMixin:
         pred = apply_thresholds(probs, self.thresholds if threshold is None else threshold, at_least_one=at_least_one)
         return [[self.labels[j] for j in np.flatnonzero(row)] for row in pred]
 
+    def output_table(self, texts: Sequence[str], *, output: str = "proba", threshold: float | Sequence[float] | None = None,
+                     at_least_one: bool = False, bs: int = 128) -> pd.DataFrame:
+        """The prediction columns :func:`~ulmfit_ml.predict.predict_file` writes for ``texts``:
+        ``labels`` (names joined by :attr:`label_delim`; ``output="labels"``/``"both"``) and/or
+        one ``proba_<label>`` column per label (``"proba"``/``"both"``); ``"submission"``: one
+        column per label, named by the label."""
+        probs = self.predict_proba(texts, bs=bs)
+        labels = self.labels
+        if output == "submission":
+            return pd.DataFrame({lab: probs[:, j] for j, lab in enumerate(labels)})
+        out = pd.DataFrame(index=range(len(probs)))
+        if output in ("labels", "both"):
+            pred = apply_thresholds(probs, self.thresholds if threshold is None else threshold, at_least_one=at_least_one)
+            out["labels"] = [self.label_delim.join(labels[j] for j in np.flatnonzero(r)) for r in pred]
+        if output in ("proba", "both"):
+            for j, lab in enumerate(labels):
+                out[f"proba_{lab}"] = probs[:, j]
+        return out
+
+    def output_columns(self, output: str = "proba") -> list[str]:
+        """The column names :meth:`output_table` gives for ``output`` (the header of an empty file)."""
+        if output == "submission":
+            return list(self.labels)
+        return (["labels"] if output in ("labels", "both") else []) + \
+            ([f"proba_{lab}" for lab in self.labels] if output in ("proba", "both") else [])
+
     def _labelled(self, df: pd.DataFrame, text_col: str | None = None) -> tuple[list[str], np.ndarray]:
         text_col = self.meta["text_col"] if text_col is None else text_col
         spec = LabelSpec.from_dict(self.meta["label_spec"])

@@ -1,15 +1,19 @@
-"""ULMFiT stage 3: train the multi-label classifier (gradual unfreezing, discriminative learning
-rates, one-cycle) on top of a fine-tuned language model's encoder.
+"""ULMFiT stage 3: train the classifier (gradual unfreezing, discriminative learning rates,
+one-cycle) on top of a fine-tuned language model's encoder.
 
 :class:`ClassifierTrainer` owns the fastai ``Learner`` (``trainer.learner``: ``lr_find``, the
-throughput bench); :meth:`ClassifierTrainer.train` returns a
-:class:`~ulmfit_ml.model.MultiLabelClassifier`, which holds no Learner.
+throughput bench); :meth:`ClassifierTrainer.train` returns the model for the data's task, which
+holds no Learner: a :class:`~ulmfit_ml.model.MultiLabelClassifier` (multi-label 0/1 targets), a
+:class:`~ulmfit_ml.heads.MultiCategoryClassifier` (category columns: one softmax head each,
+the sum of their cross-entropies as loss) or a :class:`~ulmfit_ml.heads.TextRegressor`
+(numeric targets: standardised, MSE or Huber loss, outputs bounded to the training range).
 """
 from __future__ import annotations
 
 import json
 import tempfile
 import time
+import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -20,10 +24,11 @@ import pandas as pd
 from .checkpoint import checkpoint_callback, load_checkpoint, restore_rng_states, resumable_save_model_callback
 from .config import ClassifierConfig, config_to_dict, merge_config, resolve_arch, scale_dropouts
 from .data import MultiLabelData
+from .heads import MultiCategoryClassifier, TextRegressor
 from .lm import LanguageModel, load_lm
 from .losses import make_loss
 from .metrics import epoch_metrics
-from .model import MultiLabelClassifier, clas_arch_config
+from .model import MultiLabelClassifier, TextModel, add_target_range, clas_arch_config
 from .runtime import history_frame, quiet_mode, resolve_device, seed_everything, use_fp16
 
 __all__ = ["ClassifierTrainer", "train_classifier"]
@@ -129,20 +134,27 @@ class ClassifierTrainer:
         backwards = bool(lm.backwards) if lm is not None else False  # a backward LM's encoder reads reversed texts
         dls = data.classifier_dataloaders(self.vocab, bs=cfg.bs, seq_len=cfg.seq_len, device=self.device,
                                           backwards=backwards)
-        loss = make_loss(cfg.loss, y_train=data.y_train, pos_weight=cfg.pos_weight, cap=cfg.pos_weight_cap,
-                         gamma=cfg.focal_gamma, device=self.device)
+        _warn_long_texts(data, cfg.max_len)
+        if data.task == "multilabel":
+            loss = make_loss(cfg.loss, y_train=data.y_train, pos_weight=cfg.pos_weight, cap=cfg.pos_weight_cap,
+                             gamma=cfg.focal_gamma, device=self.device)
+            metrics = epoch_metrics()
+        else:  # the spec's own loss and metrics (loss / pos_weight are multi-label options)
+            loss, metrics = data.spec.make_loss(data.y_train, cfg), data.spec.epoch_metrics()
         path = Path(checkpoint_dir) if checkpoint_dir is not None else Path(tempfile.mkdtemp(prefix="ulmfit_ml_"))
         self.learner = text_classifier_learner(
             dls, AWD_LSTM, seq_len=cfg.seq_len, config=scale_dropouts(clas_arch_config(self.arch), cfg.drop_mult),
-            pretrained=False, drop_mult=1.0, n_out=data.n_labels, lin_ftrs=list(cfg.lin_ftrs), max_len=cfg.max_len,
-            loss_func=loss, metrics=epoch_metrics(), wd=cfg.wd, path=path)
+            pretrained=False, drop_mult=1.0, n_out=data.n_out, lin_ftrs=list(cfg.lin_ftrs), max_len=cfg.max_len,
+            loss_func=loss, metrics=metrics, wd=cfg.wd, path=path)
+        if data.task == "regression":
+            add_target_range(self.learner.model, data.spec)
         if lm is not None:
             try:
                 self.learner.model[0].module.load_state_dict(lm.encoder_state_dict)
             except RuntimeError as e:
                 raise ValueError(f"The encoder's weights do not fit the classifier: {e}") from e
 
-    def train(self) -> MultiLabelClassifier:
+    def train(self) -> TextModel:
         """Gradual unfreezing with discriminative rates and one-cycle; thresholds tuned on the
         validation split (``thresholds`` option). Resumes from the checkpoint when asked."""
         data, cfg, checkpoint_dir, ckpt, ckpt_info = self.data, self.config, self.checkpoint_dir, self._ckpt, self._ckpt_info
@@ -178,7 +190,8 @@ class ClassifierTrainer:
                 tracker = None
                 if cfg.save_best_by and i == n_stages - 1:
                     best = ckpt.get("tracker_best") if ckpt is not None and start > 0 else None
-                    tracker = resumable_save_model_callback(monitor=cfg.save_best_by, comp=np.less if "loss" in cfg.save_best_by else np.greater,
+                    lower = any(k in cfg.save_best_by for k in ("loss", "mae", "rmse"))
+                    tracker = resumable_save_model_callback(monitor=cfg.save_best_by, comp=np.less if lower else np.greater,
                                                             fname="best", start_epoch=start, best=best)
                     cbs.append(tracker)
                 name = f"stage{i + 1}:" + ("all" if k == 0 else f"last{k}")
@@ -208,24 +221,41 @@ class ClassifierTrainer:
         meta = {
             "arch": {k: self.arch[k] for k in ("emb_sz", "n_hid", "n_layers")},
             "seq_len": cfg.seq_len, "max_len": cfg.max_len, "lin_ftrs": list(cfg.lin_ftrs), "drop_mult": cfg.drop_mult,
-            "text_col": data.text_col, "label_spec": data.spec.to_dict(),
+            "text_col": data.text_col, "task": data.task,
+            **({"label_spec": data.spec.to_dict()} if data.task == "multilabel" else {"targets": data.spec.to_dict()}),
             "config": config_to_dict(cfg), "train_seconds": seconds,
             "encoder": "language_model" if self.lm is not None else "random",
             "backwards": bool(self.lm.backwards) if self.lm is not None else False,
         }
-        clf = MultiLabelClassifier(learn.model, self.vocab, data.labels, meta=meta, history=history,
-                                   valid_data=(targs.numpy().astype(np.float32), probs.float().numpy()))
+        if data.task == "multilabel":
+            clf: TextModel = MultiLabelClassifier(learn.model, self.vocab, data.labels, meta=meta, history=history,
+                                                  valid_data=(targs.numpy().astype(np.float32), probs.float().numpy()))
+            if cfg.thresholds != "none":
+                clf.tune_thresholds(strategy=cfg.thresholds)
+        else:  # raw outputs (the spec's losses have no activation) against targets in their own units
+            kind = MultiCategoryClassifier if data.task == "multicategory" else TextRegressor
+            clf = kind(learn.model, self.vocab, data.labels, meta=meta, history=history,
+                       valid_data=(data.y_valid, probs.float().numpy()))
         clf.batch_losses = np.asarray(batch_losses, dtype=np.float32)
-        if cfg.thresholds != "none":
-            clf.tune_thresholds(strategy=cfg.thresholds)
         return clf
+
+
+def _warn_long_texts(data: MultiLabelData, max_len: int) -> None:
+    """fastai's ``SentenceEncoder`` reads a long text in ``seq_len`` chunks and pools only the
+    outputs of its last ``max_len`` tokens; earlier tokens still feed the LSTM state, without
+    gradient. Say how many texts that touches."""
+    n_long = sum(len(t) > max_len for t in data.tokens)
+    if n_long:
+        warnings.warn(f"{n_long} of {len(data.tokens)} texts are longer than max_len={max_len} tokens: only their last "
+                      f"{max_len} tokens' outputs are pooled (earlier tokens feed the LSTM state without gradient). "
+                      "Raise max_len (memory grows with it) if the start of long texts matters.", UserWarning, stacklevel=3)
 
 
 def train_classifier(data: MultiLabelData, *, encoder: LanguageModel | str | Path | None = None,
                      config: ClassifierConfig | None = None, arch: str | dict[str, Any] = "cpu",
                      checkpoint_dir: str | Path | None = None, resume: bool = False,
-                     **options: Any) -> MultiLabelClassifier:
-    """Train a multi-label AWD-LSTM classifier on ``data``'s training split.
+                     **options: Any) -> TextModel:
+    """Train an AWD-LSTM classifier (or regressor) on ``data``'s training split.
 
     Args:
         data: a :class:`~ulmfit_ml.data.MultiLabelData`.
@@ -244,8 +274,12 @@ def train_classifier(data: MultiLabelData, *, encoder: LanguageModel | str | Pat
             the same final weights as an uninterrupted run.
 
     Returns:
-        :class:`~ulmfit_ml.model.MultiLabelClassifier`; its thresholds are tuned on ``data``'s validation split
-        (``thresholds="per_label"``, the default, or ``"global"``), or 0.5 with ``thresholds="none"``.
+        For multi-label data a :class:`~ulmfit_ml.model.MultiLabelClassifier`; its thresholds are tuned on
+        ``data``'s validation split (``thresholds="per_label"``, the default, or ``"global"``), or 0.5 with
+        ``thresholds="none"``. For ``category_cols`` data a :class:`~ulmfit_ml.heads.MultiCategoryClassifier`,
+        for ``target_cols`` data a :class:`~ulmfit_ml.heads.TextRegressor` (``regression_loss``: ``"mse"``
+        or ``"huber"``). Texts longer than ``max_len`` tokens are pooled over their last ``max_len``
+        tokens, with a warning giving their count.
 
     Raises:
         ValueError: ``resume`` without ``checkpoint_dir``, or a checkpoint made with another

@@ -102,14 +102,19 @@ def _check_positive(name: str, value: Any, *, allow_zero: bool = False) -> None:
 class DataConfig:
     """How a DataFrame becomes a :class:`~ulmfit_ml.data.MultiLabelData`.
 
-    Exactly one of ``label_cols`` (one 0/1 column per label) or ``label_col`` (one
-    delimited column) must be set.
+    Exactly one target kind must be set: ``label_cols`` (one 0/1 column per label) or
+    ``label_col`` (one delimited column) for multi-label; ``category_cols`` (columns that each
+    take one of a few categories: one softmax head per column); ``target_cols`` (numeric
+    regression targets).
     """
 
     text_col: str = "text"
     label_cols: list[str] | None = None
     label_col: str | None = None
     label_delim: str = ";"
+    category_cols: list[str] | None = None
+    max_categories: int = 50  #: more categories in one column raise (it is probably a text or id column)
+    target_cols: list[str] | None = None
     split: str = "stratified"  #: "random", "stratified" or "column"
     valid_pct: float = 0.2
     valid_col: str | None = None
@@ -126,6 +131,20 @@ class DataConfig:
             raise ValueError(f"empty_text must be 'drop' or 'raise', got {self.empty_text!r}.")
         if self.unlabelled not in ("keep", "drop", "raise"):
             raise ValueError(f"unlabelled must be 'keep', 'drop' or 'raise', got {self.unlabelled!r}.")
+        given = [k for k in ("label_cols", "label_col", "category_cols", "target_cols") if getattr(self, k) is not None]
+        if len(given) > 1:
+            raise ValueError(f"{' and '.join(given)} are both set: a model learns one kind of target. Use label_cols or "
+                             "label_col for 0/1 labels, category_cols for columns of categories (one softmax head each), "
+                             "target_cols for numbers (regression), and remove the others.")
+
+    @property
+    def task(self) -> str:
+        """``"multicategory"``, ``"regression"`` or ``"multilabel"`` (from the target columns set)."""
+        if self.category_cols is not None:
+            return "multicategory"
+        if self.target_cols is not None:
+            return "regression"
+        return "multilabel"
 
 
 @dataclass
@@ -199,7 +218,9 @@ class ClassifierConfig:
     moms: tuple[float, float, float] = (0.8, 0.7, 0.8)
     wd: float = 0.1
     lin_ftrs: tuple[int, ...] = (50,)
-    loss: str = "focal"  #: "focal" (sigmoid focal loss, the default) or "bce"
+    loss: str = "focal"  #: multi-label loss: "focal" (sigmoid focal loss, the default) or "bce"
+    regression_loss: str = "mse"  #: regression targets: "mse" or "huber" (on standardised targets)
+    huber_delta: float = 1.0  #: "huber": where the loss turns linear, in standard deviations
     focal_gamma: float = 2.0
     pos_weight: str | float | list[float] | None = "auto"  #: "auto" (from label frequencies, capped), None or per-label weights
     pos_weight_cap: float = 10.0
@@ -234,6 +255,9 @@ class ClassifierConfig:
             raise ValueError(f"thresholds must be 'per_label', 'global' or 'none' (0.5 for every label), got {self.thresholds!r}.")
         if self.loss not in ("bce", "focal"):
             raise ValueError(f"loss must be 'bce' or 'focal', got {self.loss!r}.")
+        if self.regression_loss not in ("mse", "huber"):
+            raise ValueError(f"regression_loss must be 'mse' or 'huber', got {self.regression_loss!r}.")
+        _check_positive("huber_delta", self.huber_delta)
         if isinstance(self.pos_weight, str) and self.pos_weight != "auto":
             raise ValueError(f"pos_weight must be None, 'auto', a number or a list, got {self.pos_weight!r}.")
 

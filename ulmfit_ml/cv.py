@@ -157,6 +157,9 @@ def cross_validate(data: MultiLabelData, *, n_folds: int = 5, seed: int | None =
     """
     if not isinstance(data, MultiLabelData):
         raise TypeError(f"cross_validate expects a MultiLabelData, got {type(data).__name__}.")
+    if data.task != "multilabel":
+        raise ValueError(f"cross_validate works on multi-label data; this data is {data.task} ({data.labels}). "
+                         "Train one model with train_classifier and read its evaluate() instead.")
     cfg = config if config is not None else ClassifierConfig()
     if not isinstance(cfg, ClassifierConfig):
         raise TypeError(f"config must be a ClassifierConfig, got {type(cfg).__name__}.")

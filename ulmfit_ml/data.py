@@ -1,10 +1,16 @@
-"""Stage 1: a labelled DataFrame -> validated texts, label matrix, split, fastai DataLoaders.
+"""Stage 1: a labelled DataFrame -> validated texts, targets, split, fastai DataLoaders.
 
-Both label formats are supported and give the same float multi-hot matrix:
+Both multi-label formats are supported and give the same float multi-hot matrix:
 
 * one 0/1 column per label: ``label_cols=["toxic", "insult"]``;
 * one delimited column: ``label_col="tags", label_delim=";"`` (``"joy;anger"``; an empty
   or missing cell means "no label").
+
+Two more kinds of target go through the same pipeline (:mod:`ulmfit_ml.targets`):
+
+* ``category_cols=["ekman", "sentiment"]``: each column takes one of a few categories (one
+  softmax head per column); ``y`` holds category indexes;
+* ``target_cols=["rating"]``: numbers (regression); ``y`` holds them in their own units.
 
 fastai's ``TextDataLoaders.from_df`` gets both wrong (0/1 columns are read as label names,
 and ``label_delim`` raises a TypeError, fastai issue #3685), so the DataBlocks are built here.
@@ -20,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from .config import DataConfig
+from .targets import CategorySpec, RegressionSpec
 from .tokens import pretokenized_tfm, tokenize_texts
 from .validation import LabelSpec, check_columns, column_keys, parse_label_matrix, validate_texts
 
@@ -27,19 +34,24 @@ __all__ = ["MultiLabelData", "lm_dataloaders_from_tokens"]
 
 
 class MultiLabelData:
-    """Validated multi-label texts with a train/validation split.
+    """Validated texts and targets with a train/validation split.
 
     Build it with :meth:`from_df`. Attributes:
 
     * ``texts``: list of the kept texts (rows with NaN/empty texts removed);
-    * ``y``: float32 array ``(n_texts, n_labels)``, multi-hot targets;
-    * ``labels``: label vocabulary = column order of ``y`` and of predicted probabilities;
+    * ``task``: ``"multilabel"``, ``"multicategory"`` or ``"regression"``;
+    * ``y``: ``(n_texts, n_labels)``: float32 multi-hot targets (multi-label), int64 category
+      indexes (multi-category), float32 values in their own units (regression);
+    * ``labels``: label vocabulary = column order of ``y`` and of predicted probabilities
+      (multi-label); the category or target column names (other tasks);
+    * ``spec``: how the targets were read (:class:`~ulmfit_ml.validation.LabelSpec`,
+      :class:`~ulmfit_ml.targets.CategorySpec` or :class:`~ulmfit_ml.targets.RegressionSpec`);
     * ``is_valid``: bool array, the validation rows;
     * ``extra_texts``: unlabelled texts used only by the language model.
     """
 
     def __init__(self, texts: list[str], y: np.ndarray, labels: list[str], is_valid: np.ndarray, *,
-                 text_col: str, spec: LabelSpec, config: DataConfig, extra_texts: list[str] | None = None,
+                 text_col: str, spec: LabelSpec | CategorySpec | RegressionSpec, config: DataConfig, extra_texts: list[str] | None = None,
                  index: pd.Index | None = None) -> None:
         self.texts = texts
         self.y = y
@@ -57,8 +69,9 @@ class MultiLabelData:
     @classmethod
     def from_df(cls, df: pd.DataFrame, *, text_col: str = "text", label_cols: Sequence[str] | None = None,
                 label_col: str | None = None, label_delim: str = ";", labels: Sequence[str] | None = None,
-                split: str | None = None, valid_pct: float = 0.2, valid_col: str | None = None,
-                seed: int = 42, empty_text: str = "drop", unlabelled: str = "keep",
+                category_cols: Sequence[str] | None = None, target_cols: Sequence[str] | None = None,
+                max_categories: int = 50, split: str | None = None, valid_pct: float = 0.2,
+                valid_col: str | None = None, seed: int = 42, empty_text: str = "drop", unlabelled: str = "keep",
                 extra_texts: Iterable[str] | None = None, config: DataConfig | None = None,
                 ) -> "MultiLabelData":
         """Validate ``df`` and split it.
@@ -67,10 +80,15 @@ class MultiLabelData:
             df: one row per text.
             text_col: the text column.
             label_cols: one 0/1 (or bool) column per label; or
-            label_col: one column of ``label_delim``-separated label names.
+            label_col: one column of ``label_delim``-separated label names; or
+            category_cols: columns that each hold one of at most ``max_categories`` categories
+                (strings or ints; missing values raise, a category seen once warns); or
+            target_cols: numeric columns, a regression target each (missing, non-numeric,
+                infinite or constant values raise).
             labels: fixes the label vocabulary (delimited format); unknown labels then raise.
-            split: ``"random"`` (``valid_pct``), ``"stratified"`` (multi-label iterative
-                stratification, the default) or ``"column"`` (``valid_col``, boolean). When
+            split: ``"random"`` (``valid_pct``), ``"stratified"`` (iterative stratification
+                of the labels, of every column's categories, or of regression targets' quintiles;
+                the default) or ``"column"`` (``valid_col``, boolean). When
                 ``valid_col`` is given and ``split`` is not, ``"column"`` is used.
             seed: seeds the split.
             empty_text: ``"drop"`` NaN/blank texts with a warning, or ``"raise"``.
@@ -88,7 +106,8 @@ class MultiLabelData:
             if split is None:
                 split = "column" if valid_col is not None else "stratified"
             config = DataConfig(text_col=text_col, label_cols=list(label_cols) if label_cols is not None and not isinstance(label_cols, str) else label_cols,
-                                label_col=label_col, label_delim=label_delim, split=split,
+                                label_col=label_col, label_delim=label_delim, category_cols=category_cols,
+                                max_categories=max_categories, target_cols=target_cols, split=split,
                                 valid_pct=valid_pct, valid_col=valid_col, seed=seed,
                                 empty_text=empty_text, unlabelled=unlabelled)
         elif not isinstance(config, DataConfig):
@@ -98,7 +117,12 @@ class MultiLabelData:
             raise TypeError(f"from_df expects a pandas DataFrame, got {type(df).__name__}.")
         if len(df) == 0:
             raise ValueError("The DataFrame is empty: nothing to train on.")
-        spec = LabelSpec(label_cols=c.label_cols, label_col=c.label_col, label_delim=c.label_delim)
+        if c.task == "multicategory":
+            spec: Any = CategorySpec(c.category_cols, max_categories=c.max_categories)
+        elif c.task == "regression":
+            spec = RegressionSpec(c.target_cols)
+        else:
+            spec = LabelSpec(label_cols=c.label_cols, label_col=c.label_col, label_delim=c.label_delim)
         needed = [c.text_col] + spec.columns + ([c.valid_col] if c.valid_col else [])
         check_columns(df, needed)
         rename = {k: n for n, k in zip(needed, column_keys(df, needed)) if k != n}
@@ -109,6 +133,9 @@ class MultiLabelData:
 
         keep = validate_texts(df[c.text_col], empty_text=c.empty_text, col=c.text_col)
         df = df.loc[keep]
+        extra = [t for t in (extra_texts or []) if isinstance(t, str) and t.strip()]
+        if c.task != "multilabel":
+            return cls._from_targets(df, spec, c, extra)
         y, labs = parse_label_matrix(df, spec, labels)
 
         no_label = y.sum(axis=1) == 0
@@ -132,14 +159,38 @@ class MultiLabelData:
 
         texts = df[c.text_col].tolist()
         is_valid = _keep_duplicates_together(texts, _make_split(df, y, c), moved=c.split != "column")
-        extra = [t for t in (extra_texts or []) if isinstance(t, str) and t.strip()]
         return cls(texts, y, labs, is_valid, text_col=c.text_col, spec=spec, config=c,
+                   extra_texts=extra, index=df.index)
+
+    @classmethod
+    def _from_targets(cls, df: pd.DataFrame, spec: CategorySpec | RegressionSpec, c: DataConfig,
+                      extra: list[str]) -> "MultiLabelData":
+        """Category columns or regression targets: validated and encoded by their spec."""
+        if isinstance(spec, CategorySpec):
+            spec = spec.fit(df)
+        y = spec.encode(df)
+        texts = df[c.text_col].tolist()
+        is_valid = _keep_duplicates_together(texts, _make_split(df, spec.strat_matrix(y), c), moved=c.split != "column")
+        if isinstance(spec, RegressionSpec):
+            spec = spec.fit(y[~is_valid])
+            y = y.astype(np.float32)
+        return cls(texts, y, list(spec.columns), is_valid, text_col=c.text_col, spec=spec, config=c,
                    extra_texts=extra, index=df.index)
 
     # ------------------------------------------------------------------ views
     @property
     def n_labels(self) -> int:
         return len(self.labels)
+
+    @property
+    def task(self) -> str:
+        """``"multilabel"``, ``"multicategory"`` or ``"regression"``."""
+        return getattr(self.spec, "task", "multilabel")
+
+    @property
+    def n_out(self) -> int:
+        """Model outputs: one per label, per category of every column, or per regression target."""
+        return self.spec.n_out if self.task != "multilabel" else len(self.labels)
 
     @property
     def train_texts(self) -> list[str]:
@@ -158,7 +209,15 @@ class MultiLabelData:
         return self.y[self.is_valid]
 
     def label_counts(self) -> pd.DataFrame:
-        """Positives per label in train and valid, as a DataFrame indexed by label."""
+        """Positives per label in train and valid, as a DataFrame indexed by label (multi-label);
+        rows per (column, category) for multi-category data."""
+        if self.task == "multicategory":
+            rows = [{"column": col, "category": str(v), "train": int((self.y_train[:, j] == i).sum()),
+                     "valid": int((self.y_valid[:, j] == i).sum())}
+                    for j, col in enumerate(self.labels) for i, v in enumerate(self.spec.categories[col])]
+            return pd.DataFrame(rows).set_index(["column", "category"])
+        if self.task == "regression":
+            raise ValueError("label_counts() counts labels; regression data has targets: see data.y_train / y_valid.")
         return pd.DataFrame({"train": self.y_train.sum(0).astype(int), "valid": self.y_valid.sum(0).astype(int)},
                             index=pd.Index(self.labels, name="label"))
 
@@ -172,12 +231,16 @@ class MultiLabelData:
         h.update(np.ascontiguousarray(self.is_valid).tobytes())
         return {"n_rows": len(self.texts), "n_train": int((~self.is_valid).sum()),
                 "n_valid": int(self.is_valid.sum()), "n_extra_texts": len(self.extra_texts),
-                "labels": list(self.labels), "label_counts": [int(v) for v in self.y.sum(0)],
+                "task": self.task, "labels": list(self.labels),
+                **({"label_counts": [int(v) for v in self.y.sum(0)]} if self.task == "multilabel" else {}),
                 "sha256": h.hexdigest()}
 
     def __repr__(self) -> str:
+        what = {"multilabel": f"{self.n_labels} labels",
+                "multicategory": f"{self.n_labels} category columns ({self.n_out} categories)",
+                "regression": f"{self.n_labels} regression targets"}[self.task]
         return (f"MultiLabelData({len(self.texts)} texts: {int((~self.is_valid).sum())} train, "
-                f"{int(self.is_valid.sum())} valid; {self.n_labels} labels; {len(self.extra_texts)} extra LM texts)")
+                f"{int(self.is_valid.sum())} valid; {what}; {len(self.extra_texts)} extra LM texts)")
 
     def subset(self, mask: np.ndarray) -> "MultiLabelData":
         """A copy restricted to the rows where ``mask`` is True (split kept)."""
@@ -225,18 +288,24 @@ class MultiLabelData:
                                backwards: bool = False, shuffle_seed: int | None = None):
         """fastai ``DataLoaders`` for the classifier: length-sorted padded batches (``SortedDL``),
         float multi-hot targets (``MultiCategoryBlock(encoded=True)``), the validation split
-        of this object. ``backwards`` reverses every text (for a backward language model's encoder)."""
-        from fastai.data.block import DataBlock, MultiCategoryBlock
+        of this object. ``backwards`` reverses every text (for a backward language model's encoder).
+
+        Multi-category targets are int64 category indexes and regression targets float32
+        standardised values (``spec.train_targets``), each collated to a tensor as it is
+        (a plain ``TransformBlock``: fastai's ``CategoryBlock`` holds one column only)."""
+        from fastai.data.block import DataBlock, MultiCategoryBlock, TransformBlock
         from fastai.data.transforms import ColReader, ColSplitter
         from fastai.text.data import TextBlock
 
         if not self.is_valid.any() or self.is_valid.all():
             raise ValueError("The split needs at least one training and one validation row.")
+        multilabel = self.task == "multilabel"
+        y = self.y if multilabel else self.spec.train_targets(self.y)
         frame = pd.DataFrame({"text": list(self.tokens), "text_length": [len(t) for t in self.tokens],
-                              "_y": list(self.y), "_is_valid": self.is_valid})
+                              "_y": list(y), "_is_valid": self.is_valid})
         dblock = DataBlock(
             blocks=(TextBlock(pretokenized_tfm(), vocab=list(vocab), seq_len=seq_len, backwards=backwards),
-                    MultiCategoryBlock(encoded=True, vocab=list(self.labels))),
+                    MultiCategoryBlock(encoded=True, vocab=list(self.labels)) if multilabel else TransformBlock()),
             get_x=ColReader("text"), get_y=ColReader("_y"), splitter=ColSplitter("_is_valid"))
         return dblock.dataloaders(frame, bs=bs, seq_len=seq_len, device=device, num_workers=0)
 

@@ -77,6 +77,9 @@ class MultiLabelEnsemble(MultiLabelPredictorMixin):
             if not (hasattr(m, "predict_proba") and hasattr(m, "labels")):
                 raise TypeError(f"models[{i}] ({type(m).__name__}) has no labels/predict_proba: pass fitted "
                                 "MultiLabelClassifier / TfidfBaseline objects.")
+            if getattr(m, "task", "multilabel") != "multilabel":
+                raise TypeError(f"models[{i}] is a {type(m).__name__}: an ensemble averages multi-label probabilities; "
+                                "average a multi-category or regression model's outputs yourself.")
         labels = list(models[0].labels)
         if not labels:
             raise ValueError("models[0] has no labels: fit it first.")

@@ -1,4 +1,5 @@
-"""Losses for multi-label training: BCE with ``pos_weight`` and a sigmoid focal loss.
+"""Losses: multi-label BCE with ``pos_weight`` and a sigmoid focal loss; the summed per-column
+cross-entropy of multi-category heads; MSE / Huber for regression targets.
 
 Trade-off: ``pos_weight`` > 1 up-weights the positives of rare labels, which raises recall
 (and usually macro-F1) at the cost of precision and calibration: probabilities are no longer
@@ -14,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["pos_weight_from_labels", "BCEFocalLossFlat", "make_loss"]
+__all__ = ["pos_weight_from_labels", "BCEFocalLossFlat", "make_loss", "MultiCategoryLoss", "RegressionLoss"]
 
 
 def pos_weight_from_labels(y: np.ndarray, *, cap: float = 10.0) -> np.ndarray:
@@ -110,3 +111,50 @@ def make_loss(kind: str, *, y_train: np.ndarray, pos_weight: str | float | Seque
     if kind == "focal":
         return BCEFocalLossFlat(gamma=gamma, pos_weight=pw_t)
     raise ValueError(f"loss must be 'bce' or 'focal', got {kind!r}.")
+
+
+def _plain(x: torch.Tensor) -> torch.Tensor:
+    """fastai's tensor subclasses (``TensorText`` ...) as a plain float/long tensor for ``F`` ops."""
+    return x.as_subclass(torch.Tensor)
+
+
+class MultiCategoryLoss(nn.Module):
+    """Multi-category heads: the model's ``sum(sizes)`` outputs are one block of logits per
+    category column; the loss is the sum over columns of each block's cross-entropy
+    (``F.cross_entropy``, mean over texts) against that column's category index.
+
+    fastai's ``CrossEntropyLossFlat`` takes one block only, hence this class. It has no
+    ``activation``: ``get_preds`` returns the logits, split and soft-maxed per column by the
+    target spec (:class:`~ulmfit_ml.targets.CategorySpec`).
+    """
+
+    def __init__(self, sizes: Sequence[int]) -> None:
+        super().__init__()
+        if not sizes or any(int(k) < 2 for k in sizes):
+            raise ValueError(f"every category column needs >= 2 categories, got sizes {list(sizes)}.")
+        self.sizes = [int(k) for k in sizes]
+
+    def forward(self, inp: torch.Tensor, targ: torch.Tensor) -> torch.Tensor:
+        inp, targ = _plain(inp).float(), _plain(targ).long()
+        blocks = torch.split(inp, self.sizes, dim=1)
+        return sum(F.cross_entropy(b, targ[:, j]) for j, b in enumerate(blocks))
+
+
+class RegressionLoss(nn.Module):
+    """Mean squared error (``"mse"``) or Huber loss (``"huber"``, ``delta`` in standard
+    deviations) between predicted and true targets, both standardised per target (so every
+    target weighs the same whatever its unit)."""
+
+    def __init__(self, kind: str = "mse", *, delta: float = 1.0) -> None:
+        super().__init__()
+        if kind not in ("mse", "huber"):
+            raise ValueError(f"regression_loss must be 'mse' or 'huber', got {kind!r}.")
+        if not delta > 0:
+            raise ValueError(f"huber_delta must be > 0, got {delta!r}.")
+        self.kind, self.delta = kind, float(delta)
+
+    def forward(self, inp: torch.Tensor, targ: torch.Tensor) -> torch.Tensor:
+        inp, targ = _plain(inp).float(), _plain(targ).float().view(inp.shape)
+        if self.kind == "mse":
+            return F.mse_loss(inp, targ)
+        return F.huber_loss(inp, targ, delta=self.delta)

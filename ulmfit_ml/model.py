@@ -1,15 +1,17 @@
-"""The trained multi-label classifier: :class:`MultiLabelClassifier` predicts, evaluates, tunes
-thresholds and saves itself; :func:`load_classifier` rebuilds it. It holds no fastai ``Learner``:
-training (:mod:`ulmfit_ml.classifier`) produces it, as scikit-learn's fitted estimators and
-setfit's ``modeling.py`` / ``trainer.py`` split do.
+"""The trained models: :class:`TextModel` (an AWD-LSTM classifier network with its vocab and
+metadata: batched inference, int8 copies, safe save) and :class:`MultiLabelClassifier`, which
+predicts, evaluates, tunes thresholds and saves itself; :func:`load_classifier` rebuilds any
+saved model (the multi-category and regression models of :mod:`ulmfit_ml.heads` register their
+``task`` here). No model holds a fastai ``Learner``: training (:mod:`ulmfit_ml.classifier`)
+produces them, as scikit-learn's fitted estimators and setfit's ``modeling.py`` / ``trainer.py`` split do.
 
 A classifier directory holds::
 
     model.safetensors   weights (safetensors: tensors only, no code)
     config.json         format version, architecture, sequence lengths, text/label columns, versions
     vocab.json          token list (index = id)
-    labels.json         label names (column order of predict_proba)
-    thresholds.json     per-label decision thresholds
+    labels.json         label names (column order of predict_proba); category / target columns
+    thresholds.json     per-label decision thresholds (multi-label only)
     history.csv         per-epoch training table (informational)
     .ulmfit_ml.json     the ownership marker (see :mod:`ulmfit_ml.persist`)
 """
@@ -18,20 +20,25 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
+import copy
+
 import numpy as np
 import pandas as pd
 import torch
+from torch import nn
 
 from .base import MultiLabelPredictorMixin
 from .config import describe_type, resolve_arch, scale_dropouts, value_fits
 from .persist import (FORMAT_VERSION, atomic_dir, file_sha256, load_weights, read_json, save_weights, versions,
                       write_json)
 from .runtime import resolve_device
+from .targets import RegressionSpec, target_spec_from_dict
 from .thresholds import check_thresholds
 from .tokens import tokenize_texts
 from .validation import check_bs, check_texts
 
-__all__ = ["MultiLabelClassifier", "load_classifier", "save_classifier", "build_classifier_model", "clas_arch_config"]
+__all__ = ["TextModel", "MultiLabelClassifier", "load_classifier", "save_classifier", "build_classifier_model",
+           "clas_arch_config", "TargetRange", "register_model_kind"]
 
 
 def clas_arch_config(arch: dict[str, Any] | str) -> dict[str, Any]:
@@ -55,31 +62,57 @@ def build_classifier_model(vocab_size: int, n_out: int, *, arch: dict[str, Any],
                                drop_mult=1.0, lin_ftrs=list(lin_ftrs), max_len=max_len)
 
 
-def _model_from_meta(vocab_size: int, n_labels: int, meta: dict[str, Any]) -> torch.nn.Module:
+class TargetRange(nn.Module):
+    """fastai's ``SigmoidRange`` with one ``(low, high)`` per output, kept as buffers (saved with
+    the weights, moved with ``.to()``): bounds each regression output to its training range."""
+
+    def __init__(self, low: Sequence[float], high: Sequence[float]) -> None:
+        super().__init__()
+        self.register_buffer("low", torch.tensor(list(low), dtype=torch.float32))
+        self.register_buffer("high", torch.tensor(list(high), dtype=torch.float32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(x) * (self.high - self.low) + self.low
+
+
+def add_target_range(model: nn.Module, spec: RegressionSpec) -> None:
+    """Append the regression output bounds to a classifier network's head (in place)."""
+    low, high = spec.output_range()
+    model[1].layers.append(TargetRange(low, high))
+
+
+def _model_from_meta(vocab_size: int, n_out: int, meta: dict[str, Any]) -> torch.nn.Module:
     """The architecture a model's metadata (``config.json``) describes, with fresh weights."""
-    return build_classifier_model(vocab_size, n_labels, arch=meta["arch"], seq_len=meta["seq_len"],
-                                  max_len=meta["max_len"], lin_ftrs=meta["lin_ftrs"], drop_mult=meta.get("drop_mult", 0.5))
+    model = build_classifier_model(vocab_size, n_out, arch=meta["arch"], seq_len=meta["seq_len"],
+                                   max_len=meta["max_len"], lin_ftrs=meta["lin_ftrs"], drop_mult=meta.get("drop_mult", 0.5))
+    if meta.get("task") == "regression":
+        add_target_range(model, target_spec_from_dict(meta["targets"]))
+    return model
 
 
-class MultiLabelClassifier(MultiLabelPredictorMixin):
-    """A trained multi-label text classifier.
+class TextModel:
+    """A trained AWD-LSTM text model: the network, its vocab, output names and metadata.
 
-    ``predict_proba(texts)`` returns ``(n_texts, n_labels)`` probabilities in the order of
-    ``labels``; ``predict(texts)`` the label lists above the per-label ``thresholds``.
+    Subclasses add what their targets mean: :class:`MultiLabelClassifier` (here),
+    :class:`~ulmfit_ml.heads.MultiCategoryClassifier` and :class:`~ulmfit_ml.heads.TextRegressor`.
     """
 
+    task = "multilabel"
+
     def __init__(self, model: torch.nn.Module, vocab: list[str], labels: list[str], *, meta: dict[str, Any],
-                 thresholds: np.ndarray | None = None, history: pd.DataFrame | None = None,
-                 valid_data: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+                 history: pd.DataFrame | None = None) -> None:
         self.model = model
         self.vocab = list(vocab)
         self.labels = list(labels)
         self.meta = dict(meta)
-        self.thresholds = check_thresholds(0.5 if thresholds is None else thresholds, len(self.labels))
         self.history = history if history is not None else pd.DataFrame()
-        self._valid = valid_data  # (y_true, probs) of the validation split, for tune_thresholds
         self.batch_losses = np.zeros(0, dtype=np.float32)  # per-batch training losses (set by train_classifier)
         self._o2i = {t: i for i, t in enumerate(self.vocab)}
+
+    @property
+    def n_out(self) -> int:
+        """Outputs of the network (labels, categories of every column, or targets)."""
+        return len(self.labels)
 
     # ------------------------------------------------------------------ inference
     @property
@@ -110,7 +143,7 @@ class MultiLabelClassifier(MultiLabelPredictorMixin):
         check_bs(bs)
         texts = check_texts(texts)
         n = len(texts)
-        out = np.zeros((n, len(self.labels)), dtype=np.float32)
+        out = np.zeros((n, self.n_out), dtype=np.float32)
         if n == 0:
             return out
         ids = self._numericalize(tokenize_texts(texts))
@@ -130,14 +163,7 @@ class MultiLabelClassifier(MultiLabelPredictorMixin):
             self.model.train(was_training)
         return out
 
-    def predict_proba(self, texts: Sequence[str], *, bs: int = 128) -> np.ndarray:
-        """Probabilities ``(n_texts, n_labels)`` (sigmoid of the logits), columns = ``labels``."""
-        logits = self.predict_logits(texts, bs=bs)
-        return (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
-
-    # predict, evaluate, report, tune_thresholds: see MultiLabelPredictorMixin (ulmfit_ml/base.py)
-
-    def quantized(self) -> "MultiLabelClassifier":
+    def quantized(self) -> "TextModel":
         """A CPU copy for fast inference: the LSTMs and linear layers with dynamic int8 weights
         (``torch.ao.quantization.quantize_dynamic``); same labels, thresholds and tokens.
 
@@ -148,7 +174,7 @@ class MultiLabelClassifier(MultiLabelPredictorMixin):
         from fastai.text.models.awdlstm import WeightDropout
 
         # a fresh copy (fastai's dropout-set weights cannot be deep-copied)
-        model = _model_from_meta(len(self.vocab), len(self.labels), self.meta)
+        model = _model_from_meta(len(self.vocab), self.n_out, self.meta)
         model.load_state_dict({k: v.detach().cpu() for k, v in self.model.state_dict().items()})
         model.eval()
         for rnns in [m.rnns for m in model.modules() if hasattr(m, "rnns")]:
@@ -161,8 +187,11 @@ class MultiLabelClassifier(MultiLabelPredictorMixin):
                     lstm.flatten_parameters()
                     rnns[i] = lstm
         qmodel = torch.ao.quantization.quantize_dynamic(model, {torch.nn.LSTM, torch.nn.Linear}, dtype=torch.qint8)
-        return MultiLabelClassifier(qmodel, self.vocab, self.labels, meta={**self.meta, "quantized": "int8-dynamic"},
-                                    thresholds=self.thresholds.copy(), history=self.history)
+        out = copy.copy(self)  # same class, labels, thresholds, spec
+        out.model, out.meta = qmodel, {**self.meta, "quantized": "int8-dynamic"}
+        if hasattr(self, "thresholds"):
+            out.thresholds = self.thresholds.copy()
+        return out
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path, *, overwrite: bool = False, inputs: Sequence[str | Path] = ()) -> Path:
@@ -175,21 +204,59 @@ class MultiLabelClassifier(MultiLabelPredictorMixin):
         return save_classifier(self, path, overwrite=overwrite, inputs=inputs)
 
     def __repr__(self) -> str:
-        return f"MultiLabelClassifier({len(self.labels)} labels, vocab={len(self.vocab)}, device={self.device})"
+        return f"{type(self).__name__}({len(self.labels)} {self._what}, vocab={len(self.vocab)}, device={self.device})"
+
+    _what = "outputs"
+
+
+class MultiLabelClassifier(MultiLabelPredictorMixin, TextModel):
+    """A trained multi-label text classifier.
+
+    ``predict_proba(texts)`` returns ``(n_texts, n_labels)`` probabilities in the order of
+    ``labels``; ``predict(texts)`` the label lists above the per-label ``thresholds``.
+    """
+
+    task = "multilabel"
+    _what = "labels"
+
+    def __init__(self, model: torch.nn.Module, vocab: list[str], labels: list[str], *, meta: dict[str, Any],
+                 thresholds: np.ndarray | None = None, history: pd.DataFrame | None = None,
+                 valid_data: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+        super().__init__(model, vocab, labels, meta=meta, history=history)
+        self.thresholds = check_thresholds(0.5 if thresholds is None else thresholds, len(self.labels))
+        self._valid = valid_data  # (y_true, probs) of the validation split, for tune_thresholds
+
+    def predict_proba(self, texts: Sequence[str], *, bs: int = 128) -> np.ndarray:
+        """Probabilities ``(n_texts, n_labels)`` (sigmoid of the logits), columns = ``labels``."""
+        logits = self.predict_logits(texts, bs=bs)
+        return (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
+
+    # predict, evaluate, report, tune_thresholds, output_table: see MultiLabelPredictorMixin (ulmfit_ml/base.py)
+
+
+#: ``config.json`` ``"task"`` -> the model class :func:`load_classifier` rebuilds. The classes
+#: of :mod:`ulmfit_ml.heads` add themselves (a registry, so this lower layer never imports them).
+MODEL_KINDS: dict[str, type] = {"multilabel": MultiLabelClassifier}
+
+
+def register_model_kind(task: str, cls: type) -> None:
+    """Make :func:`load_classifier` rebuild models saved with ``"task": task`` as ``cls``."""
+    MODEL_KINDS[task] = cls
 
 
 
 def save_classifier(clf: Any, path: str | Path, *, overwrite: bool = False, inputs: Any = ()) -> Path:
-    """Save a :class:`MultiLabelClassifier` to directory ``path`` atomically.
+    """Save a :class:`TextModel` (any task) to directory ``path`` atomically.
 
-    The thresholds are checked first (one number in [0, 1] per label): a model that could not
-    be loaded again never replaces a good one.
+    A multi-label model's thresholds are checked first (one number in [0, 1] per label): a
+    model that could not be loaded again never replaces a good one.
     """
     if clf.meta.get("quantized"):
         raise ValueError(f"Cannot save to {path}: this is a quantized copy for inference (clf.quantized()); save the "
                          "float model it was made from, and quantize again after loading.")
+    multilabel = getattr(clf, "task", "multilabel") == "multilabel"
     try:
-        thresholds = check_thresholds(clf.thresholds, len(clf.labels))
+        thresholds = check_thresholds(clf.thresholds, len(clf.labels)) if multilabel else None
     except (ValueError, TypeError) as e:
         raise ValueError(f"Cannot save to {path}: clf.thresholds is invalid ({e}) Set it to {len(clf.labels)} numbers "
                          "in [0, 1], one per label (or call clf.tune_thresholds()); nothing was written.") from e
@@ -205,13 +272,15 @@ def save_classifier(clf: Any, path: str | Path, *, overwrite: bool = False, inpu
         meta = {k: v for k, v in clf.meta.items()}
         write_json(tmp / "config.json", {"format_version": FORMAT_VERSION, "kind": "classifier",
                                          "weights_sha256": file_sha256(tmp / "model.safetensors"),
-                                          "n_labels": len(clf.labels), "vocab_size": len(clf.vocab),
+                                          "task": getattr(clf, "task", "multilabel"),
+                                          "n_labels": len(clf.labels), "n_out": int(clf.n_out), "vocab_size": len(clf.vocab),
                                           "tokenizer": {"name": "fastai.WordTokenizer(spacy, en)",
                                                         "rules": "fastai.defaults.text_proc_rules"},
                                           "versions": versions(), **meta})
         write_json(tmp / "vocab.json", clf.vocab)
         write_json(tmp / "labels.json", clf.labels)
-        write_json(tmp / "thresholds.json", [float(t) for t in thresholds])
+        if thresholds is not None:
+            write_json(tmp / "thresholds.json", [float(t) for t in thresholds])
         if clf.history is not None and len(clf.history):
             clf.history.to_csv(tmp / "history.csv", index=False)
 
@@ -220,7 +289,8 @@ def save_classifier(clf: Any, path: str | Path, *, overwrite: bool = False, inpu
 
 #: config.json values the model is rebuilt from, and their types (checked at load).
 _CONFIG_TYPES: dict[str, Any] = {"seq_len": int, "max_len": int, "lin_ftrs": list[int], "drop_mult": float,
-                                 "text_col": str, "backwards": bool, "label_spec": dict, "arch": dict}
+                                 "text_col": str, "backwards": bool, "label_spec": dict, "arch": dict,
+                                 "task": str, "targets": dict}
 
 
 def _check_config_values(cfg: dict[str, Any], where: Path) -> None:
@@ -239,7 +309,9 @@ def _check_config_values(cfg: dict[str, Any], where: Path) -> None:
 
 
 def load_classifier(path: str | Path, *, device: str | None = "cpu") -> Any:
-    """Rebuild a :class:`~ulmfit_ml.classifier.MultiLabelClassifier` from a saved directory.
+    """Rebuild a saved model: a :class:`MultiLabelClassifier`, or for ``config.json``'s ``"task"``
+    ``"multicategory"`` / ``"regression"`` a :class:`~ulmfit_ml.heads.MultiCategoryClassifier` /
+    :class:`~ulmfit_ml.heads.TextRegressor`.
 
     Nothing is unpickled. Missing or corrupt files, and weights that do not fit the saved
     architecture, raise with the file's name.
@@ -254,9 +326,12 @@ def load_classifier(path: str | Path, *, device: str | None = "cpu") -> Any:
         raise ValueError(f"{path / 'config.json'} is not a ulmfit_ml classifier config.")
     if cfg.get("format_version", 0) > FORMAT_VERSION:
         raise ValueError(f"{path} was saved by a newer ulmfit_ml (format {cfg['format_version']}); upgrade ulmfit_ml.")
+    task = cfg.get("task", "multilabel")  # models saved before other tasks existed are multi-label
+    if task not in MODEL_KINDS:
+        raise ValueError(f"{path / 'config.json'} has task={task!r}; this ulmfit_ml knows {sorted(MODEL_KINDS)}.")
     vocab = read_json(path / "vocab.json")
     labels = read_json(path / "labels.json")
-    thresholds = read_json(path / "thresholds.json")
+    thresholds = read_json(path / "thresholds.json") if task == "multilabel" else None
     if not isinstance(vocab, list) or not all(isinstance(t, str) for t in vocab):
         raise ValueError(f"{path / 'vocab.json'} must hold a list of strings.")
     if len(vocab) != cfg.get("vocab_size"):
@@ -265,12 +340,22 @@ def load_classifier(path: str | Path, *, device: str | None = "cpu") -> Any:
     if not isinstance(labels, list) or len(labels) != cfg.get("n_labels") or not all(isinstance(x, str) for x in labels) \
             or len(set(labels)) != len(labels):
         raise ValueError(f"{path / 'labels.json'} must list {cfg.get('n_labels')} distinct label names (config.json n_labels).")
-    if not isinstance(thresholds, list) or len(thresholds) != len(labels) or not all(
-            isinstance(t, (int, float)) and not isinstance(t, bool) and 0 <= t <= 1 for t in thresholds):
+    if task == "multilabel" and (not isinstance(thresholds, list) or len(thresholds) != len(labels) or not all(
+            isinstance(t, (int, float)) and not isinstance(t, bool) and 0 <= t <= 1 for t in thresholds)):
         raise ValueError(f"{path / 'thresholds.json'} must hold {len(labels)} numbers in [0, 1] (one per label).")
     _check_config_values(cfg, path / "config.json")
+    n_out = len(labels)
+    if task != "multilabel":
+        try:
+            spec = target_spec_from_dict(cfg.get("targets"))
+        except ValueError as e:
+            raise ValueError(f"{path / 'config.json'}: {e} (the file was edited or corrupted; save the model again)") from e
+        if spec.columns != labels:
+            raise ValueError(f"{path / 'labels.json'} lists {labels} but config.json's targets are {spec.columns}: "
+                             "the files come from different models.")
+        n_out = spec.n_out
     try:
-        model = _model_from_meta(len(vocab), len(labels), cfg)
+        model = _model_from_meta(len(vocab), n_out, cfg)
     except KeyError as e:
         raise ValueError(f"{path / 'config.json'} lacks the key {e}.") from e
     except (TypeError, ValueError) as e:
@@ -288,6 +373,9 @@ def load_classifier(path: str | Path, *, device: str | None = "cpu") -> Any:
         raise ValueError(f"Model file {path / 'history.csv'} is corrupt ({type(e).__name__}: {e}); delete it "
                          "(it is informational) to load the model.") from e
     meta = {k: v for k, v in cfg.items()
-            if k not in ("format_version", "kind", "n_labels", "vocab_size", "tokenizer", "versions", "weights_sha256")}
+            if k not in ("format_version", "kind", "n_labels", "n_out", "vocab_size", "tokenizer", "versions",
+                         "weights_sha256")}
+    if task != "multilabel":
+        return MODEL_KINDS[task](model, vocab, labels, meta=meta, history=history)
     return MultiLabelClassifier(model, vocab, labels, meta=meta, thresholds=np.asarray(thresholds, dtype=np.float64),
                                 history=history)

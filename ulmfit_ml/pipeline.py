@@ -25,20 +25,22 @@ from .finetune import finetune_lm
 from .io import check_output_file, read_table, table_format, write_table
 from .lm import LanguageModel, load_lm
 from .metrics import MultiLabelReport
-from .model import MultiLabelClassifier
+from .model import MultiLabelClassifier, TextModel
 from .persist import remove_owned_dir, write_json_atomic
 from .runs import RunDir
 from .runtime import resolve_device
+from .targets import CategoryReport, RegressionReport
 from .validation import check_columns, check_texts, text_cells
 
 __all__ = ["run_lm", "run_train", "run_cv", "evaluate_file", "EvaluateFileResult", "run_inputs", "default_out",
-           "load_run_data", "require_train", "require_labels", "resolve_lm_dir", "saved_encoder"]
+           "load_run_data", "report_table", "require_train", "require_labels", "resolve_lm_dir", "saved_encoder"]
 
 
 def require_labels(data_cfg: DataConfig) -> None:
-    if data_cfg.label_cols is None and data_cfg.label_col is None:
+    if all(getattr(data_cfg, k) is None for k in ("label_cols", "label_col", "category_cols", "target_cols")):
         raise ConfigError("no labels configured: set data.label_col = \"tags\" (one delimited column) or "
-                          "data.label_cols = [\"a\", \"b\"] (0/1 columns), or pass --label-col/--label-cols.")
+                          "data.label_cols = [\"a\", \"b\"] (0/1 columns), data.category_cols (columns of categories) "
+                          "or data.target_cols (numbers), or pass --label-col/--label-cols/--category-cols/--target-cols.")
 
 
 def require_train(run_cfg: RunConfig) -> str:
@@ -80,8 +82,8 @@ def load_run_data(cfgs: dict[str, Any], *, labelled: bool = True) -> MultiLabelD
     # LM fine-tuning reads no labels: give the texts one constant placeholder label so the
     # same MultiLabelData pipeline (validation, tokenisation, LM DataLoaders) applies.
     col = "__ulmfit_ml_lm_placeholder__"
-    dc = dataclasses.replace(cfgs["data"], label_col=col, label_cols=None, split="random", unlabelled="keep",
-                             valid_col=None)
+    dc = dataclasses.replace(cfgs["data"], label_col=col, label_cols=None, category_cols=None, target_cols=None,
+                             split="random", unlabelled="keep", valid_col=None)
     return MultiLabelData.from_df(df.assign(**{col: "text"}), config=dc, extra_texts=extra)
 
 
@@ -225,12 +227,16 @@ def run_train(cfgs: dict[str, Any], *, resume: bool = False, inputs: Sequence[st
         history = _history(None if saved_encoder(cfgs["run"]) else lm, clf)  # a reused LM was trained elsewhere
         if len(history):
             run.write_table("history.csv", history)
-        run.write_json("metrics.json", {"valid": report.to_dict(), "thresholds": dict(zip(clf.labels, clf.thresholds)),
+        thresholds = dict(zip(clf.labels, clf.thresholds)) if isinstance(clf, MultiLabelClassifier) else None
+        run.write_json("metrics.json", {"valid": report.to_dict(), "task": clf.task, "thresholds": thresholds,
                                         "lm": lm.metrics if lm is not None else None,
                                         "train_seconds": clf.meta.get("train_seconds")})
         clf.save(run.model_dir, overwrite=True, inputs=inputs)
         if cfgs["run"].plots:
-            run.save_plots(history=history, report=report, valid=clf.validation_predictions, data=data, log=log)
+            if isinstance(clf, MultiLabelClassifier):
+                run.save_plots(history=history, report=report, valid=clf.validation_predictions, data=data, log=log)
+            else:  # the label plots are multi-label ones
+                run.save_plots(history=history, log=log)
         if not cfgs["run"].keep_checkpoints:
             try:
                 remove_owned_dir(run.checkpoint_dir, inputs=inputs)
@@ -247,8 +253,9 @@ def run_train(cfgs: dict[str, Any], *, resume: bool = False, inputs: Sequence[st
         log.error(f"failed: {type(e).__name__}: {e}", extra={"file_only": True})  # main() prints the one line
         raise
     run.set_status("done")
-    s = report.summary
-    log.info(f"done: f1_micro={s['f1_micro']:.4f} f1_macro={s['f1_macro']:.4f} roc_auc_macro={s['roc_auc_macro']:.4f}")
+    keys = {"multilabel": ("f1_micro", "f1_macro", "roc_auc_macro"), "multicategory": ("accuracy", "f1_macro"),
+            "regression": ("r2", "spearman")}[clf.task]
+    log.info("done: " + " ".join(f"{k}={report.summary[k]:.4f}" for k in keys))
     return run
 
 
@@ -256,7 +263,7 @@ def run_train(cfgs: dict[str, Any], *, resume: bool = False, inputs: Sequence[st
 class EvaluateFileResult:
     """What :func:`evaluate_file` computed: the report, the rows scored and the models averaged."""
 
-    report: MultiLabelReport
+    report: MultiLabelReport | CategoryReport | RegressionReport
     n_rows: int
     n_models: int
 
@@ -278,7 +285,12 @@ def evaluate_file(model: str | Path, input_path: str | Path, *, text_col: str | 
         table_format(per_label)
     predictor = load_predictor(model, device=device)
     df = read_table(input_path, sep=sep, header=header)
-    report = predictor.report(df, threshold=threshold, text_col=text_col)
+    if isinstance(predictor, TextModel) and predictor.task != "multilabel":
+        if threshold is not None:
+            raise ValueError(f"threshold is for multi-label models; this is a {predictor.task} model.")
+        report = predictor.report(df, text_col=text_col)
+    else:
+        report = predictor.report(df, threshold=threshold, text_col=text_col)
     col = predictor.meta.get("text_col", "text") if text_col is None else text_col
     n_rows = int((~text_cells(df[col], col=col)[1]).sum())  # the rows report() scored
     n_models = len(predictor.models) if isinstance(predictor, MultiLabelEnsemble) else 1
@@ -286,8 +298,17 @@ def evaluate_file(model: str | Path, input_path: str | Path, *, text_col: str | 
         write_json_atomic(out, {"model": str(model), "input": str(input_path), "n_rows": n_rows,
                                 "n_models": n_models, **report.to_dict()})
     if per_label:
-        write_table(report.per_label.reset_index(), per_label)
+        write_table(report_table(report).reset_index(), per_label)
     return EvaluateFileResult(report, n_rows, n_models)
+
+
+def report_table(report: MultiLabelReport | CategoryReport | RegressionReport) -> pd.DataFrame:
+    """The detail table of a report: per label, per (column, category), or per target."""
+    if isinstance(report, CategoryReport):
+        return report.per_category
+    if isinstance(report, RegressionReport):
+        return report.per_target
+    return report.per_label
 
 
 def run_cv(cfgs: dict[str, Any], *, inputs: Sequence[str] = ()) -> tuple[RunDir, CVResult]:

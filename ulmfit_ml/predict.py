@@ -30,10 +30,9 @@ import pandas as pd
 
 from .ensemble import MultiLabelEnsemble, load_predictor, resolve_model_dirs
 from .io import check_output_file, iter_table, table_bytes, table_columns, table_format, write_table
-from .model import MultiLabelClassifier
+from .model import TextModel
 from .persist import write_json_atomic
 from .runtime import patch_fastai
-from .thresholds import apply_thresholds
 from .validation import check_bs, check_columns, suppress_empty_text_warning, text_cells, warn_empty_texts
 
 __all__ = ["predict_file", "predict_frame", "PredictFileResult", "load_fastai_learner", "PROGRESS_SUFFIX", "OUTPUTS"]
@@ -103,18 +102,18 @@ def _model_fingerprint(predictor: Any) -> str:
         for k, v in m.model.state_dict().items():
             h.update(k.encode())
             h.update(v.detach().cpu().contiguous().numpy().tobytes())
-    h.update(json.dumps([list(predictor.labels), [float(t) for t in predictor.thresholds]]).encode())
+    h.update(json.dumps([list(predictor.labels), [float(t) for t in getattr(predictor, "thresholds", [])]]).encode())
     return h.hexdigest()
 
 
 # ---------------------------------------------------------------------- prediction
 def _load_model(model: Any, device: str | None) -> Any:
-    if isinstance(model, (MultiLabelClassifier, MultiLabelEnsemble)):
+    if isinstance(model, (TextModel, MultiLabelEnsemble)):
         return model
     if isinstance(model, (str, Path)):
         return load_predictor(model, device=device)
-    raise TypeError(f"model must be a saved model directory, a run directory, a MultiLabelClassifier or a "
-                    f"MultiLabelEnsemble, got {type(model).__name__}.")
+    raise TypeError(f"model must be a saved model directory, a run directory, a trained model (MultiLabelClassifier, "
+                    f"MultiCategoryClassifier, TextRegressor) or a MultiLabelEnsemble, got {type(model).__name__}.")
 
 
 def _quantized(predictor: Any) -> Any:
@@ -122,7 +121,7 @@ def _quantized(predictor: Any) -> Any:
         ens = MultiLabelEnsemble([_quantized(m) for m in predictor.models], weights=list(predictor.weights))
         ens.thresholds = predictor.thresholds.copy()
         return ens
-    if not isinstance(predictor, MultiLabelClassifier):
+    if not isinstance(predictor, TextModel):
         raise TypeError(f"int8=True quantizes ULMFiT classifiers, not a {type(predictor).__name__}.")
     return predictor.quantized()
 
@@ -138,36 +137,22 @@ def predict_frame(predictor: Any, chunk: pd.DataFrame, *, start: int, text_col: 
     """
     texts, empty = text_cells(chunk[text_col], col=text_col)
     with suppress_empty_text_warning():  # counted here, warned once per file by predict_file
-        probs = predictor.predict_proba(texts, bs=bs)
-    labels = predictor.labels
+        table = predictor.output_table(texts, output=output, threshold=threshold, at_least_one=at_least_one, bs=bs)
     if output == "submission":
         out = pd.DataFrame({id_col: chunk[id_col].to_numpy()})
-        for j, lab in enumerate(labels):
-            out[lab] = probs[:, j]
-        return out, int(empty.sum())
-    out = pd.DataFrame({"row": np.arange(start, start + len(texts), dtype=np.int64)})
-    if id_col is not None:
-        out[id_col] = chunk[id_col].to_numpy()
-    if output in ("labels", "both"):
-        pred = apply_thresholds(probs, predictor.thresholds if threshold is None else threshold,
-                                at_least_one=at_least_one)
-        delim = predictor.label_delim
-        out["labels"] = [delim.join(labels[j] for j in np.flatnonzero(r)) for r in pred]
-    if output in ("proba", "both"):
-        for j, lab in enumerate(labels):
-            out[f"proba_{lab}"] = probs[:, j]
+    else:
+        out = pd.DataFrame({"row": np.arange(start, start + len(texts), dtype=np.int64)})
+        if id_col is not None:
+            out[id_col] = chunk[id_col].to_numpy()
+    for col in table.columns:
+        out[col] = table[col].to_numpy()
     return out, int(empty.sum())
 
 
 def _header(predictor: Any, id_col: str | None, output: str) -> list[str]:
     if output == "submission":
-        return [str(id_col)] + list(predictor.labels)
-    cols = ["row"] + ([id_col] if id_col is not None else [])
-    if output in ("labels", "both"):
-        cols.append("labels")
-    if output in ("proba", "both"):
-        cols += [f"proba_{lab}" for lab in predictor.labels]
-    return cols
+        return [str(id_col)] + predictor.output_columns(output)
+    return ["row"] + ([id_col] if id_col is not None else []) + predictor.output_columns(output)
 
 
 def predict_file(model: Any, input_path: str | Path, output_path: str | Path, *, text_col: str | None = None,

@@ -8,7 +8,7 @@ from typing import Any
 
 from ..config import SECTIONS
 from ..config_files import ConfigError, load_config_file, parse_set, resolve_config
-from ..pipeline import evaluate_file, run_cv, run_inputs, run_lm, run_train
+from ..pipeline import evaluate_file, report_table, run_cv, run_inputs, run_lm, run_train
 from ..io import table_format
 from ..predict import predict_file
 from ..pretrain import pretrain_lm
@@ -71,8 +71,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     res = evaluate_file(args.model, args.input, text_col=args.text_col, threshold=args.threshold, out=args.out,
                         per_label=args.per_label, overwrite=args.overwrite, device=args.device, sep=args.sep,
                         header=not args.no_header)
-    n_labels = len(res.report.per_label)
-    print(f"{res.n_rows} rows, {n_labels} labels" + (f", {res.n_models} models averaged" if res.n_models > 1 else ""))
+    table = report_table(res.report)  # labels, (column, category) pairs or targets
+    what = {"category": "categories", "target": "targets"}.get(str(table.index.names[-1]), "labels")
+    print(f"{res.n_rows} rows, {len(table)} {what}" + (f", {res.n_models} models averaged" if res.n_models > 1 else ""))
     for k, v in res.report.summary.items():
         print(f"{k:>24s}  {v:.4f}")
     return 0

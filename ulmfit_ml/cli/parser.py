@@ -26,9 +26,13 @@ FLAG_KEYS: dict[str, list[tuple[str, str]]] = {
     "overwrite": [("run", "overwrite")], "folds": [("run", "folds")], "test": [("run", "test")],
     "id_col": [("run", "id_col")], "text_col": [("data", "text_col")], "label_delim": [("data", "label_delim")],
     "label_col": [("data", "label_col")], "label_cols": [("data", "label_cols")],
+    "category_cols": [("data", "category_cols")], "target_cols": [("data", "target_cols")],
     "arch": [("lm", "arch")], "lm_epochs": [("lm", "epochs")], "epochs": [("classifier", "epochs")],
     "device": [("lm", "device"), ("classifier", "device")], "quiet": [("lm", "quiet"), ("classifier", "quiet")],
 }
+
+
+_TARGET_FLAGS = ("label_col", "label_cols", "category_cols", "target_cols")
 
 
 def flag_overrides(args: argparse.Namespace) -> list[tuple[str, str, Any]]:
@@ -39,10 +43,8 @@ def flag_overrides(args: argparse.Namespace) -> list[tuple[str, str, Any]]:
             continue
         for section, key in keys:
             out.append((section, key, v))
-        if dest == "label_col":  # one label format replaces the other
-            out.append(("data", "label_cols", None))
-        elif dest == "label_cols":
-            out.append(("data", "label_col", None))
+        if dest in _TARGET_FLAGS:  # one target kind on the command line replaces the config file's
+            out += [("data", k, None) for k in _TARGET_FLAGS if k != dest]
     return out
 
 
@@ -101,6 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
     one.add_argument("--label-col", help="one delimited label column, e.g. 'a;b' ([data] label_col)")
     one.add_argument("--label-cols", type=_comma_list(str), metavar="A,B,...",
                      help="one 0/1 column per label ([data] label_cols)")
+    one.add_argument("--category-cols", type=_comma_list(str), metavar="A,B,...",
+                     help="columns that each hold one category: one softmax head per column ([data] category_cols)")
+    one.add_argument("--target-cols", type=_comma_list(str), metavar="A,B,...",
+                     help="numeric columns to predict (regression) ([data] target_cols)")
     g.add_argument("--label-delim", help="delimiter of --label-col (default ';')")
 
     lmf = argparse.ArgumentParser(add_help=False)
