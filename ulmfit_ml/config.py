@@ -7,12 +7,11 @@ experiment is described the same way everywhere.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
-import types
-import typing
 from dataclasses import dataclass, field, fields
 from typing import Any
+
+from .valuetypes import check_config_types
 
 __all__ = [
     "ARCH_PRESETS",
@@ -27,9 +26,6 @@ __all__ = [
     "config_from_dict",
     "config_to_dict",
     "merge_config",
-    "check_config_types",
-    "describe_type",
-    "value_fits",
 ]
 
 #: Named AWD-LSTM sizes. ``paper`` is fastai's/ULMFiT's (the only size the WikiText-103
@@ -133,7 +129,8 @@ class DataConfig:
             raise ValueError(f"unlabelled must be 'keep', 'drop' or 'raise', got {self.unlabelled!r}.")
         given = [k for k in ("label_cols", "label_col", "category_cols", "target_cols") if getattr(self, k) is not None]
         if len(given) > 1:
-            raise ValueError(f"{' and '.join(given)} are both set: a model learns one kind of target. Use label_cols or "
+            raise ValueError(f"Give exactly one of label_cols, label_col, category_cols or target_cols: "
+                             f"{' and '.join(given)} are both set, and a model learns one kind of target. Use label_cols or "
                              "label_col for 0/1 labels, category_cols for columns of categories (one softmax head each), "
                              "target_cols for numbers (regression), and remove the others.")
 
@@ -349,87 +346,6 @@ class RunConfig:
 #: Config-file sections -> dataclasses (the CLI's TOML sections).
 SECTIONS: dict[str, type] = {"data": DataConfig, "lm": LMConfig, "classifier": ClassifierConfig, "run": RunConfig,
                              "pretrain": PretrainConfig}
-
-
-# ---------------------------------------------------------------------- value types
-def describe_type(hint: Any) -> str:
-    """A type hint in words: ``tuple[int, ...]`` -> ``a list of int``."""
-    if hint is type(None):
-        return "None"
-    if hint is Any:
-        return "any value"
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(describe_type(a) for a in args)
-    if origin in (list, tuple):
-        if origin is tuple and args and args[-1] is not Ellipsis:
-            return f"a list of {len(args)} {describe_type(args[0])}"
-        return f"a list of {describe_type(args[0])}" if args else "a list"
-    if origin is dict:
-        return "a table {key = value}"
-    return getattr(hint, "__name__", str(hint))
-
-
-def value_fits(v: Any, hint: Any) -> bool:
-    """Does ``v`` (a TOML/JSON value) fit the type hint? Lists stand for tuples.
-
-    Hand-rolled because dataclasses do not check types, and the libraries that do disagree with
-    TOML users here: dacite lets ``true`` pass as an int and rejects ``1`` for a float field,
-    pydantic's lax mode turns ``"3"`` into ``3`` and its strict mode rejects a list for a tuple.
-    A wrong type (a string where a list of epochs is expected) must fail with the key's name,
-    not deep in training.
-    """
-    if hint is Any:
-        return True
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        return any(value_fits(v, a) for a in typing.get_args(hint))
-    if hint is type(None):
-        return v is None
-    if hint is bool:
-        return isinstance(v, bool)
-    if hint is int:
-        return isinstance(v, int) and not isinstance(v, bool)
-    if hint is float:
-        return isinstance(v, (int, float)) and not isinstance(v, bool)
-    if hint is str:
-        return isinstance(v, (str, os.PathLike))  # paths are stored as strings (merge_config)
-    if origin in (list, tuple):
-        if not isinstance(v, (list, tuple)):
-            return False
-        args = typing.get_args(hint)
-        if origin is tuple and args and args[-1] is not Ellipsis:
-            return len(v) == len(args) and all(value_fits(x, a) for x, a in zip(v, args))
-        return all(value_fits(x, args[0]) for x in v) if args else True
-    if origin is dict or hint is dict:
-        return isinstance(v, dict)
-    return True
-
-
-def check_config_types(cls: type, values: dict[str, Any], *, where: str) -> None:
-    """The one type check of config values (CLI, config files, keyword options, saved models).
-
-    ``where`` names the values in messages (``"classifier"`` -> ``classifier.epochs``).
-
-    Raises:
-        KeyError: an unknown key (with a close match and the accepted keys).
-        TypeError: a value of the wrong type, naming ``where.key``, the expected and found types.
-    """
-    hints = typing.get_type_hints(cls)
-    for key, value in values.items():
-        if key not in hints:
-            close = difflib.get_close_matches(key, list(hints), n=1)
-            raise KeyError(f"unknown config key {where}.{key}" + (f" (did you mean {where}.{close[0]}?)" if close else "")
-                           + f"; [{where}] accepts {', '.join(sorted(hints))}.")
-        if not value_fits(value, hints[key]):
-            fix = ""
-            if typing.get_origin(hints[key]) in (tuple, list) or any(typing.get_origin(a) in (tuple, list)
-                                                                      for a in typing.get_args(hints[key])):
-                fix = f" (e.g. {key}=({value!r},) for one stage)" if not isinstance(value, (list, tuple, str)) else ""
-            raise TypeError(f"{where}.{key} = {value!r}: expected {describe_type(hints[key])}, "
-                            f"got {type(value).__name__}{fix}.")
-
-
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:

@@ -14,7 +14,8 @@ from typing import Any, Sequence
 
 import tomli_w
 
-from .config import SECTIONS, check_config_types, config_from_dict, config_to_dict
+from .config import SECTIONS, config_from_dict, config_to_dict
+from .valuetypes import check_config_types
 
 __all__ = ["ConfigError", "load_config_file", "parse_set", "resolve_config", "config_sections", "to_toml"]
 

@@ -28,7 +28,8 @@ import torch
 from torch import nn
 
 from .base import MultiLabelPredictorMixin
-from .config import describe_type, resolve_arch, scale_dropouts, value_fits
+from .config import resolve_arch, scale_dropouts
+from .valuetypes import describe_type, value_fits
 from .persist import (FORMAT_VERSION, atomic_dir, file_sha256, load_weights, read_json, save_weights, versions,
                       write_json)
 from .runtime import resolve_device
