@@ -195,3 +195,16 @@ def test_cli_predict_on_a_scheduler(model_dir, inputs, client, reference, tmp_pa
     assert code == 0, capsys.readouterr().err
     assert f"{N} rows" in capsys.readouterr().out
     _same(um.read_predictions(out), reference)
+
+
+def test_cli_starts_and_stops_a_local_cluster(model_dir, inputs, tmp_path, capsys):
+    out = tmp_path / "local"
+    with pytest.warns(UserWarning, match="empty or missing text"):
+        code = main(["predict", str(model_dir), str(inputs / "in.csv"), "-o", str(out), "--format", "proba",
+                     "--dask-workers", "1", "--blocksize", str(BLOCK)])
+    assert code == 0, capsys.readouterr().err
+    got = um.read_predictions(out)
+    assert got["row"].tolist() == list(range(N)) and "labels" not in got
+    assert main(["predict", str(model_dir), str(inputs / "in.csv"), "-o", str(tmp_path / "x.csv"),
+                 "--blocksize", "1000"]) == 2  # --blocksize without a cluster: a usage error
+    assert "--blocksize applies to" in capsys.readouterr().err
