@@ -44,6 +44,9 @@ def inputs(tmp_path_factory):
     d = tmp_path_factory.mktemp("in")
     df[["id", "text"]].to_csv(d / "in.csv", index=False)
     df[["id", "text"]].to_parquet(d / "in.parquet", row_group_size=64)
+    df[["id", "text"]].to_json(d / "in.jsonl", orient="records", lines=True)
+    df[["id", "text"]].to_csv(d / "noheader.csv", index=False, header=False)
+    df[["id", "text"]].head(0).to_csv(d / "empty.csv", index=False)
     return d
 
 
@@ -94,6 +97,19 @@ def test_parquet_input_and_csv_parts(model_dir, inputs, client, reference, tmp_p
     res = _dask(model_dir, inputs / "in.parquet", tmp_path / "out", client, part_format="csv")
     assert len(res.parts) >= 3 and res.parts[0].suffix == ".csv"
     _same(res.read(), reference)
+
+
+@pytest.mark.parametrize("src, kw", [("in.jsonl", {}), ("noheader.csv", {"header": False, "text_col": "1", "id_col": "0"})])
+def test_jsonl_and_headerless_inputs(model_dir, inputs, client, reference, tmp_path, src, kw):
+    res = _dask(model_dir, inputs / src, tmp_path / "out", client, **kw)
+    assert len(res.parts) >= 2
+    _same(res.read().rename(columns={"0": "id"}), reference)
+
+
+def test_empty_input(model_dir, inputs, client, reference, tmp_path):
+    res = um.predict_dask(model_dir, inputs / "empty.csv", tmp_path / "out", id_col="id", output="both", client=client)
+    got = res.read()
+    assert res.n_rows == 0 and len(got) == 0 and list(got.columns) == list(reference.columns)
 
 
 def _fail_once_after_write(marker: str) -> None:

@@ -83,10 +83,10 @@ def worker_model_loads() -> dict[str, int]:
 def _fingerprint(model_dirs: list[Path]) -> str:
     """sha256 over the files that define the model(s): weights, config, vocab, labels, thresholds."""
     h = hashlib.sha256()
-    for d in model_dirs:
+    for i, d in enumerate(model_dirs):
         for name in _MODEL_FILES:
             if (d / name).is_file():
-                h.update(f"{len(model_dirs)}:{name}:{file_sha256(d / name)}\n".encode())
+                h.update(f"{i}:{name}:{file_sha256(d / name)}\n".encode())
     return h.hexdigest()
 
 
@@ -229,8 +229,8 @@ def _read_frame(dd: Any, inputs: list[Path], fmt: str, opts: dict[str, Any], blo
     """The inputs as one Dask frame, parsed like :func:`~ulmfit_ml.io.read_table`."""
     files = [str(p) for p in inputs]
     if fmt in ("csv", "tsv"):
-        compressed = any(p.suffixes and p.suffixes[-1].lower() in (".gz", ".bz2", ".zip", ".xz", ".zst") for p in inputs)
-        ddf = dd.read_csv(files, blocksize=None if compressed else blocksize, **opts)  # compressed: one block per file
+        packed = any(p.suffixes and p.suffixes[-1].lower() in (".gz", ".bz2", ".zip", ".xz", ".zst") for p in inputs)
+        ddf = dd.read_csv(files, blocksize=None if packed else blocksize, **opts)  # compressed: one block per file
     elif fmt == "jsonl":
         ddf = dd.read_json(files, blocksize=blocksize, orient="records", **opts)
     else:
@@ -290,6 +290,7 @@ def predict_dask(model: str | Path, input_path: str | Path | list[str | Path], o
         ValueError: bad options, missing columns, an input that cannot be parsed.
     """
     t0 = time.perf_counter()
+    dask, dd, distributed = _import_dask()  # first: without Dask nothing else matters
     _check_options(output, id_col, bs, blocksize, retries, part_format)
     if client is not None and n_workers is not None:
         raise ValueError("Pass client= (an existing cluster) or n_workers= (a local one), not both.")
@@ -317,7 +318,6 @@ def predict_dask(model: str | Path, input_path: str | Path | list[str | Path], o
     cols = [text_col] + ([id_col] if id_col is not None else [])
     for p in inputs:  # also: every file exists and has a readable header
         check_columns(pd.DataFrame(columns=table_columns(p, **read)), cols)
-    dask, dd, distributed = _import_dask()
     fp = _fingerprint(model_dirs)
     job = {"model": {"path": str(Path(model).resolve()), "dirs": [str(d.resolve()) for d in model_dirs],
                      "fingerprint": fp, "key": f"{fp}:{device}:{int8}", "device": device, "int8": int8},
