@@ -10,6 +10,7 @@ from .config import ARCH_PRESETS, ClassifierConfig, DataConfig, LMConfig, Pretra
 from .corpus import TokenCorpus, tokenize_corpus
 from .cv import CVResult, cross_validate, kfold_assignments
 from .data import MultiLabelData
+from .distributed import PredictDaskResult, predict_dask, read_predictions
 from .ensemble import MultiLabelEnsemble, load_predictor
 from .explain import explain, explain_html
 from .finetune import LMTrainer, finetune_lm
@@ -65,6 +66,9 @@ __all__ = [
     "load_predictor",
     "predict_file",
     "PredictFileResult",
+    "predict_dask",
+    "read_predictions",
+    "PredictDaskResult",
     "load_fastai_learner",
     "MultiLabelReport",
     "multilabel_report",

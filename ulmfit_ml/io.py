@@ -17,7 +17,7 @@ import pandas as pd
 from .persist import atomic_file
 
 __all__ = ["read_table", "iter_table", "table_columns", "table_bytes", "write_table", "check_output_file",
-           "TABLE_FORMATS", "table_format"]
+           "TABLE_FORMATS", "table_format", "pandas_read_options", "named_columns"]
 
 #: File extensions -> format name. ``.gz``/``.bz2``/``.zip``/``.xz``/``.zst`` after a text
 #: format are decompressed by pandas.
@@ -65,7 +65,22 @@ def _read_options(fmt: str, sep: str | None, header: bool, encoding: str, encodi
     return {}
 
 
-def _named(df: pd.DataFrame) -> pd.DataFrame:
+#: pandas.read_json options of JSON-lines files: their own types, no dtype or date guessing.
+_JSONL_OPTIONS: dict[str, Any] = {"lines": True, "dtype": False, "convert_dates": False}
+
+
+def pandas_read_options(path: str | Path, *, sep: str | None = None, header: bool = True, encoding: str = "utf-8",
+                        encoding_errors: str = "strict") -> tuple[str, dict[str, Any]]:
+    """``(format, options)``: the keyword arguments :func:`read_table` gives pandas' reader of
+    ``path``'s format (``read_csv``, ``read_json``; ``{}`` for ``read_parquet``), so that other
+    readers of the same files (Dask's, in :mod:`ulmfit_ml.distributed`) parse cells the same way.
+    Apply :func:`named_columns` to what they read."""
+    fmt = table_format(path)
+    opts = _read_options(fmt, sep, header, encoding, encoding_errors)
+    return fmt, (dict(_JSONL_OPTIONS) if fmt == "jsonl" else opts)
+
+
+def named_columns(df: pd.DataFrame) -> pd.DataFrame:
     """Header-less files get column names "0", "1", ... (strings, like every other column name)."""
     if not all(isinstance(c, str) for c in df.columns):
         df.columns = [str(c) for c in df.columns]
@@ -121,10 +136,10 @@ def read_table(path: str | Path, *, sep: str | None = None, header: bool = True,
     opts = _read_options(fmt, sep, header, encoding, encoding_errors)
     try:
         if fmt in ("csv", "tsv"):
-            return _named(pd.read_csv(path, **opts))
+            return named_columns(pd.read_csv(path, **opts))
         if fmt == "jsonl":
-            return _named(pd.read_json(path, lines=True, dtype=False, convert_dates=False))
-        return _named(pd.read_parquet(path))
+            return named_columns(pd.read_json(path, **_JSONL_OPTIONS))
+        return named_columns(pd.read_parquet(path))
     except (ImportError, ValueError, pd.errors.ParserError, UnicodeDecodeError, OSError) as e:
         raise _read_error(path, fmt, e) from e
 
@@ -159,17 +174,17 @@ def iter_table(path: str | Path, *, chunksize: int, sep: str | None = None, head
         if fmt in ("csv", "tsv"):
             with pd.read_csv(path, chunksize=chunksize, **opts) as reader:
                 for chunk in reader:
-                    yield _named(chunk)
+                    yield named_columns(chunk)
         elif fmt == "jsonl":
-            with pd.read_json(path, lines=True, dtype=False, convert_dates=False, chunksize=chunksize) as reader:
+            with pd.read_json(path, chunksize=chunksize, **_JSONL_OPTIONS) as reader:
                 for chunk in reader:
-                    yield _named(chunk)
+                    yield named_columns(chunk)
         else:
             import pyarrow.parquet as pq
 
             with pq.ParquetFile(path) as pf:
                 for batch in pf.iter_batches(batch_size=chunksize):
-                    yield _named(batch.to_pandas())
+                    yield named_columns(batch.to_pandas())
     except (ImportError, ValueError, pd.errors.ParserError, UnicodeDecodeError, OSError) as e:
         raise _read_error(path, fmt, e) from e
 

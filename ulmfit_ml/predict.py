@@ -35,7 +35,8 @@ from .persist import write_json_atomic
 from .runtime import patch_fastai
 from .validation import check_bs, check_columns, suppress_empty_text_warning, text_cells, warn_empty_texts
 
-__all__ = ["predict_file", "predict_frame", "PredictFileResult", "load_fastai_learner", "PROGRESS_SUFFIX", "OUTPUTS"]
+__all__ = ["predict_file", "predict_frame", "quantized_predictor", "PredictFileResult", "load_fastai_learner",
+           "PROGRESS_SUFFIX", "OUTPUTS"]
 
 #: The sidecar next to the output: ``out.csv`` -> ``out.csv.progress.json``.
 PROGRESS_SUFFIX = ".progress.json"
@@ -116,9 +117,10 @@ def _load_model(model: Any, device: str | None) -> Any:
                     f"MultiCategoryClassifier, TextRegressor) or a MultiLabelEnsemble, got {type(model).__name__}.")
 
 
-def _quantized(predictor: Any) -> Any:
+def quantized_predictor(predictor: Any) -> Any:
+    """The ``int8=True`` copy of a classifier or of an ensemble of classifiers (every member quantized)."""
     if isinstance(predictor, MultiLabelEnsemble):
-        ens = MultiLabelEnsemble([_quantized(m) for m in predictor.models], weights=list(predictor.weights))
+        ens = MultiLabelEnsemble([quantized_predictor(m) for m in predictor.models], weights=list(predictor.weights))
         ens.thresholds = predictor.thresholds.copy()
         return ens
     if not isinstance(predictor, TextModel):
@@ -233,7 +235,7 @@ def predict_file(model: Any, input_path: str | Path, output_path: str | Path, *,
     check_output_file(output_path, overwrite=overwrite or (streamed and prog_path.is_file()),
                       inputs=[input_path, *model_dirs])
     weights = _load_model(model, "cpu" if int8 else device)  # the float model: its fingerprint identifies a run
-    predictor = _quantized(weights) if int8 else weights
+    predictor = quantized_predictor(weights) if int8 else weights
     text_col = predictor.meta.get("text_col", "text") if text_col is None else text_col
     if id_col is not None and id_col == text_col:
         raise ValueError(f"id_col and text_col are both {text_col!r}: name the id column, or leave id_col=None.")

@@ -8,6 +8,7 @@ from typing import Any
 
 from ..config import SECTIONS
 from ..config_files import ConfigError, load_config_file, parse_set, resolve_config
+from ..distributed import predict_dask
 from ..pipeline import evaluate_file, report_table, run_cv, run_inputs, run_lm, run_train
 from ..io import table_format
 from ..predict import predict_file
@@ -85,6 +86,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise ConfigError("--format submission needs --id-col (the id column of the input, e.g. --id-col id).")
     if args.bs < 1:
         raise ConfigError(f"--bs must be >= 1, got {args.bs}.")
+    if args.dask_workers is not None or args.scheduler:
+        return _predict_on_dask(args)
+    if args.blocksize is not None:
+        raise ConfigError("--blocksize applies to --dask-workers/--scheduler runs; predict_file reads in chunks.")
     try:
         table_format(args.out)  # unknown output extension: a usage error, before any work
     except ValueError as e:
@@ -94,6 +99,21 @@ def cmd_predict(args: argparse.Namespace) -> int:
                        at_least_one=args.at_least_one, bs=args.bs, overwrite=args.overwrite, device=args.device,
                        sep=args.sep, header=not args.no_header, int8=args.int8)
     print(f"{res.n_rows} rows -> {res.output_path}")
+    return 0
+
+
+def _predict_on_dask(args: argparse.Namespace) -> int:
+    """``ulmfit-ml predict --dask-workers N | --scheduler ADDRESS`` -> :func:`~ulmfit_ml.distributed.predict_dask`."""
+    if args.dask_workers is not None and args.dask_workers < 1:
+        raise ConfigError(f"--dask-workers must be >= 1, got {args.dask_workers}.")
+    if args.no_resume:
+        raise ConfigError("--no-resume applies to predict_file outputs; a Dask run retries failed partitions instead.")
+    res = predict_dask(args.model, args.input, args.out, text_col=args.text_col, id_col=args.id_col,
+                       output=args.format, threshold=args.threshold, at_least_one=args.at_least_one, sep=args.sep,
+                       header=not args.no_header, bs=args.bs, client=args.scheduler, n_workers=args.dask_workers,
+                       overwrite=args.overwrite, device=args.device, int8=args.int8,
+                       **({"blocksize": args.blocksize} if args.blocksize is not None else {}))
+    print(f"{res.n_rows} rows -> {res.output_dir} ({len(res.parts)} parts)")
     return 0
 
 

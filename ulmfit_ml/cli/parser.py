@@ -190,6 +190,11 @@ def build_parser() -> argparse.ArgumentParser:
                                                        "(quality cost in bench/INFERENCE.md)")
     p.add_argument("--no-resume", action="store_true", help="restart a large CSV prediction instead of continuing it")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file (never the input)")
+    g = p.add_argument_group("on a Dask cluster (pip install 'ulmfit_ml[dask]'; -o is then a directory of parts)")
+    one = g.add_mutually_exclusive_group()
+    one.add_argument("--dask-workers", type=int, metavar="N", help="start a local Dask cluster of N worker processes")
+    one.add_argument("--scheduler", metavar="ADDRESS", help="use a running Dask cluster, e.g. tcp://host:8786")
+    g.add_argument("--blocksize", type=int, metavar="BYTES", help="bytes of input per partition (default 64000000)")
     p.set_defaults(command_name="predict")
 
     p = sub.add_parser("cv", parents=[common, cfg, data, lmf, reuse, clf], formatter_class=fmt, epilog=_EPILOG,
