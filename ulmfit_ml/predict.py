@@ -113,8 +113,9 @@ def _load_model(model: Any, device: str | None) -> Any:
         return model
     if isinstance(model, (str, Path)):
         return load_predictor(model, device=device)
-    raise TypeError(f"model must be a saved model directory, a run directory, a trained model (MultiLabelClassifier, "
-                    f"MultiCategoryClassifier, TextRegressor) or a MultiLabelEnsemble, got {type(model).__name__}.")
+    raise TypeError(f"model must be a saved model directory, a run directory, a MultiLabelClassifier or a "
+                    f"MultiLabelEnsemble, got {type(model).__name__}. (A MultiCategoryClassifier or TextRegressor "
+                    "is accepted too.)")
 
 
 def quantized_predictor(predictor: Any) -> Any:
