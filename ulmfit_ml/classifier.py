@@ -126,6 +126,10 @@ class ClassifierTrainer:
         self._ckpt, self._ckpt_info = _open_checkpoint(data, cfg, checkpoint_dir, resume)
         self.lm = lm = _resolve_encoder(encoder)
         if lm is not None:
+            if lm.tokenizer.name != data.config.tokenizer:
+                raise ValueError(f"The encoder reads {lm.tokenizer.name!r} tokens but the data tokenises with "
+                                 f"{data.config.tokenizer!r}: build the data with tokenizer={lm.tokenizer.name!r}.")
+            data.use_tokenizer(lm.tokenizer)  # the encoder's vocab is made of its tokenizer's tokens
             self.vocab, self.arch = list(lm.vocab), lm.arch
         else:
             self.arch = resolve_arch(arch)
@@ -229,13 +233,14 @@ class ClassifierTrainer:
         }
         if data.task == "multilabel":
             clf: TextModel = MultiLabelClassifier(learn.model, self.vocab, data.labels, meta=meta, history=history,
-                                                  valid_data=(targs.numpy().astype(np.float32), probs.float().numpy()))
+                                                  valid_data=(targs.numpy().astype(np.float32), probs.float().numpy()),
+                                                  tokenizer=data.tokenizer)
             if cfg.thresholds != "none":
                 clf.tune_thresholds(strategy=cfg.thresholds)
         else:  # raw outputs (the spec's losses have no activation) against targets in their own units
             kind = MultiCategoryClassifier if data.task == "multicategory" else TextRegressor
             clf = kind(learn.model, self.vocab, data.labels, meta=meta, history=history,
-                       valid_data=(data.y_valid, probs.float().numpy()))
+                       valid_data=(data.y_valid, probs.float().numpy()), tokenizer=data.tokenizer)
         clf.batch_losses = np.asarray(batch_losses, dtype=np.float32)
         return clf
 

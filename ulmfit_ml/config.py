@@ -94,6 +94,13 @@ def _check_positive(name: str, value: Any, *, allow_zero: bool = False) -> None:
         raise ValueError(f"{name} must be a number {bound}, got {value!r}.")
 
 
+def _check_tokenizer(name: Any, vocab_size: Any) -> None:
+    if name not in ("spacy", "sentencepiece"):
+        raise ValueError(f"tokenizer must be 'spacy' or 'sentencepiece', got {name!r}.")
+    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 50:
+        raise ValueError(f"sp_vocab_size must be an int >= 50, got {vocab_size!r}.")
+
+
 @dataclass
 class DataConfig:
     """How a DataFrame becomes a :class:`~ulmfit_ml.data.MultiLabelData`.
@@ -111,6 +118,8 @@ class DataConfig:
     category_cols: list[str] | None = None
     max_categories: int = 50  #: more categories in one column raise (it is probably a text or id column)
     target_cols: list[str] | None = None
+    tokenizer: str = "spacy"  #: "spacy" (fastai's words) or "sentencepiece" (subwords trained on the LM corpus)
+    sp_vocab_size: int = 8000  #: SentencePiece pieces (a soft limit: a small corpus gets fewer)
     split: str = "stratified"  #: "random", "stratified" or "column"
     valid_pct: float = 0.2
     valid_col: str | None = None
@@ -127,6 +136,7 @@ class DataConfig:
             raise ValueError(f"empty_text must be 'drop' or 'raise', got {self.empty_text!r}.")
         if self.unlabelled not in ("keep", "drop", "raise"):
             raise ValueError(f"unlabelled must be 'keep', 'drop' or 'raise', got {self.unlabelled!r}.")
+        _check_tokenizer(self.tokenizer, self.sp_vocab_size)
         given = [k for k in ("label_cols", "label_col", "category_cols", "target_cols") if getattr(self, k) is not None]
         if len(given) > 1:
             raise ValueError(f"Give exactly one of label_cols, label_col, category_cols or target_cols: "
@@ -283,6 +293,9 @@ class PretrainConfig:
     drop_mult: float = 0.1  #: light dropout: < 1 epoch over a large corpus underfits, it does not overfit
     wd: float = 0.01
     clip: float | None = 0.25
+    tokenizer: str = "spacy"  #: "spacy" (fastai's words) or "sentencepiece" (trained on the corpus, kept with the LM)
+    sp_vocab_size: int = 8000  #: SentencePiece pieces
+    sp_train_lines: int = 300_000  #: corpus lines the SentencePiece model is trained on (the first ones)
     softmax: str = "sampled"  #: "sampled" (fast on CPU) or "full"
     n_samples: int = 1024  #: negatives per batch for the sampled softmax
     backwards: bool = False
@@ -308,6 +321,8 @@ class PretrainConfig:
             raise ValueError(f"valid_pct must be in [0, 1), got {self.valid_pct!r}.")
         if not (isinstance(self.pct_start, (int, float)) and 0 < self.pct_start < 1):
             raise ValueError(f"pct_start must be in (0, 1), got {self.pct_start!r}.")
+        _check_tokenizer(self.tokenizer, self.sp_vocab_size)
+        _check_positive("sp_train_lines", self.sp_train_lines)
         if self.softmax not in ("sampled", "full"):
             raise ValueError(f"softmax must be 'sampled' or 'full', got {self.softmax!r}.")
         self.moms = tuple(self.moms)

@@ -25,9 +25,9 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from .tokens import tokenize_texts
+from .tokens import TextTokenizer
 
-__all__ = ["TokenCorpus", "tokenize_corpus", "corpus_files", "default_cache_dir", "texts_to_corpus_file"]
+__all__ = ["TokenCorpus", "tokenize_corpus", "corpus_files", "corpus_texts", "default_cache_dir", "texts_to_corpus_file"]
 
 _FORMAT = 1
 _BLOCK_LINES = 500  #: held-out lines are whole blocks of up to this many lines (mixes every source)
@@ -95,6 +95,7 @@ class TokenCorpus:
         valid: 1-d id array of the held-out part.
         counts: training count per vocab id (for samplers and the decoder bias).
         meta: sizes and sources.
+        tokenizer: what the ids' tokens come from (spaCy words or a SentencePiece model kept in the cache).
     """
 
     path: Path
@@ -103,6 +104,7 @@ class TokenCorpus:
     valid: np.ndarray
     counts: np.ndarray
     meta: dict[str, Any]
+    tokenizer: TextTokenizer
 
     @classmethod
     def load(cls, path: str | Path) -> "TokenCorpus":
@@ -116,7 +118,7 @@ class TokenCorpus:
             arrays[part] = (np.memmap(path / f"{part}.ids", dtype=dtype, mode="r", shape=(n,)) if n
                             else np.zeros(0, dtype=dtype))
         counts = np.asarray(meta["counts"], dtype=np.int64)
-        return cls(path, vocab, arrays["train"], arrays["valid"], counts, meta)
+        return cls(path, vocab, arrays["train"], arrays["valid"], counts, meta, TextTokenizer.load(meta.get("tokenizer"), path))
 
     def __repr__(self) -> str:
         return (f"TokenCorpus({len(self.vocab):,} tokens in vocab, {len(self.train):,} train / "
@@ -135,7 +137,15 @@ def _iter_texts(files: Sequence[Path]) -> Iterator[tuple[int, str]]:
                     i += 1
 
 
-def _cache_key(files: Sequence[Path], *, max_vocab: int, min_freq: int, valid_pct: float) -> str:
+def corpus_texts(corpus: str | Path | Sequence[str | Path], *, limit: int | None = None) -> Iterator[str]:
+    """The corpus's texts (non-empty lines, WikiText headings skipped), in file order; at most ``limit``."""
+    for i, t in _iter_texts(corpus_files(corpus)):
+        if limit is not None and i >= limit:
+            return
+        yield t
+
+
+def _cache_key(files: Sequence[Path], *, max_vocab: int, min_freq: int, valid_pct: float, tokenizer: str) -> str:
     from fastai import __version__ as fastai_version
     from fastai.text.core import defaults
 
@@ -144,7 +154,7 @@ def _cache_key(files: Sequence[Path], *, max_vocab: int, min_freq: int, valid_pc
         st = f.stat()
         h.update(f"{f.resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
     rules = ",".join(getattr(r, "__name__", str(r)) for r in defaults.text_proc_rules)
-    h.update(f"{_FORMAT}|{fastai_version}|{rules}|{max_vocab}|{min_freq}|{valid_pct}".encode())
+    h.update(f"{_FORMAT}|{fastai_version}|{rules}|{max_vocab}|{min_freq}|{valid_pct}|{tokenizer}".encode())
     return h.hexdigest()[:16]
 
 
@@ -161,7 +171,7 @@ def _chunks(it: Iterable[tuple[int, str]], size: int) -> Iterator[list[tuple[int
 
 def tokenize_corpus(corpus: str | Path | Sequence[str | Path], *, max_vocab: int = 12000, min_freq: int = 3,
                     valid_pct: float = 0.01, cache_dir: str | Path | None = None, n_workers: int | None = None,
-                    chunk_lines: int = 20000, quiet: bool = False) -> TokenCorpus:
+                    chunk_lines: int = 20000, quiet: bool = False, tokenizer: TextTokenizer | None = None) -> TokenCorpus:
     """Tokenise ``corpus`` once into memory-mapped ids, or reuse its cache.
 
     Args:
@@ -172,6 +182,8 @@ def tokenize_corpus(corpus: str | Path | Sequence[str | Path], *, max_vocab: int
         cache_dir: where caches live (default :func:`default_cache_dir` ``/corpus``).
         n_workers: tokenizer processes (default: fastai's ``defaults.cpus``).
         chunk_lines: lines tokenised per chunk (memory stays bounded by one chunk).
+        tokenizer: a :class:`~ulmfit_ml.tokens.TextTokenizer` (default spaCy words); a
+            SentencePiece model is kept in the cache directory.
 
     Returns:
         A :class:`TokenCorpus`.
@@ -182,7 +194,10 @@ def tokenize_corpus(corpus: str | Path | Sequence[str | Path], *, max_vocab: int
     if not 0 <= valid_pct < 1:
         raise ValueError(f"valid_pct must be in [0, 1), got {valid_pct!r}.")
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir() / "corpus"
-    key = _cache_key(files, max_vocab=max_vocab, min_freq=min_freq, valid_pct=valid_pct)
+    tokenizer = tokenizer if tokenizer is not None else TextTokenizer()
+    # a spaCy cache keeps the key it always had
+    key = _cache_key(files, max_vocab=max_vocab, min_freq=min_freq, valid_pct=valid_pct,
+                     tokenizer="" if tokenizer.name == "spacy" else tokenizer.sha256)
     final = root / key
     if (final / "meta.json").exists():
         return TokenCorpus.load(final)
@@ -202,7 +217,7 @@ def tokenize_corpus(corpus: str | Path | Sequence[str | Path], *, max_vocab: int
     try:
         with open(tmp / "train.raw", "wb") as ftr, open(tmp / "valid.raw", "wb") as fva:
             for chunk in _chunks(_iter_texts(files), chunk_lines):
-                toks = tokenize_texts([t for _, t in chunk], n_workers=n_workers)
+                toks = tokenizer([t for _, t in chunk], n_workers=n_workers)
                 parts: dict[bool, list[int]] = {False: [], True: []}
                 for (line_no, _), tl in zip(chunk, toks):
                     held = bool(every) and (line_no // block) % every == every - 1
@@ -241,7 +256,7 @@ def tokenize_corpus(corpus: str | Path | Sequence[str | Path], *, max_vocab: int
                 "n_valid_tokens": sizes["valid"], "n_lines": n_lines, "n_types": len(words),
                 "sources": [str(f.resolve()) for f in files], "max_vocab": max_vocab, "min_freq": min_freq,
                 "valid_pct": valid_pct, "valid_block_lines": block, "seconds": round(time.perf_counter() - t0, 1),
-                "counts": final_counts.tolist()}
+                "counts": final_counts.tolist(), "tokenizer": tokenizer.save(tmp)}
         (tmp / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
         (tmp / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
         try:

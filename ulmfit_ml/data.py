@@ -27,7 +27,7 @@ import pandas as pd
 
 from .config import DataConfig
 from .targets import CategorySpec, RegressionSpec
-from .tokens import pretokenized_tfm, tokenize_texts
+from .tokens import TextTokenizer, pretokenized_tfm
 from .validation import LabelSpec, check_columns, column_keys, parse_label_matrix, validate_texts
 
 __all__ = ["MultiLabelData", "lm_dataloaders_from_tokens"]
@@ -64,6 +64,7 @@ class MultiLabelData:
         self.index = index if index is not None else pd.RangeIndex(len(texts))
         self._tokens: list[list[str]] | None = None
         self._extra_tokens: list[list[str]] | None = None
+        self._tokenizer: TextTokenizer | None = TextTokenizer() if config.tokenizer == "spacy" else None
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -72,8 +73,8 @@ class MultiLabelData:
                 category_cols: Sequence[str] | None = None, target_cols: Sequence[str] | None = None,
                 max_categories: int = 50, split: str | None = None, valid_pct: float = 0.2,
                 valid_col: str | None = None, seed: int = 42, empty_text: str = "drop", unlabelled: str = "keep",
-                extra_texts: Iterable[str] | None = None, config: DataConfig | None = None,
-                ) -> "MultiLabelData":
+                tokenizer: str = "spacy", sp_vocab_size: int = 8000, extra_texts: Iterable[str] | None = None,
+                config: DataConfig | None = None) -> "MultiLabelData":
         """Validate ``df`` and split it.
 
         Args:
@@ -94,6 +95,10 @@ class MultiLabelData:
             empty_text: ``"drop"`` NaN/blank texts with a warning, or ``"raise"``.
             unlabelled: rows with no label at all: ``"keep"`` (normal in multi-label data,
                 e.g. clean comments), ``"drop"`` with a warning, or ``"raise"``.
+            tokenizer: ``"spacy"`` (fastai's word tokenizer, the default, what the shipped LM reads)
+                or ``"sentencepiece"``: a subword model of ``sp_vocab_size`` pieces trained on the
+                language-model corpus (these texts and ``extra_texts``) when the tokens are first
+                needed, or the pretrained LM's own model when fine-tuning from one.
             extra_texts: unlabelled texts added to the language-model corpus only.
             config: a :class:`DataConfig`; explicit keywords are ignored when it is given.
 
@@ -107,7 +112,8 @@ class MultiLabelData:
                 split = "column" if valid_col is not None else "stratified"
             config = DataConfig(text_col=text_col, label_cols=list(label_cols) if label_cols is not None and not isinstance(label_cols, str) else label_cols,
                                 label_col=label_col, label_delim=label_delim, category_cols=category_cols,
-                                max_categories=max_categories, target_cols=target_cols, split=split,
+                                max_categories=max_categories, target_cols=target_cols, tokenizer=tokenizer,
+                                sp_vocab_size=sp_vocab_size, split=split,
                                 valid_pct=valid_pct, valid_col=valid_col, seed=seed,
                                 empty_text=empty_text, unlabelled=unlabelled)
         elif not isinstance(config, DataConfig):
@@ -248,6 +254,7 @@ class MultiLabelData:
         out = MultiLabelData([t for t, m in zip(self.texts, mask) if m], self.y[mask], list(self.labels),
                              self.is_valid[mask], text_col=self.text_col, spec=self.spec, config=self.config,
                              extra_texts=self.extra_texts, index=self.index[mask])
+        out._tokenizer = self._tokenizer
         if self._tokens is not None:
             out._tokens = [t for t, m in zip(self._tokens, mask) if m]
         out._extra_tokens = self._extra_tokens
@@ -261,10 +268,35 @@ class MultiLabelData:
 
     # ------------------------------------------------------------------ tokens and DataLoaders
     @property
+    def tokenizer(self) -> TextTokenizer:
+        """The :class:`~ulmfit_ml.tokens.TextTokenizer` of :attr:`tokens`. With
+        ``tokenizer="sentencepiece"`` it is trained here, on first use, on the language-model
+        corpus (``texts`` + ``extra_texts``), unless :meth:`use_tokenizer` gave one."""
+        if self._tokenizer is None:
+            self._tokenizer = TextTokenizer.train_sentencepiece(self.texts + self.extra_texts,
+                                                                vocab_size=self.config.sp_vocab_size)
+        return self._tokenizer
+
+    def use_tokenizer(self, tokenizer: TextTokenizer) -> None:
+        """Tokenise with ``tokenizer`` from now on (e.g. a pretrained LM's SentencePiece model).
+
+        Raises:
+            ValueError: its kind is not this data's ``tokenizer`` setting (spaCy words and
+                subwords do not mix).
+        """
+        if not isinstance(tokenizer, TextTokenizer):
+            raise TypeError(f"tokenizer must be a TextTokenizer, got {type(tokenizer).__name__}.")
+        if tokenizer.name != self.config.tokenizer:
+            raise ValueError(f"This data tokenises with {self.config.tokenizer!r} but the model reads {tokenizer.name!r} "
+                             f"tokens: build the data with tokenizer={tokenizer.name!r}.")
+        if tokenizer != self._tokenizer:
+            self._tokenizer, self._tokens, self._extra_tokens = tokenizer, None, None
+
+    @property
     def tokens(self) -> list[list[str]]:
-        """fastai tokens of ``texts`` (computed once, shared by the LM and the classifier)."""
+        """Tokens of ``texts`` (computed once, shared by the LM and the classifier)."""
         if self._tokens is None:
-            self._tokens = tokenize_texts(self.texts)
+            self._tokens = self.tokenizer(self.texts)
         return self._tokens
 
     def lm_dataloaders(self, *, bs: int = 64, seq_len: int = 72, min_freq: int = 2, max_vocab: int = 30000,
@@ -278,7 +310,7 @@ class MultiLabelData:
         toks = list(self.tokens)
         if self.extra_texts:
             if self._extra_tokens is None:  # tokenised once, like ``tokens``
-                self._extra_tokens = tokenize_texts(self.extra_texts)
+                self._extra_tokens = self.tokenizer(self.extra_texts)
             toks += self._extra_tokens
         return lm_dataloaders_from_tokens(toks, bs=bs, seq_len=seq_len, min_freq=min_freq, max_vocab=max_vocab,
                                           backwards=backwards, valid_pct=valid_pct, vocab=vocab,

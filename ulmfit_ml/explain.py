@@ -29,7 +29,6 @@ import torch
 
 from .model import MultiLabelClassifier
 from .thresholds import apply_thresholds
-from .tokens import tokenize_texts
 from .validation import check_texts
 
 __all__ = ["explain", "explain_html", "EXPLAIN_METHODS"]
@@ -143,7 +142,7 @@ def explain(clf: Any, texts: Sequence[str], labels: str | Sequence[str] | None =
         return pd.DataFrame({c: pd.Series(dtype=d) for c, d in zip(columns, ("int64", "object", "int64", "object", "float64"))})
     probs = clf.predict_proba(texts)
     per_text = _label_indexes(clf, labels, probs)
-    tokens = tokenize_texts(texts)
+    tokens = clf.tokenizer(texts)
     ids = clf._numericalize(tokens)
     parts = []
     for i, (toks, x, lab_idx) in enumerate(zip(tokens, ids, per_text)):

@@ -19,7 +19,7 @@ import torch
 
 from .config import LMConfig, config_to_dict, merge_config, scale_dropouts
 from .data import MultiLabelData
-from .lm import LanguageModel, lm_arch_config, pretrained_weights
+from .lm import LanguageModel, lm_arch_config, pretrained_tokenizer, pretrained_weights
 from .runtime import history_frame, quiet_mode, resolve_device, seed_everything, use_fp16
 
 __all__ = ["LMTrainer", "finetune_lm", "build_lm_learner"]
@@ -77,6 +77,14 @@ class LMTrainer:
         self.device = resolve_device(cfg.device)
         self.arch = lm_arch_config(cfg.arch)
         self.start = pretrained_weights(cfg.pretrained, self.arch, cfg.backwards)
+        tok = pretrained_tokenizer(cfg.pretrained, cfg.backwards)
+        if tok is not None and tok.name != data.config.tokenizer:
+            raise ValueError(f"pretrained={cfg.pretrained!r} reads {tok.name!r} tokens but the data tokenises with "
+                             f"{data.config.tokenizer!r}: build the data with tokenizer={tok.name!r}, or fine-tune from "
+                             "scratch (pretrained=False) or from a language model pretrained with this tokenizer.")
+        if tok is not None:  # fine-tuning keeps the pretrained model's pieces (its vocab is made of them)
+            data.use_tokenizer(tok)
+        self.tokenizer = data.tokenizer
         seed_everything(cfg.seed)
         self.dls = data.lm_dataloaders(bs=cfg.bs, seq_len=cfg.seq_len, min_freq=cfg.min_freq, max_vocab=cfg.max_vocab,
                                        backwards=cfg.backwards, seed=cfg.seed, device=self.device)
@@ -115,7 +123,7 @@ class LMTrainer:
         state = {k: v.detach().float().cpu().clone() for k, v in learn.model.state_dict().items()}
         learn.model.float()
         lm = LanguageModel(list(self.dls.vocab), self.arch, state, backwards=cfg.backwards, history=history,
-                           metrics=metrics, config=config_to_dict(cfg))
+                           metrics=metrics, config=config_to_dict(cfg), tokenizer=self.tokenizer)
         lm.batch_losses = np.asarray(batch_losses, dtype=np.float32)
         return lm
 

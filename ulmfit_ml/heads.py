@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 
 from .model import TextModel, register_model_kind
+from .tokens import TextTokenizer
 from .targets import CategoryReport, CategorySpec, RegressionReport, RegressionSpec, target_spec_from_dict
 from .validation import check_columns, column_keys, validate_texts
 
@@ -33,10 +34,10 @@ class _TargetModel(TextModel):
 
     def __init__(self, model: torch.nn.Module, vocab: list[str], labels: list[str], *, meta: dict[str, Any],
                  thresholds: Any = None, history: pd.DataFrame | None = None,
-                 valid_data: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+                 valid_data: tuple[np.ndarray, np.ndarray] | None = None, tokenizer: TextTokenizer | None = None) -> None:
         if thresholds is not None:
             raise ValueError(f"{type(self).__name__} has no decision thresholds (they are for multi-label models).")
-        super().__init__(model, vocab, labels, meta=meta, history=history)
+        super().__init__(model, vocab, labels, meta=meta, history=history, tokenizer=tokenizer)
         self.spec = target_spec_from_dict(self.meta["targets"])
         self._valid = valid_data  # (y_true, raw outputs) of the validation split
 

@@ -6,7 +6,7 @@ Training lives elsewhere: :mod:`ulmfit_ml.finetune` (ULMFiT fine-tuning on the t
 :mod:`ulmfit_ml.pretrain` (pretraining on a corpus) produce :class:`LanguageModel` objects.
 
 A language-model directory holds ``lm.safetensors``, ``lm.json``, ``vocab.json`` (and
-``history.csv``) plus the ownership marker.
+``history.csv``; ``tokenizer.model`` for a SentencePiece LM) plus the ownership marker.
 """
 from __future__ import annotations
 
@@ -20,9 +20,10 @@ import torch
 
 from .config import resolve_arch
 from .persist import FORMAT_VERSION, atomic_dir, read_json, versions, write_json
+from .tokens import TextTokenizer
 
 __all__ = ["LanguageModel", "load_lm", "save_lm", "lm_arch_config", "PRETRAINED_MODELS", "pretrained_model_dir",
-           "pretrained_weights"]
+           "pretrained_weights", "pretrained_tokenizer"]
 
 
 def lm_arch_config(arch: str | dict[str, Any]) -> dict[str, Any]:
@@ -43,11 +44,14 @@ class LanguageModel:
         state_dict: full LM weights (encoder ``0.*`` and decoder ``1.*``) on CPU.
         history: per-epoch table (loss, accuracy, perplexity).
         metrics: final validation loss / accuracy / perplexity and timings.
+        tokenizer: the :class:`~ulmfit_ml.tokens.TextTokenizer` its vocab comes from (spaCy words
+            unless it was trained on SentencePiece pieces).
     """
 
     def __init__(self, vocab: list[str], arch: dict[str, Any], state_dict: dict[str, torch.Tensor], *,
                  backwards: bool = False, history: pd.DataFrame | None = None, metrics: dict[str, float] | None = None,
-                 config: dict[str, Any] | None = None) -> None:
+                 config: dict[str, Any] | None = None, tokenizer: TextTokenizer | None = None) -> None:
+        self.tokenizer = tokenizer if tokenizer is not None else TextTokenizer()
         self.vocab = list(vocab)
         self.arch = dict(arch)
         self.state_dict = state_dict
@@ -95,6 +99,7 @@ def save_lm(lm: LanguageModel, path: str | Path, *, overwrite: bool = False, hal
         write_json(tmp / "lm.json", {"format_version": FORMAT_VERSION, "kind": "language_model", "arch": lm.arch,
                                       "backwards": lm.backwards, "metrics": lm.metrics, "config": lm.config,
                                       "vocab_size": len(lm.vocab), "dtype": str(dtype).replace("torch.", ""),
+                                      "tokenizer": lm.tokenizer.save(tmp),
                                       "versions": versions()})
         write_json(tmp / "vocab.json", lm.vocab)
         if lm.history is not None and len(lm.history):
@@ -131,7 +136,8 @@ def load_lm(path: str | Path) -> LanguageModel:
         state.setdefault(k, state["0.encoder.weight"])
     history = pd.read_csv(path / "history.csv") if (path / "history.csv").exists() else None
     return LanguageModel(vocab, meta["arch"], state, backwards=meta.get("backwards", False), history=history,
-                         metrics=meta.get("metrics"), config=meta.get("config"))
+                         metrics=meta.get("metrics"), config=meta.get("config"),
+                         tokenizer=TextTokenizer.load(meta.get("tokenizer"), path))
 
 
 # ---------------------------------------------------------------------- pretrained weights
@@ -244,3 +250,16 @@ def pretrained_weights(pretrained: bool | str | Path, arch: dict[str, Any], back
                              f"{ {k: arch[k] for k in sizes} }: pass arch={sizes}.")
         return dict(lm.state_dict), lm.vocab
     return _read_fastai_pretrained(p)
+
+
+def pretrained_tokenizer(pretrained: bool | str | Path, backwards: bool = False) -> TextTokenizer | None:
+    """The tokenizer the vocab of ``pretrained`` weights comes from: the LM's own for a directory
+    saved by ulmfit_ml, spaCy words for the shipped models and fastai's files; ``None`` for none."""
+    if pretrained is False or pretrained is None:
+        return None
+    if isinstance(pretrained, str) and pretrained in PRETRAINED_MODELS:
+        return load_lm(pretrained_model_dir(pretrained, backwards=backwards)).tokenizer
+    p = Path(pretrained) if not isinstance(pretrained, bool) else None
+    if p is not None and p.is_dir() and (p / "lm.json").exists():
+        return TextTokenizer.load(read_json(p / "lm.json").get("tokenizer"), p)
+    return TextTokenizer()  # WikiText-103 and fastai .pth/.pkl files: fastai's spaCy words

@@ -35,7 +35,7 @@ from .persist import (FORMAT_VERSION, atomic_dir, file_sha256, load_weights, rea
 from .runtime import resolve_device
 from .targets import RegressionSpec, target_spec_from_dict
 from .thresholds import check_thresholds
-from .tokens import tokenize_texts
+from .tokens import TextTokenizer
 from .validation import check_bs, check_texts
 
 __all__ = ["TextModel", "MultiLabelClassifier", "load_classifier", "save_classifier", "build_classifier_model",
@@ -101,7 +101,8 @@ class TextModel:
     task = "multilabel"
 
     def __init__(self, model: torch.nn.Module, vocab: list[str], labels: list[str], *, meta: dict[str, Any],
-                 history: pd.DataFrame | None = None) -> None:
+                 history: pd.DataFrame | None = None, tokenizer: TextTokenizer | None = None) -> None:
+        self.tokenizer = tokenizer if tokenizer is not None else TextTokenizer()  # what the vocab's tokens come from
         self.model = model
         self.vocab = list(vocab)
         self.labels = list(labels)
@@ -147,7 +148,7 @@ class TextModel:
         out = np.zeros((n, self.n_out), dtype=np.float32)
         if n == 0:
             return out
-        ids = self._numericalize(tokenize_texts(texts))
+        ids = self._numericalize(self.tokenizer(texts))
         order = np.argsort([-len(x) for x in ids], kind="stable")
         was_training = self.model.training
         self.model.eval()
@@ -222,8 +223,8 @@ class MultiLabelClassifier(MultiLabelPredictorMixin, TextModel):
 
     def __init__(self, model: torch.nn.Module, vocab: list[str], labels: list[str], *, meta: dict[str, Any],
                  thresholds: np.ndarray | None = None, history: pd.DataFrame | None = None,
-                 valid_data: tuple[np.ndarray, np.ndarray] | None = None) -> None:
-        super().__init__(model, vocab, labels, meta=meta, history=history)
+                 valid_data: tuple[np.ndarray, np.ndarray] | None = None, tokenizer: TextTokenizer | None = None) -> None:
+        super().__init__(model, vocab, labels, meta=meta, history=history, tokenizer=tokenizer)
         self.thresholds = check_thresholds(0.5 if thresholds is None else thresholds, len(self.labels))
         self._valid = valid_data  # (y_true, probs) of the validation split, for tune_thresholds
 
@@ -275,8 +276,7 @@ def save_classifier(clf: Any, path: str | Path, *, overwrite: bool = False, inpu
                                          "weights_sha256": file_sha256(tmp / "model.safetensors"),
                                           "task": getattr(clf, "task", "multilabel"),
                                           "n_labels": len(clf.labels), "n_out": int(clf.n_out), "vocab_size": len(clf.vocab),
-                                          "tokenizer": {"name": "fastai.WordTokenizer(spacy, en)",
-                                                        "rules": "fastai.defaults.text_proc_rules"},
+                                          "tokenizer": clf.tokenizer.save(tmp),
                                           "versions": versions(), **meta})
         write_json(tmp / "vocab.json", clf.vocab)
         write_json(tmp / "labels.json", clf.labels)
@@ -376,7 +376,8 @@ def load_classifier(path: str | Path, *, device: str | None = "cpu") -> Any:
     meta = {k: v for k, v in cfg.items()
             if k not in ("format_version", "kind", "n_labels", "n_out", "vocab_size", "tokenizer", "versions",
                          "weights_sha256")}
+    tokenizer = TextTokenizer.load(cfg.get("tokenizer"), path)
     if task != "multilabel":
-        return MODEL_KINDS[task](model, vocab, labels, meta=meta, history=history)
+        return MODEL_KINDS[task](model, vocab, labels, meta=meta, history=history, tokenizer=tokenizer)
     return MultiLabelClassifier(model, vocab, labels, meta=meta, thresholds=np.asarray(thresholds, dtype=np.float64),
-                                history=history)
+                                history=history, tokenizer=tokenizer)

@@ -36,9 +36,10 @@ import torch.nn.functional as F
 
 from .runtime import resolve_device, seed_everything
 from .config import PretrainConfig, config_to_dict, merge_config, scale_dropouts
-from .corpus import TokenCorpus, tokenize_corpus
+from .corpus import TokenCorpus, corpus_texts, tokenize_corpus
 from .lm import LanguageModel, lm_arch_config
 from .persist import atomic_dir
+from .tokens import TextTokenizer
 
 __all__ = ["pretrain_lm", "build_pretrain_model", "evaluate_perplexity"]
 
@@ -195,8 +196,18 @@ def pretrain_lm(corpus: str | Path | Sequence[str | Path] | TokenCorpus, *, conf
     cfg = merge_config(PretrainConfig, config, options)
     if resume and out_dir is None:
         raise ValueError("resume=True needs out_dir= (the folder holding the checkpoint).")
-    tc = corpus if isinstance(corpus, TokenCorpus) else tokenize_corpus(
-        corpus, max_vocab=cfg.max_vocab, min_freq=cfg.min_freq, valid_pct=cfg.valid_pct, quiet=cfg.quiet)
+    if isinstance(corpus, TokenCorpus):
+        tc = corpus
+    else:
+        tokenizer = None
+        if cfg.tokenizer == "sentencepiece":  # trained on the corpus's first lines, then kept with the LM
+            tokenizer = TextTokenizer.train_sentencepiece(corpus_texts(corpus, limit=cfg.sp_train_lines),
+                                                          vocab_size=cfg.sp_vocab_size, max_texts=cfg.sp_train_lines)
+        tc = tokenize_corpus(corpus, max_vocab=cfg.max_vocab, min_freq=cfg.min_freq, valid_pct=cfg.valid_pct,
+                             quiet=cfg.quiet, tokenizer=tokenizer)
+    if tc.tokenizer.name != cfg.tokenizer:
+        raise ValueError(f"The corpus was tokenised with {tc.tokenizer.name!r} but tokenizer={cfg.tokenizer!r}: "
+                         "tokenise it again with this tokenizer (pass the corpus files), or change tokenizer.")
     out = Path(out_dir) if out_dir is not None else None
     if out is not None and (out / _CKPT).exists() and not resume:
         raise FileExistsError(f"{out / _CKPT} already holds a pretraining checkpoint: pass resume=True "
@@ -298,4 +309,4 @@ def pretrain_lm(corpus: str | Path | Sequence[str | Path] | TokenCorpus, *, conf
               f"{ev['valid_tokens']:,} tokens)", flush=True)
     state = {k: v.detach().float().cpu().clone() for k, v in model.state_dict().items()}
     return LanguageModel(tc.vocab, arch, state, backwards=cfg.backwards, history=pd.DataFrame(history),
-                         metrics=metrics, config=config_dict)
+                         metrics=metrics, config=config_dict, tokenizer=tc.tokenizer)

@@ -1,16 +1,26 @@
-"""fastai's word tokenisation, once per process: the tokens the LM, the classifier and prediction share."""
+"""Tokenisation shared by the LM, the classifier and prediction: fastai's spaCy word tokenizer
+(once per process, parallel for large inputs) or a SentencePiece subword model
+(:class:`TextTokenizer`), both behind fastai's default rules."""
 from __future__ import annotations
 
 import ctypes
 import functools
+import hashlib
 import os
 import signal
 import sys
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
-__all__ = ["tokenize_texts", "word_tokenizer", "pretokenized_tfm"]
+__all__ = ["tokenize_texts", "word_tokenizer", "pretokenized_tfm", "TextTokenizer", "TOKENIZERS", "SP_MODEL_FILE"]
+
+#: ``tokenizer=`` values: fastai's spaCy words, or a SentencePiece model trained on the LM corpus.
+TOKENIZERS = ("spacy", "sentencepiece")
+#: The SentencePiece model inside a saved model or LM directory.
+SP_MODEL_FILE = "tokenizer.model"
 
 # Below this many texts, tokenising in worker processes costs more than it saves.
 _PARALLEL_TOKENIZE_MIN = 2000
@@ -98,3 +108,130 @@ def pretokenized_tfm() -> Any:
     tok = _Pretokenized(word_tokenizer(), mode="df", lengths=True)
     tok.tok_text_col = "text"
     return tok
+
+
+def _sentencepiece() -> Any:
+    """The optional ``sentencepiece`` package (imported here, on use: most users never need it)."""
+    try:
+        import sentencepiece
+    except ImportError as e:
+        raise ImportError("tokenizer='sentencepiece' needs the sentencepiece package: "
+                          "pip install 'ulmfit_ml[sentencepiece]'") from e
+    return sentencepiece
+
+
+class TextTokenizer:
+    """How texts become tokens: ``"spacy"`` (fastai's ``WordTokenizer``) or ``"sentencepiece"``
+    (fastai's ``SentencePieceTokenizer`` with a trained model, held as bytes), both after fastai's
+    ``defaults.text_proc_rules``. A saved model or LM directory keeps the SentencePiece model
+    (:data:`SP_MODEL_FILE`), so a loaded model tokenises exactly as the trained one: nothing is
+    downloaded or trained at load time.
+    """
+
+    def __init__(self, name: str = "spacy", *, sp_model: bytes | None = None) -> None:
+        if name not in TOKENIZERS:
+            raise ValueError(f"tokenizer must be one of {list(TOKENIZERS)}, got {name!r}.")
+        if (name == "sentencepiece") != (sp_model is not None):
+            raise ValueError("A SentencePiece tokenizer needs its trained model (sp_model bytes); spaCy takes none. "
+                             "Train one with TextTokenizer.train_sentencepiece(texts).")
+        self.name, self.sp_model = name, sp_model
+        self._tok: Any = None
+
+    @classmethod
+    def train_sentencepiece(cls, texts: Iterable[str], *, vocab_size: int = 8000, max_texts: int = 300_000,
+                            model_type: str = "unigram") -> "TextTokenizer":
+        """Train a SentencePiece model (fastai's trainer and special tokens) on up to ``max_texts``
+        texts after fastai's rules. ``vocab_size`` is a soft limit (fastai trains with
+        ``--hard_vocab_limit=false``: a small corpus gets fewer pieces)."""
+        from fastai.text.core import SentencePieceTokenizer, defaults
+        from fastcore.basics import maps
+
+        _sentencepiece()
+        if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 50:
+            raise ValueError(f"sp_vocab_size must be an int >= 50, got {vocab_size!r}.")
+        sample = []
+        for t in texts:
+            if isinstance(t, str) and t.strip():
+                sample.append(t)
+                if len(sample) >= max_texts:
+                    break
+        if not sample:
+            raise ValueError("No text to train the SentencePiece model on.")
+        with tempfile.TemporaryDirectory(prefix="ulmfit_ml_spm_") as d:  # fastai's trainer reads a file, writes spm.model
+            raw = Path(d) / "texts.out"  # what fastai's ``SentencePieceTokenizer.setup`` writes, without its progress bar
+            with open(raw, "w", encoding="utf-8") as f:
+                for t in maps(*defaults.text_proc_rules, sample):
+                    f.write(f"{t}\n")
+            sp = SentencePieceTokenizer(vocab_sz=vocab_size, cache_dir=d, model_type=model_type)
+            return cls("sentencepiece", sp_model=Path(sp.train(raw)).read_bytes())
+
+    @property
+    def sha256(self) -> str:
+        """Identifies the tokenizer: two equal hashes tokenise identically."""
+        return hashlib.sha256(self.name.encode() + b"\0" + (self.sp_model or b"")).hexdigest()
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, TextTokenizer) and other.sha256 == self.sha256
+
+    def __hash__(self) -> int:
+        return hash(self.sha256)
+
+    def __repr__(self) -> str:
+        return f"TextTokenizer({self.name!r}" + (f", {self.vocab_size} pieces)" if self.sp_model else ")")
+
+    @property
+    def vocab_size(self) -> int | None:
+        """Pieces of the SentencePiece model (``None`` for spaCy words)."""
+        return None if self.sp_model is None else int(self._processor().GetPieceSize())
+
+    def _processor(self) -> Any:
+        SentencePieceProcessor = _sentencepiece().SentencePieceProcessor
+        if self._tok is None:
+            proc = SentencePieceProcessor()
+            proc.LoadFromSerializedProto(self.sp_model)
+            self._tok = proc
+        return self._tok
+
+    def __call__(self, texts: Sequence[str], *, n_workers: int | None = None) -> list[list[str]]:
+        """Token lists (fastai's rules, then words or pieces)."""
+        if self.name == "spacy":
+            return tokenize_texts(texts, n_workers=n_workers)
+        from fastai.text.core import TokenizeWithRules, defaults
+
+        proc = self._processor()
+
+        class _Pieces:  # fastai's SentencePieceTokenizer.__call__ with this model (no model file, no cache dir)
+            def __call__(self, items: Iterable[str]):
+                for t in items:
+                    yield proc.EncodeAsPieces(t)
+
+        return [list(t) for t in TokenizeWithRules(tok=_Pieces(), rules=list(defaults.text_proc_rules))(list(texts))]
+
+    # -------------------------------------------------------------- persistence
+    def info(self) -> dict[str, Any]:
+        """What ``config.json`` / ``lm.json`` record about the tokenizer."""
+        if self.name == "spacy":
+            return {"name": "spacy", "rules": "fastai.defaults.text_proc_rules"}
+        return {"name": "sentencepiece", "rules": "fastai.defaults.text_proc_rules", "file": SP_MODEL_FILE,
+                "vocab_size": self.vocab_size, "sha256": hashlib.sha256(self.sp_model).hexdigest()}
+
+    def save(self, directory: str | Path) -> dict[str, Any]:
+        """Write the SentencePiece model into ``directory`` (a save's temporary directory); the info."""
+        if self.sp_model is not None:
+            (Path(directory) / SP_MODEL_FILE).write_bytes(self.sp_model)
+        return self.info()
+
+    @classmethod
+    def load(cls, info: Any, directory: str | Path) -> "TextTokenizer":
+        """The tokenizer a saved directory describes (no ``"name"`` or an old fixed description: spaCy)."""
+        if not isinstance(info, dict) or info.get("name") != "sentencepiece":
+            return cls("spacy")
+        path = Path(directory) / SP_MODEL_FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing: this model tokenises with SentencePiece and keeps its model "
+                                    "there (copy the whole model directory).")
+        data = path.read_bytes()
+        if info.get("sha256") and hashlib.sha256(data).hexdigest() != info["sha256"]:
+            raise ValueError(f"{path} does not match the checksum its config records: the file was changed or "
+                             "comes from another model.")
+        return cls("sentencepiece", sp_model=data)
