@@ -6,6 +6,8 @@ training; the validation split (10 % of the training sample) only reports epochs
 
     python bench/targets_bench.py category --n 8000       # GoEmotions ekman (7) + sentiment (4)
     python bench/targets_bench.py regression --n 3000     # imdb-ratings: stars (+ length in words)
+    python bench/targets_bench.py tokenizer --tok spacy --n 8000          # GoEmotions 28 labels, LM from scratch
+    python bench/targets_bench.py tokenizer --tok sentencepiece --n 8000  # the same budget with subword tokens
     python bench/targets_bench.py report
 
 Multi-category frame: the GoEmotions comments whose Ekman scheme and sentiment-group scheme each
@@ -14,6 +16,9 @@ fine-tuned on the 43k GoEmotions train texts (``bench/transfer.py lm``; no label
 Regression: ULMFiT fine-tunes en-small on the training sample's reviews for one epoch, then trains
 the regressor (both targets at once); TF-IDF + ridge regression (one per target) on the same rows,
 and on all 25,000 training reviews as a reference.
+Tokenizers: spaCy words vs SentencePiece (8,000 pieces) on GoEmotions' 28 labels at the same budget:
+an LM trained from scratch on the training sample's texts (4 epochs), then the classifier (8 epochs);
+thresholds tuned on the validation split (10 % of the sample); dev macro-F1.
 """
 from __future__ import annotations
 
@@ -139,6 +144,32 @@ def job_regression(n: int, seed: int, epochs: int, n_dev: int) -> None:
     save_result(f"regression n={n} seed={seed}", out)
 
 
+def job_tokenizer(tok: str, n: int, seed: int, epochs: int) -> None:
+    d = SHARED / "goemotions"
+    names = [ln.strip() for ln in (d / "labels.txt").read_text().splitlines() if ln.strip()]
+
+    def read(split: str) -> pd.DataFrame:
+        df = pd.read_csv(d / f"{split}.tsv", sep="\t", header=None, names=["text", "ids", "id"], quoting=csv.QUOTE_NONE,
+                         dtype=str, keep_default_na=False)
+        return df.assign(labels=[",".join(names[int(i)] for i in c.split(",") if i) for c in df.ids])
+
+    train = read("train").sample(n=n, random_state=seed).reset_index(drop=True)
+    dev = read("dev")
+    t0 = time.perf_counter()
+    data = um.MultiLabelData.from_df(train, label_col="labels", label_delim=",", labels=names, valid_pct=0.1,
+                                     seed=seed, tokenizer=tok)
+    lm = um.finetune_lm(data, pretrained=False, epochs=4, quiet=True, seed=seed)
+    lm_s = time.perf_counter() - t0
+    clf = um.train_classifier(data, encoder=lm, epochs=(epochs,), quiet=True, seed=seed)
+    s = clf.evaluate(dev)
+    n_tok = sum(len(t) for t in data.tokens) / len(data.tokens)
+    save_result(f"tokenizer {tok} n={n} seed={seed}", {
+        "tokenizer": repr(lm.tokenizer), "lm_vocab": len(lm.vocab), "tokens_per_text": round(n_tok, 1),
+        "lm_perplexity": lm.metrics.get("perplexity"), "dev_f1_macro": s["f1_macro"], "dev_f1_micro": s["f1_micro"],
+        "dev_roc_auc_macro": s["roc_auc_macro"], "lm_seconds": lm_s, "seconds": time.perf_counter() - t0,
+        "classifier_epochs": epochs, "n_train": n, "n_dev": len(dev)})
+
+
 # ---------------------------------------------------------------------- report
 def report() -> None:
     res = json.loads(RESULTS.read_text())
@@ -169,13 +200,26 @@ def report() -> None:
                     s = r[name][c]
                     lines.append(f"| {c} | {label} | {s['mae']:.3f} | {s['rmse']:.3f} | {s['r2']:.3f} | {s['spearman']:.3f} |")
             lines.append("")
+    tok = {k: r for k, r in sorted(res.items()) if k.startswith("tokenizer")}
+    if tok:
+        lines += ["## Tokenizers: spaCy words vs SentencePiece subwords (GoEmotions, 28 labels)", "",
+                  "LM from scratch on the training sample's texts (4 epochs), classifier 8 epochs, thresholds tuned on "
+                  "the validation split; dev figures. Same data, seed and budget for both.", "",
+                  "| tokenizer | training comments | LM vocab | tokens per text | LM perplexity | dev macro-F1 | dev micro-F1 "
+                  "| dev ROC-AUC | time |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for k, r in tok.items():
+            lines.append(f"| {r['tokenizer']} | {r['n_train']} | {r['lm_vocab']} | {r['tokens_per_text']} | "
+                         f"{r['lm_perplexity']:.1f} | {r['dev_f1_macro']:.3f} | {r['dev_f1_micro']:.3f} | "
+                         f"{r['dev_roc_auc_macro']:.3f} | {r['seconds'] / 60:.1f} min |")
+        lines += ["", "Perplexities are not comparable across tokenizers (a piece is not a word).", ""]
     (HERE / "TARGETS.md").write_text("\n".join(lines), encoding="utf-8")
     print("\n".join(lines))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("job", choices=("category", "regression", "report"))
+    ap.add_argument("job", choices=("category", "regression", "tokenizer", "report"))
+    ap.add_argument("--tok", choices=("spacy", "sentencepiece"), default="spacy")
     ap.add_argument("--n", type=int, default=8000)
     ap.add_argument("--n-dev", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=0)
@@ -185,6 +229,8 @@ def main() -> None:
         job_category(a.n, a.seed, a.epochs)
     elif a.job == "regression":
         job_regression(a.n, a.seed, a.epochs, a.n_dev)
+    elif a.job == "tokenizer":
+        job_tokenizer(a.tok, a.n, a.seed, a.epochs)
     else:
         report()
 
