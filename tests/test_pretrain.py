@@ -49,7 +49,7 @@ def test_tokenize_corpus_ids_match_fastai_tokens_and_are_cached(corpus, tmp_path
     assert tc.vocab[:2] == ["xxunk", "xxpad"] and len(tc.valid) == 0
     assert tc.counts[tc.vocab.index("alpha")] == expected.count("alpha")
     # second call: read from the cache, nothing tokenised again
-    monkeypatch.setattr("ulmfit_ml.corpus.tokenize_texts", lambda *a, **k: pytest.fail("tokenised twice"))
+    monkeypatch.setattr("ulmfit_ml.tokens.tokenize_texts", lambda *a, **k: pytest.fail("tokenised twice"))
     again = tokenize_corpus(corpus, max_vocab=100, min_freq=1, valid_pct=0.0, quiet=True)
     assert again.path == tc.path and np.array_equal(np.asarray(again.train), np.asarray(tc.train))
     assert isinstance(again.train, np.memmap)

@@ -229,6 +229,8 @@ def test_multilabel_options_on_other_models_fail(cat_model, reg_model, frame, tm
         um.cross_validate(data, n_folds=2)
     with pytest.raises(ValueError, match="regression data has targets"):
         um.MultiLabelData.from_df(frame, target_cols=["score"]).label_counts()
+    with pytest.raises(TypeError, match="explain needs a MultiLabelClassifier"):
+        um.explain(cat_model, ["x"])
     with pytest.raises(ValueError, match="no decision thresholds"):
         um.TextRegressor(reg_model.model, reg_model.vocab, reg_model.labels, meta=reg_model.meta, thresholds=[0.5])
 
