@@ -39,7 +39,6 @@ def word_tokenizer() -> Any:
     return tok
 
 
-_WORKER_TOKENIZER: Any = None  # fastai's TokenizeWithRules, built once in each worker process
 
 
 def _die_with_parent(parent: int) -> None:
@@ -59,36 +58,66 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def _worker_setup(parent: int, rules: list) -> None:
-    from fastai.text.core import TokenizeWithRules
+def _with_rules(split: Any, texts: Sequence[str]) -> list[list[str]]:
+    """fastai's ``TokenizeWithRules(tok, rules=defaults.text_proc_rules)`` without its fastcore
+    wrappers: the same rule functions in the same order, then ``split`` (an iterable of token
+    iterables, one per text), then the same post rules on every token.
 
-    global _WORKER_TOKENIZER
+    Reimplemented because fastai's per-token ``L(...).map(compose(...))`` and
+    ``L(doc).attrgot("text")`` took two thirds of the tokenisation time of short texts
+    (profile in bench/INFERENCE.md); tests/test_tokens.py checks the tokens equal fastai's.
+    """
+    from fastai.text.core import defaults
+
+    rules, post = list(defaults.text_proc_rules), list(defaults.text_postproc_rules)
+    pre = []
+    for t in texts:
+        t = str(t)
+        for r in rules:
+            t = r(t)
+        pre.append(t)
+    out = []
+    for toks in split(pre):
+        toks = list(toks)
+        for r in post:
+            toks = [r(x) for x in toks]
+        out.append(toks)
+    return out
+
+
+def _spacy_split(texts: list[str]) -> Any:
+    """fastai's ``SpacyTokenizer.__call__`` (same ``nlp.pipe``, special cases and batch size),
+    yielding plain lists of token texts."""
+    tok = word_tokenizer()
+    return ([t.text for t in doc] for doc in tok.pipe(texts, batch_size=tok.buf_sz))
+
+
+def _worker_setup(parent: int) -> None:
     _die_with_parent(parent)
-    _WORKER_TOKENIZER = TokenizeWithRules(tok=word_tokenizer(), rules=rules)
+    word_tokenizer()  # build spaCy once per worker
 
 
 def _worker_tokenize(batch: list[str]) -> list[list[str]]:
-    return [list(t) for t in _WORKER_TOKENIZER(batch)]
+    return _with_rules(_spacy_split, batch)
 
 
 def tokenize_texts(texts: Sequence[str], *, n_workers: int | None = None) -> list[list[str]]:
     """Tokenise with fastai's default pipeline (spaCy + ``defaults.text_proc_rules``).
 
-    Same tokens as fastai's ``Tokenizer`` (its ``TokenizeWithRules``). Large inputs run in
+    Same tokens as fastai's ``Tokenizer`` (its ``TokenizeWithRules``; see :func:`_with_rules`). Large inputs run in
     worker processes: fastai's ``parallel_tokenize`` pool, except that the workers here exit
     with their parent (:func:`_die_with_parent`) instead of outliving a killed run.
     """
-    from fastai.text.core import TokenizeWithRules, defaults
+    from fastai.text.core import defaults
 
     texts = list(texts)
     if n_workers is None:
         n_workers = defaults.cpus if len(texts) >= _PARALLEL_TOKENIZE_MIN else 0
-    rules = list(defaults.text_proc_rules)
     if n_workers <= 1 or len(texts) < 2:
-        return [list(t) for t in TokenizeWithRules(tok=word_tokenizer(), rules=rules)(texts)]
+        return _with_rules(_spacy_split, texts)
     size = -(-len(texts) // n_workers)
     batches = [texts[i:i + size] for i in range(0, len(texts), size)]
-    with ProcessPoolExecutor(n_workers, initializer=_worker_setup, initargs=(os.getpid(), rules)) as ex:
+    with ProcessPoolExecutor(n_workers, initializer=_worker_setup, initargs=(os.getpid(),)) as ex:
         return [toks for part in ex.map(_worker_tokenize, batches) for toks in part]
 
 
@@ -196,16 +225,8 @@ class TextTokenizer:
         """Token lists (fastai's rules, then words or pieces)."""
         if self.name == "spacy":
             return tokenize_texts(texts, n_workers=n_workers)
-        from fastai.text.core import TokenizeWithRules, defaults
-
-        proc = self._processor()
-
-        class _Pieces:  # fastai's SentencePieceTokenizer.__call__ with this model (no model file, no cache dir)
-            def __call__(self, items: Iterable[str]):
-                for t in items:
-                    yield proc.EncodeAsPieces(t)
-
-        return [list(t) for t in TokenizeWithRules(tok=_Pieces(), rules=list(defaults.text_proc_rules))(list(texts))]
+        proc = self._processor()  # fastai's SentencePieceTokenizer.__call__ with this model (no file, no cache dir)
+        return _with_rules(lambda pre: (proc.EncodeAsPieces(t) for t in pre), list(texts))
 
     # -------------------------------------------------------------- persistence
     def info(self) -> dict[str, Any]:
