@@ -13,6 +13,12 @@ Quality: dev macro-F1 of each side's probabilities at the model's thresholds (tu
 validation split). Writes bench/inference_results.json and prints the table for bench/INFERENCE.md.
 
     python bench/inference_speed.py [--repeats 3]
+    python bench/inference_speed.py --arch small --epochs 4   # ARCH_PRESETS["small"], random-init encoder
+    python bench/inference_speed.py --arch paper --epochs 1   # the ULMFiT paper's size, random-init encoder
+
+``--arch small`` / ``paper`` train the classifier from a random encoder of that size (no LM of
+that size is shipped): the speed of each path is what is compared; the F1 column shows the paths
+agree, not what a pretrained model of that size would score.
 """
 from __future__ import annotations
 
@@ -40,12 +46,16 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--n-train", type=int, default=4000)
+    ap.add_argument("--arch", default="cpu", choices=("cpu", "small", "paper"))
+    ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--out", default=str(OUT))
     a = ap.parse_args()
     warnings.simplefilter("ignore")
     train, dev, names, _ = load()
     data = um.MultiLabelData.from_df(train.sample(a.n_train, random_state=0), label_col="labels", label_delim=",",
                                      labels=names, seed=0)
-    trainer = um.ClassifierTrainer(data, encoder=um.load_lm(lm_dir(False, False)), epochs=(4,), quiet=True, device="cpu")
+    encoder = um.load_lm(lm_dir(False, False)) if a.arch == "cpu" else None
+    trainer = um.ClassifierTrainer(data, encoder=encoder, arch=a.arch, epochs=(a.epochs,), quiet=True, device="cpu")
     clf = trainer.train()
     learn = trainer.learner
     q = clf.quantized()
@@ -88,7 +98,8 @@ def main() -> None:
     res = {"rows": rows, "n_texts": len(texts), "repeats": a.repeats, "torch_threads": torch.get_num_threads(),
            "arch": clf.meta["arch"], "date": time.strftime("%Y-%m-%d %H:%M"),
            "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores", "command": "python bench/inference_speed.py"}
-    OUT.write_text(json.dumps(res, indent=1))
+    res["command"] = "python bench/inference_speed.py " + " ".join(sys.argv[1:])
+    Path(a.out).write_text(json.dumps(res, indent=1))
     print("| side | texts/s (median, min-max) | vs get_preds | dev macro-F1 |\n|---|---|---|---|")
     for name, r in rows.items():
         print(f"| {name} | {r['texts_per_s_median']:.0f} ({r['min']:.0f}-{r['max']:.0f}) | {r['vs_get_preds']:.2f}x | "

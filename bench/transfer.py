@@ -38,6 +38,8 @@ SCHEDULES = {
     "all": dict(unfreeze=(0,), epochs=(20,), lrs=(1e-2,), bs=32),  # = ClassifierConfig defaults
     "all-large": dict(unfreeze=(0,), epochs=(6,), lrs=(1e-2,), bs=64),  # 8,000+ labelled rows
     "paper": dict(unfreeze=(1, 2, 3, 0), epochs=(1, 1, 1, 2), lrs=(2e-2, 1e-2, 5e-3, 1e-3)),
+    "defaults": {},  # ClassifierConfig's defaults as they are today (train_classifier(data, encoder=lm))
+    "defaults-large": dict(epochs=(8,), bs=64),  # the README's advice for tens of thousands of texts
 }
 LM_OPTS = dict(epochs=1, max_vocab=12000, quiet=True)
 
