@@ -82,7 +82,7 @@ def imdb(split: str) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------------- jobs
-def job_category(n: int, seed: int, epochs: int) -> None:
+def job_category(n: int, seed: int, epochs: int, class_weight: str | None = None) -> None:
     train_all, dev = category_frame("train"), category_frame("dev")
     train = train_all.sample(n=min(n, len(train_all)), random_state=seed).reset_index(drop=True)
     cols = ["ekman", "sentiment"]
@@ -91,23 +91,25 @@ def job_category(n: int, seed: int, epochs: int) -> None:
     t0 = time.perf_counter()
     vec = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True, max_features=200_000)
     xtr, xdev = vec.fit_transform(train.text), vec.transform(dev.text)
-    tfidf = {}
-    for c in cols:
-        lr = LogisticRegression(C=4.0, max_iter=2000, class_weight="balanced").fit(xtr, train[c])
-        pred = lr.predict(xdev)
-        tfidf[c] = {"accuracy": float(skm.accuracy_score(dev[c], pred)),
-                    "f1_macro": float(skm.f1_score(dev[c], pred, average="macro"))}
-    out["tfidf"] = {**tfidf, "seconds": time.perf_counter() - t0}
+    for name, cw in (("tfidf", "balanced"), ("tfidf_unweighted", None)):
+        tfidf = {}
+        for c in cols:
+            lr = LogisticRegression(C=4.0, max_iter=2000, class_weight=cw).fit(xtr, train[c])
+            pred = lr.predict(xdev)
+            tfidf[c] = {"accuracy": float(skm.accuracy_score(dev[c], pred)),
+                        "f1_macro": float(skm.f1_score(dev[c], pred, average="macro"))}
+        out[name] = {**tfidf, "seconds": time.perf_counter() - t0, "class_weight": cw}
     t0 = time.perf_counter()
     data = um.MultiLabelData.from_df(train, category_cols=cols, valid_pct=0.1, seed=seed)
     lm = um.load_lm(GOEMO_LM)
-    clf = um.train_classifier(data, encoder=lm, epochs=(epochs,), quiet=True, seed=seed)
+    clf = um.train_classifier(data, encoder=lm, epochs=(epochs,), quiet=True, seed=seed, class_weight=class_weight)
     train_s = time.perf_counter() - t0
     rep = clf.report(dev)
     out["ulmfit"] = {**{c: {"accuracy": rep.summary[f"{c}_accuracy"], "f1_macro": rep.summary[f"{c}_f1_macro"]} for c in cols},
                      "seconds": train_s, "epochs": epochs, "encoder": str(GOEMO_LM.relative_to(HERE.parent)),
+                     "class_weight": class_weight,
                      "history": clf.history.round(4).to_dict(orient="records")}
-    save_result(f"category n={n} seed={seed}", out)
+    save_result(f"category n={n} seed={seed}" + (f" class_weight={class_weight}" if class_weight else ""), out)
 
 
 def job_regression(n: int, seed: int, epochs: int, n_dev: int) -> None:
@@ -180,14 +182,16 @@ def report() -> None:
         if key.startswith("category"):
             lines += [f"## {key}: GoEmotions ekman + sentiment ({r['n_train']} training comments, {r['n_dev']} dev)", "",
                       f"{r['date']}, {r['machine']}. ULMFiT: {r['ulmfit']['epochs']} epochs, "
-                      f"{r['ulmfit']['seconds'] / 60:.1f} min; TF-IDF + logistic regression per column: "
-                      f"{r['tfidf']['seconds']:.0f} s.", "",
-                      "| column | ULMFiT accuracy | ULMFiT macro-F1 | TF-IDF accuracy | TF-IDF macro-F1 |",
-                      "| --- | --- | --- | --- | --- |"]
+                      f"class_weight={r['ulmfit'].get('class_weight')}, {r['ulmfit']['seconds'] / 60:.1f} min; "
+                      f"TF-IDF + logistic regression per column: {r['tfidf']['seconds']:.0f} s.", "",
+                      "| column | model | accuracy | macro-F1 |", "| --- | --- | --- | --- |"]
             for c in ("ekman", "sentiment"):
-                u, t = r["ulmfit"][c], r["tfidf"][c]
-                lines.append(f"| {c} ({len(r['categories'][c])}) | {u['accuracy']:.3f} | {u['f1_macro']:.3f} | "
-                             f"{t['accuracy']:.3f} | {t['f1_macro']:.3f} |")
+                for name, label in (("ulmfit", f"ULMFiT (class_weight={r['ulmfit'].get('class_weight')})"),
+                                    ("tfidf", "TF-IDF + LR, class_weight=balanced"),
+                                    ("tfidf_unweighted", "TF-IDF + LR, unweighted")):
+                    if name in r:
+                        lines.append(f"| {c} ({len(r['categories'][c])}) | {label} | {r[name][c]['accuracy']:.3f} | "
+                                     f"{r[name][c]['f1_macro']:.3f} |")
             lines.append("")
         elif key.startswith("regression"):
             lines += [f"## {key}: imdb-ratings ({r['n_train']} training reviews, {r['n_dev']} dev)", "",
@@ -220,13 +224,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("job", choices=("category", "regression", "tokenizer", "report"))
     ap.add_argument("--tok", choices=("spacy", "sentencepiece"), default="spacy")
+    ap.add_argument("--class-weight", choices=("balanced",), default=None)
     ap.add_argument("--n", type=int, default=8000)
     ap.add_argument("--n-dev", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--epochs", type=int, default=8)
     a = ap.parse_args()
     if a.job == "category":
-        job_category(a.n, a.seed, a.epochs)
+        job_category(a.n, a.seed, a.epochs, a.class_weight)
     elif a.job == "regression":
         job_regression(a.n, a.seed, a.epochs, a.n_dev)
     elif a.job == "tokenizer":

@@ -96,6 +96,29 @@ def test_huber_loss_trains_too(frame):
     assert reg.meta["config"]["regression_loss"] == "huber" and np.isfinite(reg.evaluate()["score_mae"])
 
 
+def test_balanced_class_weights_are_scikit_learns_and_weigh_the_loss(frame):
+    import torch
+    from sklearn.utils.class_weight import compute_class_weight
+
+    df = frame.copy()
+    df.loc[df.index[:250], "mood"] = "pos"  # imbalanced: few "neg"
+    data = um.MultiLabelData.from_df(df, category_cols=["color", "mood"], seed=0)
+    w = data.spec.class_weights(data.y_train)
+    for j, k in enumerate(data.spec.sizes):
+        np.testing.assert_allclose(w[j], compute_class_weight("balanced", classes=np.arange(k), y=data.y_train[:, j]))
+    assert w[1][0] > 1 > w[1][1]  # the rare "neg" weighs more
+    cfg = um.ClassifierConfig(class_weight="balanced")
+    loss_w, loss = data.spec.make_loss(data.y_train, cfg), data.spec.make_loss(data.y_train, um.ClassifierConfig())
+    logits = torch.zeros(4, 5)
+    logits[:, 3:] = torch.tensor([-2.0, 2.0])  # every text called "pos"
+    y = torch.tensor([[0, 0], [1, 0], [2, 1], [0, 1]])  # two rare "neg" texts called "pos", two "pos" right
+    assert float(loss_w(logits, y)) > float(loss(logits, y)) + 0.5  # errors on the rare category count more
+    clf = um.train_classifier(data, class_weight="balanced", **{**FAST, "epochs": (6,)})
+    assert clf.meta["config"]["class_weight"] == "balanced" and clf.evaluate()["mood_accuracy"] > 0.8
+    with pytest.raises(ValueError, match="class_weight must be None or 'balanced'"):
+        um.ClassifierConfig(class_weight="auto")
+
+
 def test_gradual_unfreezing_and_discriminative_rates_work_for_categories(frame):
     data = um.MultiLabelData.from_df(frame.iloc[:120], category_cols=["color"], seed=0)
     clf = um.train_classifier(data, **{**FAST, "unfreeze": (1, 0), "epochs": (1, 1), "lrs": (3e-2, 1e-2)})

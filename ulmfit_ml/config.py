@@ -231,6 +231,7 @@ class ClassifierConfig:
     focal_gamma: float = 2.0
     pos_weight: str | float | list[float] | None = "auto"  #: "auto" (from label frequencies, capped), None or per-label weights
     pos_weight_cap: float = 10.0
+    class_weight: str | None = None  #: category columns: None or "balanced" (scikit-learn's n / (k * count) per category)
     save_best_by: str | None = None  #: e.g. "f1_macro": keep the best epoch of the last stage
     thresholds: str = "per_label"  #: tuned on the validation split after training: "per_label", "global" or "none" (0.5)
     seed: int = 42
@@ -262,6 +263,8 @@ class ClassifierConfig:
             raise ValueError(f"thresholds must be 'per_label', 'global' or 'none' (0.5 for every label), got {self.thresholds!r}.")
         if self.loss not in ("bce", "focal"):
             raise ValueError(f"loss must be 'bce' or 'focal', got {self.loss!r}.")
+        if self.class_weight not in (None, "balanced"):
+            raise ValueError(f"class_weight must be None or 'balanced', got {self.class_weight!r}.")
         if self.regression_loss not in ("mse", "huber"):
             raise ValueError(f"regression_loss must be 'mse' or 'huber', got {self.regression_loss!r}.")
         _check_positive("huber_delta", self.huber_delta)

@@ -121,23 +121,31 @@ def _plain(x: torch.Tensor) -> torch.Tensor:
 class MultiCategoryLoss(nn.Module):
     """Multi-category heads: the model's ``sum(sizes)`` outputs are one block of logits per
     category column; the loss is the sum over columns of each block's cross-entropy
-    (``F.cross_entropy``, mean over texts) against that column's category index.
+    (``F.cross_entropy``, mean over texts, optionally with per-category ``weights``) against
+    that column's category index.
 
     fastai's ``CrossEntropyLossFlat`` takes one block only, hence this class. It has no
     ``activation``: ``get_preds`` returns the logits, split and soft-maxed per column by the
     target spec (:class:`~ulmfit_ml.targets.CategorySpec`).
     """
 
-    def __init__(self, sizes: Sequence[int]) -> None:
+    def __init__(self, sizes: Sequence[int], weights: Sequence[Sequence[float]] | None = None) -> None:
         super().__init__()
         if not sizes or any(int(k) < 2 for k in sizes):
             raise ValueError(f"every category column needs >= 2 categories, got sizes {list(sizes)}.")
         self.sizes = [int(k) for k in sizes]
+        if weights is not None:
+            if len(weights) != len(self.sizes) or any(len(w) != k for w, k in zip(weights, self.sizes)):
+                raise ValueError(f"weights need one list per column with one weight per category ({self.sizes}).")
+            for j, w in enumerate(weights):  # buffers: they move with the loss to the model's device
+                self.register_buffer(f"weight_{j}", torch.tensor(list(w), dtype=torch.float32))
+        self.weighted = weights is not None
 
     def forward(self, inp: torch.Tensor, targ: torch.Tensor) -> torch.Tensor:
         inp, targ = _plain(inp).float(), _plain(targ).long()
         blocks = torch.split(inp, self.sizes, dim=1)
-        return sum(F.cross_entropy(b, targ[:, j]) for j, b in enumerate(blocks))
+        return sum(F.cross_entropy(b, targ[:, j], weight=getattr(self, f"weight_{j}").to(b.device) if self.weighted else None)
+                   for j, b in enumerate(blocks))
 
 
 class RegressionLoss(nn.Module):

@@ -178,8 +178,21 @@ class CategorySpec:
         """``<col>:<category>`` for every model output, in order."""
         return [f"{c}:{v}" for c in self.columns for v in self.categories[c]]
 
+    def class_weights(self, y_train: np.ndarray) -> list[list[float]]:
+        """scikit-learn's ``class_weight="balanced"`` per column: ``n / (k * count)`` for each of its
+        ``k`` categories (written out because ``compute_class_weight`` raises when a category has no
+        training row; such a category gets the largest weight of its column)."""
+        out = []
+        for j, k in enumerate(self.sizes):
+            counts = np.bincount(np.asarray(y_train)[:, j], minlength=k).astype(np.float64)
+            w = len(y_train) / (k * np.maximum(counts, 1))
+            w[counts == 0] = w[counts > 0].max() if (counts > 0).any() else 1.0
+            out.append(w.tolist())
+        return out
+
     def make_loss(self, y_train: np.ndarray, config: Any) -> MultiCategoryLoss:
-        return MultiCategoryLoss(self.sizes)
+        weights = self.class_weights(y_train) if getattr(config, "class_weight", None) == "balanced" else None
+        return MultiCategoryLoss(self.sizes, weights)
 
     def train_targets(self, y: np.ndarray) -> np.ndarray:
         return np.asarray(y, dtype=np.int64)
