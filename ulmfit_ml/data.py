@@ -176,7 +176,8 @@ class MultiLabelData:
             spec = spec.fit(df)
         y = spec.encode(df)
         texts = df[c.text_col].tolist()
-        is_valid = _keep_duplicates_together(texts, _make_split(df, spec.strat_matrix(y), c), moved=c.split != "column")
+        split = _make_split(df, spec.strat_matrix(y), c, stacklevel=4)  # warnings name the caller of from_df
+        is_valid = _keep_duplicates_together(texts, split, moved=c.split != "column", stacklevel=4)
         if isinstance(spec, RegressionSpec):
             spec = spec.fit(y[~is_valid])
             y = y.astype(np.float32)
@@ -342,7 +343,7 @@ class MultiLabelData:
         return dblock.dataloaders(frame, bs=bs, seq_len=seq_len, device=device, num_workers=0)
 
 
-def _make_split(df: pd.DataFrame, y: np.ndarray, c: DataConfig) -> np.ndarray:
+def _make_split(df: pd.DataFrame, y: np.ndarray, c: DataConfig, *, stacklevel: int = 3) -> np.ndarray:
     n = len(df)
     if n < 2:
         raise ValueError(f"Need at least 2 rows to make a train/validation split, got {n}.")
@@ -378,12 +379,12 @@ def _make_split(df: pd.DataFrame, y: np.ndarray, c: DataConfig) -> np.ndarray:
     is_valid[valid_idx] = True
     if not 0 < is_valid.sum() < n:  # iterstrat can put every row on one side of a tiny frame
         warnings.warn(f"Stratified split of {n} rows left no training or no validation row; using a random "
-                      f"split of {n_valid} validation row(s) instead.", UserWarning, stacklevel=3)
+                      f"split of {n_valid} validation row(s) instead.", UserWarning, stacklevel=stacklevel)
         return random_valid
     return is_valid
 
 
-def _keep_duplicates_together(texts: list[str], is_valid: np.ndarray, *, moved: bool) -> np.ndarray:
+def _keep_duplicates_together(texts: list[str], is_valid: np.ndarray, *, moved: bool, stacklevel: int = 3) -> np.ndarray:
     """Duplicate texts on both sides of a split leak the validation answers into training: warn
     with the count and (random and stratified splits) move every copy to its first copy's side."""
     first: dict[str, int] = {}
@@ -399,11 +400,11 @@ def _keep_duplicates_together(texts: list[str], is_valid: np.ndarray, *, moved: 
     if not moved:
         warnings.warn(f"{n_texts} text(s) occur in both the training and the validation rows: validation metrics "
                       "will be optimistic. Deduplicate the frame (df.drop_duplicates(text_col)) or fix the split.",
-                      UserWarning, stacklevel=3)
+                      UserWarning, stacklevel=stacklevel)
         return is_valid
     warnings.warn(f"{n_texts} duplicated text(s) fell on both sides of the split; {int(leaked.sum())} copies were "
                   "moved to their first copy's side so that no validation text is also a training text.",
-                  UserWarning, stacklevel=3)
+                  UserWarning, stacklevel=stacklevel)
     return side
 
 

@@ -133,7 +133,7 @@ class CategorySpec:
             if once:
                 warnings.warn(f"Category column {c!r}: {len(once)} categor{'y' if len(once) == 1 else 'ies'} occur once "
                               f"({once[:10]}): the model can hardly learn them and a split puts each on one side only. "
-                              "Merge rare categories or collect more rows.", UserWarning, stacklevel=3)
+                              "Merge rare categories or collect more rows.", UserWarning, stacklevel=4)  # from_df's caller
             first = {}
             for v in s:
                 first.setdefault(_key(v), _json_scalar(v))
