@@ -186,10 +186,12 @@ def checkpoint_callback(directory: str | Path, *, stage: int, start_epoch: int =
                 self.learn.recorder.smooth_loss.count = smooth["count"]
 
         def after_epoch(self) -> None:
-            if self.epoch < start_epoch or not is_main():  # skipped by fastai's SkipToEpoch; rank 0 alone writes
+            if self.epoch < start_epoch:  # skipped by fastai's SkipToEpoch
                 return
-            save_checkpoint(directory, learn=self.learn, stage=stage, epoch=self.epoch + 1,
-                            info=info(self.learn) if info is not None else {})
+            if is_main():  # rank 0 alone writes
+                save_checkpoint(directory, learn=self.learn, stage=stage, epoch=self.epoch + 1,
+                                info=info(self.learn) if info is not None else {})
+            barrier()  # no rank goes on (or stops, and resumes) before the checkpoint is complete
 
     return EpochCheckpoint()
 

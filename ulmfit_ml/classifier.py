@@ -24,7 +24,7 @@ import pandas as pd
 from .checkpoint import checkpoint_callback, load_checkpoint, restore_rng_states, resumable_save_model_callback
 from .config import ClassifierConfig, config_to_dict, merge_config, resolve_arch, scale_dropouts
 from .data import MultiLabelData
-from .distrib import distributed_ctx, init_distributed, is_main, rank
+from .distrib import distributed_ctx, init_distributed, is_main, local_only, rank
 from .heads import MultiCategoryClassifier, TextRegressor
 from .lm import LanguageModel, load_lm
 from .losses import make_loss
@@ -226,7 +226,9 @@ class ClassifierTrainer:
                     learn.load("best", with_opt=False)
         seconds = time.perf_counter() - t0
         history = pd.concat(hist, ignore_index=True) if hist else pd.DataFrame()
-        with quiet_mode(learn, cfg.quiet):  # outside distributed_ctx: every rank predicts the whole validation set, in order
+        # outside distributed_ctx and without fastai's gathering: every rank predicts the whole
+        # validation set itself, in its order (the thresholds are tuned on it)
+        with quiet_mode(learn, cfg.quiet), local_only():
             probs, targs = learn.get_preds(dl=dls.valid)
         learn.model.float()
         meta = {

@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 
 __all__ = ["world_size", "rank", "local_rank", "is_distributed", "is_main", "init_distributed", "barrier",
-           "broadcast_object", "unwrap_model", "distributed_ctx"]
+           "broadcast_object", "on_main", "unwrap_model", "distributed_ctx", "local_only"]
 
 
 def world_size() -> int:
@@ -184,3 +184,39 @@ def distributed_ctx(learn: Any) -> Iterator[Any]:
         yield learn
     finally:
         learn.detach_distributed()
+
+
+def on_main(fn: Callable[[], Any]) -> Any:
+    """Run ``fn`` on rank 0 only; its exception, if any, is raised on every rank (so no rank
+    goes on to wait for the others at a collective). Returns ``fn()`` on rank 0, ``None`` elsewhere.
+    Single-process: ``fn()``."""
+    if not (is_distributed() and torch.distributed.is_initialized()):
+        return fn()
+    out, err = None, None
+    if is_main():
+        try:
+            out = fn()
+        except Exception as e:  # noqa: BLE001 - sent to the other ranks, then raised here too
+            err = e
+    err = broadcast_object(err)
+    if err is not None:
+        raise err
+    return out
+
+
+@contextlib.contextmanager
+def local_only() -> Iterator[None]:
+    """fastai gathers the outputs of every ``get_preds`` batch from all ranks whenever
+    ``WORLD_SIZE > 1`` (``torch_core.num_distrib`` reads the variable), also on a plain
+    ``DataLoader`` outside distributed training: the rows of every rank, concatenated batch by
+    batch, and a collective that hangs unless every rank predicts at the same moment. Inside
+    this block each rank predicts on its own (fastai sees ``WORLD_SIZE=1``)."""
+    old = os.environ.get("WORLD_SIZE")
+    if old is None:
+        yield
+        return
+    os.environ["WORLD_SIZE"] = "1"
+    try:
+        yield
+    finally:
+        os.environ["WORLD_SIZE"] = old
