@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .distrib import barrier, is_main, unwrap_model
 from .persist import atomic_file, write_json_atomic, write_marker
 
 __all__ = ["save_checkpoint", "load_checkpoint", "restore_rng_states", "checkpoint_callback",
@@ -107,7 +108,8 @@ def save_checkpoint(directory: str | Path, *, learn: Any, stage: int, epoch: int
         d.mkdir(parents=True, exist_ok=True)
         write_marker(d, "checkpoints")
     name = f"ckpt-s{stage}-e{epoch}.pt"
-    tensors: dict[str, Any] = {"model": learn.model.state_dict(), "torch_rng": torch.get_rng_state()}
+    # unwrapped: the plain key names of a single-process run, also while DDP wraps the model
+    tensors: dict[str, Any] = {"model": unwrap_model(learn.model).state_dict(), "torch_rng": torch.get_rng_state()}
     if getattr(learn, "opt", None) is not None:
         tensors["opt"] = _opt_state(learn.opt)
     if torch.cuda.is_available():
@@ -186,8 +188,10 @@ def checkpoint_callback(directory: str | Path, *, stage: int, start_epoch: int =
         def after_epoch(self) -> None:
             if self.epoch < start_epoch:  # skipped by fastai's SkipToEpoch
                 return
-            save_checkpoint(directory, learn=self.learn, stage=stage, epoch=self.epoch + 1,
-                            info=info(self.learn) if info is not None else {})
+            if is_main():  # rank 0 alone writes
+                save_checkpoint(directory, learn=self.learn, stage=stage, epoch=self.epoch + 1,
+                                info=info(self.learn) if info is not None else {})
+            barrier()  # no rank goes on (or stops, and resumes) before the checkpoint is complete
 
     return EpochCheckpoint()
 
@@ -195,12 +199,18 @@ def checkpoint_callback(directory: str | Path, *, stage: int, start_epoch: int =
 def resumable_save_model_callback(*, monitor: str, comp: Any, fname: str = "best", start_epoch: int = 0,
                                   best: float | None = None) -> Any:
     """fastai's ``SaveModelCallback`` that ignores epochs skipped on resume and starts from a
-    saved ``best`` value (so the best epoch of an interrupted run is still considered)."""
+    saved ``best`` value (so the best epoch of an interrupted run is still considered).
+
+    In a multi-process run rank 0 saves and reloads the file as fastai does; the other ranks
+    (whose metrics are the same gathered ones, so they pick the same epoch) keep the best
+    weights in memory instead: they write nothing, and need no file system shared with rank 0.
+    """
     from fastai.callback.tracker import SaveModelCallback
 
     class ResumableSaveModel(SaveModelCallback):
         def before_fit(self) -> None:
             super().before_fit()
+            self.best_state = None
             if best is not None:
                 self.best = best
 
@@ -208,5 +218,18 @@ def resumable_save_model_callback(*, monitor: str, comp: Any, fname: str = "best
             if self.epoch < start_epoch:
                 return
             super().after_epoch()
+
+        def _save(self, name: str) -> None:
+            if is_main():
+                super()._save(name)
+            else:
+                self.best_state = {k: v.detach().clone() for k, v in unwrap_model(self.learn.model).state_dict().items()}
+
+        def after_fit(self) -> None:
+            if is_main() or self.best_state is None:  # no new best here (resumed): the file in the shared checkpoint_dir
+                super().after_fit()  # fastai's Learner.load: a barrier (rank 0 has written it), then the file
+            else:
+                barrier()  # the one in rank 0's Learner.load
+                unwrap_model(self.learn.model).load_state_dict(self.best_state)
 
     return ResumableSaveModel(monitor=monitor, comp=comp, fname=fname, with_opt=False)

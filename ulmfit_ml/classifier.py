@@ -24,6 +24,7 @@ import pandas as pd
 from .checkpoint import checkpoint_callback, load_checkpoint, restore_rng_states, resumable_save_model_callback
 from .config import ClassifierConfig, config_to_dict, merge_config, resolve_arch, scale_dropouts
 from .data import MultiLabelData
+from .distrib import distributed_ctx, init_distributed, is_main, local_only, rank
 from .heads import MultiCategoryClassifier, TextRegressor
 from .lm import LanguageModel, load_lm
 from .losses import make_loss
@@ -120,6 +121,7 @@ class ClassifierTrainer:
             raise TypeError(f"train_classifier expects a MultiLabelData, got {type(data).__name__}.")
         self.data = data
         self.config = cfg = merge_config(ClassifierConfig, config, options)
+        init_distributed()  # a launched multi-process run (torchrun): join its group, pin this rank's GPU
         self.device = resolve_device(cfg.device)
         self.checkpoint_dir = checkpoint_dir
         self.resume = resume
@@ -145,7 +147,12 @@ class ClassifierTrainer:
             metrics = epoch_metrics()
         else:  # the spec's own loss and metrics (loss / pos_weight are multi-label options)
             loss, metrics = data.spec.make_loss(data.y_train, cfg), data.spec.epoch_metrics()
-        path = Path(checkpoint_dir) if checkpoint_dir is not None else Path(tempfile.mkdtemp(prefix="ulmfit_ml_"))
+        if checkpoint_dir is not None:
+            path = Path(checkpoint_dir)
+        elif is_main():
+            path = Path(tempfile.mkdtemp(prefix="ulmfit_ml_"))
+        else:  # only rank 0 writes (fastai's save_model skips the other ranks): nothing is made here
+            path = Path(tempfile.gettempdir()) / f"ulmfit_ml_rank{rank()}"
         self.learner = text_classifier_learner(
             dls, AWD_LSTM, seq_len=cfg.seq_len, config=scale_dropouts(clas_arch_config(self.arch), cfg.drop_mult),
             pretrained=False, drop_mult=1.0, n_out=data.n_out, lin_ftrs=list(cfg.lin_ftrs), max_len=cfg.max_len,
@@ -173,7 +180,7 @@ class ClassifierTrainer:
         n_stages = len(cfg.unfreeze)
         restored = False
         batch_losses: list[float] = []  # fastai's recorder forgets them at the next fit / get_preds
-        with quiet_mode(learn, cfg.quiet):
+        with distributed_ctx(learn), quiet_mode(learn, cfg.quiet):
             for i, (k, ep, lr) in enumerate(zip(cfg.unfreeze, cfg.epochs, cfg.lrs)):
                 if k == 0:
                     learn.unfreeze()
@@ -219,7 +226,9 @@ class ClassifierTrainer:
                     learn.load("best", with_opt=False)
         seconds = time.perf_counter() - t0
         history = pd.concat(hist, ignore_index=True) if hist else pd.DataFrame()
-        with quiet_mode(learn, cfg.quiet):
+        # outside distributed_ctx and without fastai's gathering: every rank predicts the whole
+        # validation set itself, in its order (the thresholds are tuned on it)
+        with quiet_mode(learn, cfg.quiet), local_only():
             probs, targs = learn.get_preds(dl=dls.valid)
         learn.model.float()
         meta = {

@@ -19,6 +19,7 @@ import torch
 
 from .config import LMConfig, config_to_dict, merge_config, scale_dropouts
 from .data import MultiLabelData
+from .distrib import distributed_ctx, init_distributed
 from .lm import LanguageModel, lm_arch_config, pretrained_tokenizer, pretrained_weights
 from .runtime import history_frame, quiet_mode, resolve_device, seed_everything, use_fp16
 
@@ -74,6 +75,7 @@ class LMTrainer:
             raise TypeError(f"finetune_lm expects a MultiLabelData (um.MultiLabelData.from_df(...)), "
                             f"got {type(data).__name__}.")
         self.config = cfg = merge_config(LMConfig, config, options)
+        init_distributed()  # a launched multi-process run (torchrun): join its group, pin this rank's GPU
         self.device = resolve_device(cfg.device)
         self.arch = lm_arch_config(cfg.arch)
         self.start = pretrained_weights(cfg.pretrained, self.arch, cfg.backwards)
@@ -102,7 +104,7 @@ class LMTrainer:
         hist = []
         batch_losses: list[float] = []
         t0 = time.perf_counter()
-        with quiet_mode(learn, cfg.quiet):
+        with distributed_ctx(learn), quiet_mode(learn, cfg.quiet):
             if frozen:
                 learn.freeze()
                 learn.fit_one_cycle(frozen, lr * 10, moms=cfg.moms)

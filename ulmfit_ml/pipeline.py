@@ -20,6 +20,7 @@ from .config import DataConfig, RunConfig
 from .config_files import ConfigError, config_sections
 from .cv import CVResult, cross_validate
 from .data import MultiLabelData
+from .distrib import barrier, broadcast_object, init_distributed
 from .ensemble import MultiLabelEnsemble, load_predictor, resolve_model_dirs
 from .finetune import finetune_lm
 from .io import check_output_file, read_table, table_format, write_table
@@ -111,13 +112,14 @@ def _language_model(cfgs: dict[str, Any], data: MultiLabelData, run: RunDir, log
         lm = load_lm(resolve_lm_dir(saved_encoder(cfgs["run"])))
         log.info(f"language model: reusing {saved_encoder(cfgs['run'])} ({lm!r})")
         return lm
-    if (run.lm_dir / "lm.json").is_file():
+    if broadcast_object((run.lm_dir / "lm.json").is_file()):  # rank 0 decides (other ranks read the same file)
         lm = load_lm(run.lm_dir)
         log.info(f"language model: reusing {run.lm_dir} from the interrupted run")
         return lm
     log.info(f"fine-tuning the language model on {len(data.texts) + len(data.extra_texts)} texts")
     lm = finetune_lm(data, config=cfgs["lm"])
-    lm.save(run.lm_dir, overwrite=True)
+    if run.writes:
+        lm.save(run.lm_dir, overwrite=True)
     if len(lm.history):
         run.write_table("lm_history.csv", lm.history)
     log.info(f"language model saved to {run.lm_dir}: {lm.metrics}")
@@ -155,7 +157,9 @@ def run_lm(cfgs: dict[str, Any], *, inputs: Sequence[str] = ()) -> RunDir:
     if cfgs["run"].encoder == "random":
         raise ConfigError("run.encoder = \"random\" means no language model: `ulmfit-ml lm` needs encoder = \"lm\".")
     device = _device_of(cfgs)
-    run = RunDir.create(cfgs["run"].out or default_out("lm"), overwrite=cfgs["run"].overwrite, inputs=inputs)
+    init_distributed()  # under torchrun: rank 0 writes the run directory, every rank trains
+    out = broadcast_object(cfgs["run"].out or default_out("lm"))  # one directory (rank 0's clock)
+    run = RunDir.create(out, overwrite=cfgs["run"].overwrite, inputs=inputs)
     run.write_config(config_sections(cfgs), command="lm")
     log = run.logger(quiet=cfgs["lm"].quiet)
     run.set_status("running")
@@ -188,13 +192,15 @@ def run_train(cfgs: dict[str, Any], *, resume: bool = False, inputs: Sequence[st
         resume: continue the run from its last completed epoch (a finished run is left as is).
         inputs: every file the run reads (:func:`run_inputs`); never replaced.
     """
+    init_distributed()  # under torchrun: rank 0 writes the run directory, every rank trains
     if resume:
         run = RunDir.open(cfgs["run"].out)
     else:
         require_train(cfgs["run"])
         require_labels(cfgs["data"])
         if cfgs["run"].out is None:
-            cfgs["run"] = dataclasses.replace(cfgs["run"], out=str(Path(default_out("train")).resolve()))
+            out = broadcast_object(str(Path(default_out("train")).resolve()))  # one directory (rank 0's clock)
+            cfgs["run"] = dataclasses.replace(cfgs["run"], out=out)
         run = RunDir.create(cfgs["run"].out, overwrite=cfgs["run"].overwrite, inputs=inputs)
         run.write_config(config_sections(cfgs), command="train")
     quiet = cfgs["classifier"].quiet
@@ -202,12 +208,13 @@ def run_train(cfgs: dict[str, Any], *, resume: bool = False, inputs: Sequence[st
     device = _device_of(cfgs)
     if resume:
         status = run.read_json("status.json").get("status") if (run.path / "status.json").is_file() else None
-        if status == "done" and (run.model_dir / "config.json").is_file():
+        if broadcast_object(status == "done" and (run.model_dir / "config.json").is_file()):
             log.info(f"{run.path} is already complete (status done); nothing to resume.")
             return run
         ck = load_checkpoint(run.checkpoint_dir)
         where = f"stage {ck['stage'] + 1}, epoch {ck['epoch']}" if ck else "the start (no classifier checkpoint yet)"
         log.info(f"resuming {run.path} from {where}")
+        barrier()  # every rank has read status.json and the checkpoint before rank 0 writes
     run.set_status("running")
     try:
         data = load_run_data(cfgs)
@@ -231,13 +238,14 @@ def run_train(cfgs: dict[str, Any], *, resume: bool = False, inputs: Sequence[st
         run.write_json("metrics.json", {"valid": report.to_dict(), "task": clf.task, "thresholds": thresholds,
                                         "lm": lm.metrics if lm is not None else None,
                                         "train_seconds": clf.meta.get("train_seconds")})
-        clf.save(run.model_dir, overwrite=True, inputs=inputs)
+        if run.writes:  # rank 0 saves the model
+            clf.save(run.model_dir, overwrite=True, inputs=inputs)
         if cfgs["run"].plots:
             if isinstance(clf, MultiLabelClassifier):
                 run.save_plots(history=history, report=report, valid=clf.validation_predictions, data=data, log=log)
             else:  # the label plots are multi-label ones
                 run.save_plots(history=history, log=log)
-        if not cfgs["run"].keep_checkpoints:
+        if not cfgs["run"].keep_checkpoints and run.writes:
             try:
                 remove_owned_dir(run.checkpoint_dir, inputs=inputs)
             except FileExistsError as e:  # someone else's files in there: keep them, the run is done

@@ -34,6 +34,7 @@ import torch
 
 from . import plots
 from .config_files import to_toml
+from .distrib import is_main, on_main, world_size
 from .io import write_table
 from .persist import atomic_dir, atomic_file, write_json_atomic, write_marker, write_text_atomic
 from .version import __version__
@@ -55,7 +56,7 @@ def environment_info(device: str | torch.device | None = None) -> dict[str, Any]
         "ulmfit_ml": __version__, "torch": torch.__version__, "fastai": fastai.__version__,
         "numpy": np.__version__, "pandas": pd.__version__, "scikit-learn": sklearn.__version__,
         "device": str(dev), "cuda_available": torch.cuda.is_available(), "torch_threads": torch.get_num_threads(),
-        "cpu_count": os.cpu_count(),
+        "cpu_count": os.cpu_count(), "world_size": world_size(),
     }
     if dev.type == "cuda" and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(dev)
@@ -69,10 +70,14 @@ class RunDir:
 
     Every file is written atomically (temp file + rename), so an interrupted run never
     leaves a half-written file behind; the directory can be resumed or inspected as is.
+
+    In a multi-process run (``torchrun``) only rank 0 writes: on the other ranks (``writes``
+    false) the writers and the log file do nothing, and :meth:`create` makes nothing.
     """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self.writes = is_main()
 
     # paths
     @property
@@ -120,16 +125,20 @@ class RunDir:
                 an input). Nothing is deleted then.
         """
         p = Path(path)
+        on_main(lambda: cls._make(p, overwrite, inputs))  # rank 0 makes it; its refusal stops every rank
+        return cls(p)
+
+    @classmethod
+    def _make(cls, p: Path, overwrite: bool, inputs: Any) -> None:
         if p.exists() and not p.is_dir():
             raise FileExistsError(f"{p} exists and is not a directory: choose another --out.")
         if p.is_dir() and not any(p.iterdir()):  # an empty directory (made by the user): nothing to lose
             write_marker(p, "run")
-            return cls(p)
+            return
         if p.is_dir() and not overwrite:
             raise FileExistsError(f"Run directory {p} already exists: choose another --out, pass --overwrite, "
                                   f"or continue it with --resume {p}.")
         atomic_dir(p, lambda tmp: None, overwrite=overwrite, kind="run", inputs=inputs)
-        return cls(p)
 
     @classmethod
     def open(cls, path: str | Path) -> "RunDir":
@@ -142,6 +151,8 @@ class RunDir:
     # writers
     def write_json(self, name: str, obj: Any) -> Path:
         """``obj`` as ``<run>/<name>`` (atomic)."""
+        if not self.writes:
+            return self.path / name
         return write_json_atomic(self.path / name, obj)
 
     def read_json(self, name: str) -> Any:
@@ -150,6 +161,8 @@ class RunDir:
 
     def write_config(self, sections: dict[str, dict[str, Any]], *, command: str) -> None:
         """The resolved configuration as ``config.toml`` (for people) and ``config.json`` (exact)."""
+        if not self.writes:
+            return
         header = (f"Resolved configuration of `ulmfit-ml {command}` ({time.strftime('%Y-%m-%d %H:%M:%S')}).\n"
                   f"Rerun: ulmfit-ml {command} --config {self.config_toml} --out NEW_RUN_DIR")
         write_text_atomic(self.config_toml, to_toml(sections, header=header))
@@ -165,6 +178,8 @@ class RunDir:
 
     def write_table(self, name: str, df: pd.DataFrame) -> Path:
         """A CSV/TSV/parquet/JSONL table (by extension), atomically."""
+        if not self.writes:
+            return self.path / name
         return write_table(df, self.path / name)
 
     def set_status(self, status: str, **extra: Any) -> Path:
@@ -181,6 +196,9 @@ class RunDir:
         for h in list(log.handlers):
             log.removeHandler(h)
             h.close()
+        if not self.writes:  # rank 0 logs for the run
+            log.addHandler(logging.NullHandler())
+            return log
         fh = logging.FileHandler(self.log_file, encoding="utf-8")
         fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         log.addHandler(fh)
@@ -200,6 +218,8 @@ class RunDir:
         and a figure that fails is logged and skipped -- a plot never fails a finished run.
         """
         jobs: list[tuple[str, str, tuple]] = []
+        if not self.writes:
+            return []
         if history is not None and len(history):
             for model, h in (history.groupby("model", sort=False) if "model" in history else [("", history)]):
                 jobs.append((f"loss_{model}.png" if model else "loss.png", "plot_loss",

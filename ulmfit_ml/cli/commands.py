@@ -8,6 +8,7 @@ from typing import Any
 
 from ..config import SECTIONS
 from ..config_files import ConfigError, load_config_file, parse_set, resolve_config
+from ..distrib import is_distributed, world_size
 from ..distributed import predict_dask
 from ..pipeline import evaluate_file, report_table, run_cv, run_inputs, run_lm, run_train
 from ..io import table_format
@@ -28,6 +29,14 @@ def _install_sigterm() -> None:
         signal.signal(signal.SIGTERM, handler)
     except ValueError:  # not in the main thread (e.g. called from a test runner thread)
         pass
+
+
+def _single_process(command: str) -> None:
+    """``cv`` and ``pretrain`` do not train distributed (yet): under a launcher every process
+    would run the whole job into the same directory."""
+    if is_distributed():
+        raise ConfigError(f"`ulmfit-ml {command}` does not train distributed (WORLD_SIZE={world_size()}): "
+                          "run it as one process; `lm` and `train` run under torchrun / accelerate launch.")
 
 
 def cmd_lm(args: argparse.Namespace) -> int:
@@ -119,6 +128,7 @@ def _predict_on_dask(args: argparse.Namespace) -> int:
 
 def cmd_cv(args: argparse.Namespace) -> int:
     """``ulmfit-ml cv`` -> :func:`~ulmfit_ml.pipeline.run_cv`."""
+    _single_process("cv")
     cfgs = config_from_args(args)
     _install_sigterm()
     run, _ = run_cv(cfgs, inputs=run_inputs(cfgs, config_path=args.config))
@@ -128,6 +138,7 @@ def cmd_cv(args: argparse.Namespace) -> int:
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
     """``ulmfit-ml pretrain`` -> :func:`~ulmfit_ml.pretrain.pretrain_lm` (its ``[pretrain]`` section only)."""
+    _single_process("pretrain")
     base = load_config_file(args.config) if args.config else {}
     sets = [parse_set(s) for s in (args.set or [])]
     bad = [f"{s}.{k}" for s, k, _ in sets if s != "pretrain"]
