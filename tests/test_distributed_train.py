@@ -219,3 +219,66 @@ def test_cli_train_under_torchrun(tmp_path):
     assert sum("training the classifier" in line for line in log) == 1  # rank 0 alone logs
     clf = um.load_classifier(run / "model")
     assert clf.predict_proba(["happy day"]).shape == (1, len(CUES))
+
+
+PRETRAIN_SCRIPT = textwrap.dedent('''
+    import json, os, sys
+    from pathlib import Path
+    import torch
+    torch.set_num_threads(1)
+    import ulmfit_ml as um
+    import ulmfit_ml.pretrain as P
+
+    corpus, out, stop = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
+    opts = dict(arch={{"emb_sz": 16, "n_hid": 32, "n_layers": 1}}, max_vocab=300, min_freq=1, epochs=1.0, bs=4,
+                seq_len=10, valid_pct=0.1, checkpoint_every=None, checkpoint_every_steps=5, quiet=True,
+                device="cpu", n_samples=32)
+    interrupted = None
+    if stop:  # interrupted right after the checkpoint of step `stop`, on every rank
+        real = P._save_checkpoint
+        def save_then_stop(o, model, opt, step, extra):
+            real(o, model, opt, step, extra)
+            if step == stop and not extra.get("finished"):
+                raise KeyboardInterrupt
+        P._save_checkpoint = save_then_stop
+        try:
+            um.pretrain_lm(corpus, out_dir=out, **opts)
+        except KeyboardInterrupt:
+            interrupted = json.loads((out / "checkpoint" / "state.json").read_text())["step"]
+        lm = um.pretrain_lm(corpus, out_dir=out, resume=True, **opts)
+    else:
+        lm = um.pretrain_lm(corpus, out_dir=out, **opts)
+    r = int(os.environ["RANK"])
+    (out / f"rank{{r}}.json").write_text(json.dumps({{
+        "sum": float(sum(v.double().sum() for v in lm.state_dict.values())), "metrics": lm.metrics,
+        "interrupted_at": interrupted}}))
+''')
+
+
+def test_pretrain_under_torchrun_is_data_parallel_and_resumes_exactly(tmp_path):
+    """Two ranks pretrain on their own halves of the corpus with averaged gradients: identical
+    weights on both, twice the tokens per step, rank 0 alone writes the checkpoint; an
+    interrupted-then-resumed run ends with exactly the weights of an uninterrupted one."""
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(make_frame(400, seed=21)["text"]), encoding="utf-8")
+    script = tmp_path / "pre.py"
+    script.write_text(PRETRAIN_SCRIPT.format())
+    results = {}
+    for name, stop in (("full", 0), ("resumed", 10)):
+        out = tmp_path / name
+        out.mkdir()
+        _torchrun([str(script), str(corpus), str(out), str(stop)], cwd=tmp_path)
+        ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
+        assert ranks[0]["sum"] == ranks[1]["sum"]  # one model on both ranks
+        assert [f for f in _files(out) if not f.startswith("rank")] == ["checkpoint/.ulmfit_ml.json",
+                                                                          "checkpoint/state.json",
+                                                                          "checkpoint/state.safetensors"]
+        state = json.loads((out / "checkpoint" / "state.json").read_text())
+        assert state["world_size"] == 2 and state["finished"]
+        results[name] = ranks[0]
+    full, resumed = results["full"], results["resumed"]
+    assert resumed["interrupted_at"] == 10 and full["metrics"]["steps"] > 20  # it stopped, then went on
+    m = full["metrics"]
+    assert m["tokens_seen"] == m["steps"] * 4 * 10 * 2  # bs x seq_len x 2 ranks per step
+    assert np.isfinite(m["perplexity"]) and m["perplexity"] < 300
+    assert resumed["sum"] == full["sum"]  # exact resume, every rank's LSTM state and RNG restored

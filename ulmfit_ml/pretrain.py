@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from .runtime import resolve_device, seed_everything
 from .config import PretrainConfig, config_to_dict, merge_config, scale_dropouts
 from .corpus import TokenCorpus, corpus_texts, tokenize_corpus
+from .distrib import barrier, broadcast_object, init_distributed, is_main, on_main, rank, world_size
 from .lm import LanguageModel, lm_arch_config
 from .persist import atomic_dir
 from .tokens import TextTokenizer
@@ -126,31 +127,51 @@ def evaluate_perplexity(model: torch.nn.Module, ids: np.ndarray, *, bs: int = 32
 def _save_checkpoint(out: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, step: int,
                      extra: dict[str, Any]) -> None:
     """Weights, AdamW moments, LSTM hidden state and torch RNG state as safetensors, the rest as
-    JSON: a checkpoint never needs unpickling. Written atomically (temp dir + rename)."""
+    JSON: a checkpoint never needs unpickling. Written atomically (temp dir + rename).
+
+    Distributed: the weights and moments are the same on every rank; each rank's own hidden state
+    and RNG state are gathered (``rank<r>.`` keys for ranks > 0) and rank 0 writes them all, so a
+    resumed run continues every rank exactly; the other ranks wait until the file is there."""
     from safetensors.torch import save_file
 
-    tensors = {f"model.{k}": v.detach().contiguous().clone() for k, v in model.state_dict().items()}
-    params = [p for g in opt.param_groups for p in g["params"]]
-    for i, p in enumerate(params):
-        for k, v in opt.state.get(p, {}).items():
-            tensors[f"opt.{i}.{k}"] = v.detach().contiguous().clone() if torch.is_tensor(v) else torch.tensor(v)
+    own = {}
     for i, hc in enumerate(model[0].hidden):
-        tensors[f"hidden.{i}.h"], tensors[f"hidden.{i}.c"] = hc[0].contiguous().clone(), hc[1].contiguous().clone()
-    tensors = {k: v.cpu() for k, v in tensors.items()}
-    tensors["rng.torch"] = torch.get_rng_state()
+        own[f"hidden.{i}.h"], own[f"hidden.{i}.c"] = hc[0].detach().cpu().contiguous().clone(), hc[1].detach().cpu().contiguous().clone()
+    own["rng.torch"] = torch.get_rng_state()
+    per_rank = [own]
+    if world_size() > 1 and torch.distributed.is_initialized():
+        per_rank = [None] * world_size()
+        torch.distributed.all_gather_object(per_rank, own)
+    if is_main():
+        tensors = {f"model.{k}": v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+        params = [p for g in opt.param_groups for p in g["params"]]
+        for i, p in enumerate(params):
+            for k, v in opt.state.get(p, {}).items():
+                tensors[f"opt.{i}.{k}"] = v.detach().contiguous().clone() if torch.is_tensor(v) else torch.tensor(v)
+        tensors = {k: v.cpu() for k, v in tensors.items()}
+        for r, st in enumerate(per_rank):
+            tensors.update({(f"rank{r}.{k}" if r else k): v for k, v in st.items()})
 
-    def write(tmp: Path) -> None:
-        save_file(tensors, str(tmp / "state.safetensors"))
-        (tmp / "state.json").write_text(json.dumps({"step": step, **extra}), encoding="utf-8")
+        def write(tmp: Path) -> None:
+            save_file(tensors, str(tmp / "state.safetensors"))
+            (tmp / "state.json").write_text(json.dumps({"step": step, "world_size": len(per_rank), **extra}),
+                                            encoding="utf-8")
 
-    atomic_dir(out / _CKPT, write, overwrite=True)
+        atomic_dir(out / _CKPT, write, overwrite=True)
+    barrier()
 
 
-def _load_checkpoint(out: Path, model: torch.nn.Module, opt: torch.optim.Optimizer) -> dict[str, Any]:
+def _load_checkpoint(out: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, me: int = 0) -> dict[str, Any]:
+    """Restore a checkpoint into ``model`` and ``opt``; rank ``me`` takes its own hidden and RNG state."""
     from safetensors.torch import load_file
 
     t = load_file(str(out / _CKPT / "state.safetensors"), device=str(next(model.parameters()).device))
     info = json.loads((out / _CKPT / "state.json").read_text(encoding="utf-8"))
+    if info.get("world_size", 1) != world_size():
+        raise ValueError(f"The checkpoint in {out} was made by {info.get('world_size', 1)} process(es); resume it with "
+                         f"as many (this run has {world_size()}).")
+    if me:  # this rank's own state under the plain names
+        t.update({k[len(f"rank{me}."):]: v for k, v in t.items() if k.startswith(f"rank{me}.")})
     model.load_state_dict({k[6:]: v for k, v in t.items() if k.startswith("model.")})
     params = [p for g in opt.param_groups for p in g["params"]]
     for i, p in enumerate(params):
@@ -161,6 +182,23 @@ def _load_checkpoint(out: Path, model: torch.nn.Module, opt: torch.optim.Optimiz
     model[0].bs = model[0].hidden[0][0].shape[1]  # fastai re-sizes the hidden state when bs differs
     torch.set_rng_state(t["rng.torch"].cpu())
     return info
+
+
+def _average_gradients(model: torch.nn.Module, n_ranks: int) -> None:
+    """Data parallelism by hand: every rank's gradients summed (one all-reduce of one flat buffer)
+    and divided by the number of ranks, which is what ``DistributedDataParallel`` computes. DDP
+    itself does not fit here: the sampled softmax reads the decoder weights outside the module's
+    ``forward``, which DDP's reducer does not follow."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    torch.distributed.all_reduce(flat)
+    flat /= n_ranks
+    off = 0
+    for p, g in zip(params, grads):
+        n = g.numel()
+        p.grad = flat[off:off + n].view_as(p).clone()
+        off += n
 
 
 # ---------------------------------------------------------------------- the loop
@@ -196,15 +234,21 @@ def pretrain_lm(corpus: str | Path | Sequence[str | Path] | TokenCorpus, *, conf
     cfg = merge_config(PretrainConfig, config, options)
     if resume and out_dir is None:
         raise ValueError("resume=True needs out_dir= (the folder holding the checkpoint).")
+    distributed = init_distributed()  # launched by torchrun / accelerate: data-parallel, see _average_gradients
+    n_ranks, me = (world_size(), rank()) if distributed else (1, 0)
     if isinstance(corpus, TokenCorpus):
         tc = corpus
     else:
-        tokenizer = None
-        if cfg.tokenizer == "sentencepiece":  # trained on the corpus's first lines, then kept with the LM
-            tokenizer = TextTokenizer.train_sentencepiece(corpus_texts(corpus, limit=cfg.sp_train_lines),
-                                                          vocab_size=cfg.sp_vocab_size, max_texts=cfg.sp_train_lines)
-        tc = tokenize_corpus(corpus, max_vocab=cfg.max_vocab, min_freq=cfg.min_freq, valid_pct=cfg.valid_pct,
-                             quiet=cfg.quiet, tokenizer=tokenizer)
+        def tokenised() -> str:
+            tokenizer = None
+            if cfg.tokenizer == "sentencepiece":  # trained on the corpus's first lines, then kept with the LM
+                tokenizer = TextTokenizer.train_sentencepiece(corpus_texts(corpus, limit=cfg.sp_train_lines),
+                                                              vocab_size=cfg.sp_vocab_size, max_texts=cfg.sp_train_lines)
+            return str(tokenize_corpus(corpus, max_vocab=cfg.max_vocab, min_freq=cfg.min_freq, valid_pct=cfg.valid_pct,
+                                       quiet=cfg.quiet, tokenizer=tokenizer).path)
+
+        # rank 0 tokenises (and trains the SentencePiece model) once; every rank reads its cache
+        tc = TokenCorpus.load(broadcast_object(on_main(tokenised)))
     if tc.tokenizer.name != cfg.tokenizer:
         raise ValueError(f"The corpus was tokenised with {tc.tokenizer.name!r} but tokenizer={cfg.tokenizer!r}: "
                          "tokenise it again with this tokenizer (pass the corpus files), or change tokenizer.")
@@ -214,6 +258,7 @@ def pretrain_lm(corpus: str | Path | Sequence[str | Path] | TokenCorpus, *, conf
                               "(CLI: --resume) to continue it, or choose another out_dir.")
     if resume and not (out / _CKPT / "state.json").exists():
         raise FileNotFoundError(f"No pretraining checkpoint in {out}: nothing to resume.")
+    barrier()  # every rank checked out_dir before rank 0 writes into it
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
@@ -225,11 +270,18 @@ def pretrain_lm(corpus: str | Path | Sequence[str | Path] | TokenCorpus, *, conf
         freq = torch.tensor(tc.counts, dtype=torch.float64) + 1.0
         model[1].decoder.bias.copy_((freq / freq.sum()).log().float())
     model.to(device)
-    stream = _Stream(tc.train, cfg.bs, cfg.seq_len, cfg.backwards)
+    if distributed:  # one start for every rank; then each rank its own dropout masks and sampled negatives
+        for prm in model.parameters():
+            torch.distributed.broadcast(prm.data, 0)
+        torch.manual_seed(cfg.seed + me)
+    # each rank reads its own contiguous 1/n_ranks of the training ids (bs is per process)
+    share = len(tc.train) // n_ranks
+    stream = _Stream(tc.train[me * share:(me + 1) * share] if distributed else tc.train, cfg.bs, cfg.seq_len,
+                     cfg.backwards)
     per_epoch = stream.n_batches
     total = int(per_epoch * cfg.epochs)
     if cfg.max_tokens:
-        total = min(total, max(1, cfg.max_tokens // (cfg.bs * cfg.seq_len)))
+        total = min(total, max(1, cfg.max_tokens // (cfg.bs * cfg.seq_len * n_ranks)))
     if total < 1:
         raise ValueError(f"epochs={cfg.epochs} gives no training step ({per_epoch} batches per epoch).")
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(cfg.moms[0], 0.99), eps=1e-5,
@@ -245,7 +297,7 @@ def pretrain_lm(corpus: str | Path | Sequence[str | Path] | TokenCorpus, *, conf
     model.train()
     model[0].reset()
     if resume:
-        info = _load_checkpoint(out, model, opt)
+        info = _load_checkpoint(out, model, opt, me)
         if info.get("total_steps") != total or info.get("vocab_size") != V:
             raise ValueError(f"The checkpoint in {out} was made with {info.get('total_steps')} steps and a "
                              f"{info.get('vocab_size')}-token vocab; this run has {total} and {V}: resume with "
@@ -255,7 +307,7 @@ def pretrain_lm(corpus: str | Path | Sequence[str | Path] | TokenCorpus, *, conf
     t0 = time.perf_counter()
     last_ckpt = last_log = t0
     run_loss, n_run = 0.0, 0
-    tokens_per_step = cfg.bs * cfg.seq_len
+    tokens_per_step = cfg.bs * cfg.seq_len * n_ranks  # every rank's batch
     while step < total:
         pos = step / total
         for g in opt.param_groups:
@@ -272,6 +324,8 @@ def pretrain_lm(corpus: str | Path | Sequence[str | Path] | TokenCorpus, *, conf
             loss = F.cross_entropy(F.linear(h, dec.weight, dec.bias), y.reshape(-1))
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if distributed:
+            _average_gradients(model, n_ranks)
         if cfg.clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
         opt.step()
@@ -283,7 +337,7 @@ def pretrain_lm(corpus: str | Path | Sequence[str | Path] | TokenCorpus, *, conf
             done_here = now - t0
             tps = (step - start_step) * tokens_per_step / max(done_here, 1e-9)
             eta = (total - step) * tokens_per_step / max(tps, 1e-9)
-            if not cfg.quiet:
+            if not cfg.quiet and is_main():
                 print(f"pretrain step {step:,}/{total:,} ({100 * step / total:.1f}%) train loss {run_loss / n_run:.3f} "
                       f"| {tps:,.0f} tokens/s | elapsed {_fmt_secs(seconds_before + done_here)} | ETA {_fmt_secs(eta)}",
                       file=sys.stdout, flush=True)
@@ -292,6 +346,8 @@ def pretrain_lm(corpus: str | Path | Sequence[str | Path] | TokenCorpus, *, conf
             run_loss, n_run, last_log = 0.0, 0, now
         due = cfg.checkpoint_every_steps and step % cfg.checkpoint_every_steps == 0
         due = due or (cfg.checkpoint_every and now - last_ckpt >= cfg.checkpoint_every)
+        if distributed:  # every rank's clock decides alike: rank 0's
+            due = broadcast_object(due)
         if out is not None and due and step < total:
             _save_checkpoint(out, model, opt, step, {"total_steps": total, "vocab_size": V, "history": history,
                                                      "seconds": seconds_before + now - t0})
@@ -300,11 +356,17 @@ def pretrain_lm(corpus: str | Path | Sequence[str | Path] | TokenCorpus, *, conf
     if out is not None:
         _save_checkpoint(out, model, opt, step, {"total_steps": total, "vocab_size": V, "history": history,
                                                  "seconds": train_seconds, "finished": True})
-    ev = evaluate_perplexity(model, tc.valid, bs=max(1, min(32, len(tc.valid) // (2 * cfg.seq_len))), seq_len=cfg.seq_len,
-                             max_tokens=cfg.valid_max_tokens, backwards=cfg.backwards) if len(tc.valid) > 4 * cfg.seq_len else {}
+
+    def held_out() -> dict[str, Any]:
+        if len(tc.valid) <= 4 * cfg.seq_len:
+            return {}
+        return evaluate_perplexity(model, tc.valid, bs=max(1, min(32, len(tc.valid) // (2 * cfg.seq_len))),
+                                   seq_len=cfg.seq_len, max_tokens=cfg.valid_max_tokens, backwards=cfg.backwards)
+
+    ev = broadcast_object(on_main(held_out))  # the weights are the same on every rank: rank 0 scores them
     metrics = {"train_seconds": round(train_seconds, 1), "tokens_seen": step * tokens_per_step,
                "tokens_per_s": round(step * tokens_per_step / max(train_seconds, 1e-9), 1), "steps": step, **ev}
-    if not cfg.quiet and ev:
+    if not cfg.quiet and ev and is_main():
         print(f"held-out perplexity {ev['perplexity']:.1f} (accuracy {ev['accuracy']:.3f}, "
               f"{ev['valid_tokens']:,} tokens)", flush=True)
     state = {k: v.detach().float().cpu().clone() for k, v in model.state_dict().items()}

@@ -8,7 +8,7 @@ from typing import Any
 
 from ..config import SECTIONS
 from ..config_files import ConfigError, load_config_file, parse_set, resolve_config
-from ..distrib import is_distributed, world_size
+from ..distrib import is_distributed, is_main, on_main, world_size
 from ..distributed import predict_dask
 from ..pipeline import evaluate_file, report_table, run_cv, run_inputs, run_lm, run_train
 from ..io import table_format
@@ -32,11 +32,11 @@ def _install_sigterm() -> None:
 
 
 def _single_process(command: str) -> None:
-    """``cv`` and ``pretrain`` do not train distributed (yet): under a launcher every process
-    would run the whole job into the same directory."""
+    """``cv`` does not train distributed (yet): under a launcher every process would run the
+    whole job into the same directory."""
     if is_distributed():
         raise ConfigError(f"`ulmfit-ml {command}` does not train distributed (WORLD_SIZE={world_size()}): "
-                          "run it as one process; `lm` and `train` run under torchrun / accelerate launch.")
+                          "run it as one process; `lm`, `train` and `pretrain` run under torchrun / accelerate launch.")
 
 
 def cmd_lm(args: argparse.Namespace) -> int:
@@ -138,7 +138,6 @@ def cmd_cv(args: argparse.Namespace) -> int:
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
     """``ulmfit-ml pretrain`` -> :func:`~ulmfit_ml.pretrain.pretrain_lm` (its ``[pretrain]`` section only)."""
-    _single_process("pretrain")
     base = load_config_file(args.config) if args.config else {}
     sets = [parse_set(s) for s in (args.set or [])]
     bad = [f"{s}.{k}" for s, k, _ in sets if s != "pretrain"]
@@ -152,8 +151,9 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     if (out / "model").exists():
         raise FileExistsError(f"{out / 'model'} already exists: choose another --out.")
     lm = pretrain_lm(args.corpus, config=cfg, out_dir=out, resume=args.resume)
-    lm.save(out / "model")
-    print(f"language model saved to {out / 'model'} ({lm!r})")
+    on_main(lambda: lm.save(out / "model"))  # under torchrun every rank holds the same model: rank 0 saves it
+    if is_main():
+        print(f"language model saved to {out / 'model'} ({lm!r})")
     return 0
 
 
