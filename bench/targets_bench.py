@@ -25,8 +25,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -40,6 +38,8 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression, Ridge
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import transfer  # noqa: E402  (bench/transfer.py: the results-file writer)
 import ulmfit_ml as um  # noqa: E402
 
 SHARED = HERE.parent.parent / "shared" / "datasets"
@@ -48,12 +48,7 @@ GOEMO_LM = HERE / "_work" / "lm-goemotions-ensmall-fwd"
 
 
 def save_result(key: str, value: dict[str, Any]) -> None:
-    res = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    res[key] = {**value, "date": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores"}
-    tmp = RESULTS.with_suffix(".tmp")
-    tmp.write_text(json.dumps(res, indent=1, sort_keys=True))
-    os.replace(tmp, RESULTS)
-    print(f"[targets] {key}: {json.dumps(value)[:400]}", flush=True)
+    transfer.save_result(key, value, path=RESULTS, tag="targets")
 
 
 # ---------------------------------------------------------------------- data

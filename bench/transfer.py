@@ -51,13 +51,16 @@ def load() -> tuple[pd.DataFrame, pd.DataFrame, list[str], np.ndarray]:
     return train, dev, names, full.is_valid
 
 
-def save_result(key: str, value: dict[str, Any]) -> None:
-    res = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+def save_result(key: str, value: dict[str, Any], *, path: Path = RESULTS, tag: str = "transfer") -> None:
+    """Add ``value`` (with the date and machine) under ``key`` in the JSON results file ``path``,
+    replacing the file atomically, so separate processes can append jobs one after another."""
+    res = json.loads(path.read_text()) if path.exists() else {}
     res[key] = {**value, "date": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores"}
-    tmp = RESULTS.with_suffix(".tmp")
+    tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(res, indent=1, sort_keys=True))
-    os.replace(tmp, RESULTS)
-    print(f"[transfer] {key}: {json.dumps({k: v for k, v in value.items() if k != 'per_label'})}", flush=True)
+    os.replace(tmp, path)
+    print(f"[{tag}] {key}: {json.dumps({k: v for k, v in value.items() if k not in ('per_label', 'history')})[:400]}",
+          flush=True)
 
 
 def evaluate(model: Any, dev: pd.DataFrame, heldout: pd.DataFrame) -> dict[str, float]:

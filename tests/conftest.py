@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -71,3 +72,33 @@ def tiny_clf(data, tiny_lm):
     import ulmfit_ml as um
 
     return um.train_classifier(data, encoder=tiny_lm, **FAST_CLF)
+
+
+SUPPORT_TICKETS = REPO / "data" / "support_tickets.csv"
+
+
+def support_tickets_model(directory: Path, n_probe: int) -> Path:
+    """A tiny classifier of the bundled support tickets (first 240 rows), saved in ``directory``,
+    with each label's threshold at the median probability of the next ``n_probe`` rows (so each
+    label is on for about half of them): the model the prediction-file tests score with."""
+    import ulmfit_ml as um
+
+    df = pd.read_csv(SUPPORT_TICKETS).head(240)
+    data = um.MultiLabelData.from_df(df, text_col="text", label_col="labels", split="random")
+    clf = um.train_classifier(data, arch="tiny", epochs=(1,), unfreeze=(0,), lrs=(1e-2,), bs=64, quiet=True, device="cpu")
+    probe = pd.read_csv(SUPPORT_TICKETS).text.iloc[240:240 + n_probe].tolist()
+    clf.thresholds = np.median(clf.predict_proba(probe), axis=0)
+    return clf.save(directory / "clf")
+
+
+def run_cli(args: list[str], cwd: Path, *, console_script: bool = False) -> Any:
+    """``ulmfit-ml ARGS --quiet --device cpu`` in a subprocess (the console script or ``python -m``)."""
+    import shutil
+    import subprocess
+    import sys
+
+    exe = shutil.which("ulmfit-ml", path=os.path.dirname(sys.executable)) if console_script else None
+    cmd = [exe] if exe else [sys.executable, "-m", "ulmfit_ml.cli"]
+    env = dict(os.environ, MPLBACKEND="Agg")
+    return subprocess.run(cmd + args + ["--quiet", "--device", "cpu"], cwd=cwd, capture_output=True, text=True,
+                          env=env, timeout=600)

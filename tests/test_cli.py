@@ -4,11 +4,9 @@ submission columns."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +20,7 @@ from ulmfit_ml.cli import config_from_args as _config_from_args  # the parse -> 
 from ulmfit_ml.config import ClassifierConfig, DataConfig
 from ulmfit_ml.config_files import to_toml
 
-from conftest import CUES, make_frame
+from conftest import CUES, make_frame, run_cli
 
 LABELS_SORTED = sorted(CUES)  # a delimited label column gives the sorted label set: anger, fear, joy
 
@@ -47,12 +45,7 @@ train = "train.csv"
 """
 
 
-def _run(args: list[str], cwd: Path, *, console_script: bool = False) -> subprocess.CompletedProcess:
-    exe = shutil.which("ulmfit-ml", path=os.path.dirname(sys.executable)) if console_script else None
-    cmd = [exe] if exe else [sys.executable, "-m", "ulmfit_ml.cli"]
-    env = dict(os.environ, MPLBACKEND="Agg")
-    return subprocess.run(cmd + args + ["--quiet", "--device", "cpu"], cwd=cwd, capture_output=True, text=True,
-                          env=env, timeout=600)
+_run = run_cli  # conftest: ulmfit-ml ARGS --quiet --device cpu in a subprocess
 
 
 def _ok(p: subprocess.CompletedProcess) -> None:

@@ -18,18 +18,15 @@ import pytest
 import ulmfit_ml as um
 from ulmfit_ml import predict as P
 
+from conftest import support_tickets_model
+
 DATA = Path(__file__).resolve().parents[1] / "data" / "support_tickets.csv"
 N, CHUNK = 230, 50  # 5 chunks, the last one partial
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    df = pd.read_csv(DATA).head(240)
-    data = um.MultiLabelData.from_df(df, text_col="text", label_col="labels", split="random")
-    clf = um.train_classifier(data, arch="tiny", epochs=(1,), unfreeze=(0,), lrs=(1e-2,), bs=64, quiet=True, device="cpu")
-    probe = pd.read_csv(DATA).text.iloc[240:240 + N].tolist()
-    clf.thresholds = np.median(clf.predict_proba(probe), axis=0)  # each label on for about half the rows
-    return clf.save(tmp_path_factory.mktemp("m") / "clf")
+    return support_tickets_model(tmp_path_factory.mktemp("m"), N)
 
 
 @pytest.fixture(scope="module")

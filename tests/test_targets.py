@@ -2,10 +2,6 @@
 learning tests on tiny models, save -> load round trips, predict_file and the CLI."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -13,7 +9,7 @@ import pytest
 import ulmfit_ml as um
 from ulmfit_ml.targets import CategorySpec, RegressionSpec, target_spec_from_dict
 
-from conftest import FILLER, TINY
+from conftest import FILLER, TINY, run_cli
 
 COLORS = {"red": "crimson", "green": "grassy", "blue": "azure"}
 MOODS = {"pos": "wonderful", "neg": "dreadful"}
@@ -290,9 +286,7 @@ def test_a_label_signal_at_the_end_of_a_3000_token_text_is_learnt():
 
 
 # ---------------------------------------------------------------------- CLI
-def _cli(args: list[str], cwd) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ulmfit_ml.cli", *args, "--quiet", "--device", "cpu"], cwd=cwd,
-                          capture_output=True, text=True, env=dict(os.environ, MPLBACKEND="Agg"), timeout=600)
+_cli = run_cli
 
 
 CLI_TOML = """\

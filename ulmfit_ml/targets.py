@@ -70,6 +70,20 @@ def _key(v: Any) -> str:
     return str(_json_scalar(v))
 
 
+def _column_metrics(columns: list[str], col_metric: Any, kinds: dict[str, str], *, mean: tuple[str, str]) -> list:
+    """fastai epoch metrics: ``<col>_<name>`` for every column and kind (``col_metric(j, kind)``
+    gives the function of raw outputs and targets), then the mean over columns of ``mean[0]``
+    named ``mean[1]``."""
+    from fastai.metrics import AccumMetric
+
+    def mean_of(preds: np.ndarray, targs: np.ndarray) -> float:
+        return float(np.mean([col_metric(j, mean[0])(preds, targs) for j in range(len(columns))]))
+
+    out = [AccumMetric(col_metric(j, kind), flatten=False, to_np=True, name=f"{c}_{name}")
+           for j, c in enumerate(columns) for kind, name in kinds.items()]
+    return out + [AccumMetric(mean_of, flatten=False, to_np=True, name=mean[1])]
+
+
 # ---------------------------------------------------------------------- multi-category
 @dataclass
 class CategoryReport:
@@ -232,8 +246,6 @@ class CategorySpec:
     def epoch_metrics(self) -> list:
         """fastai metrics per epoch: each column's accuracy and macro-F1, and the mean macro-F1
         (``f1_macro``, usable as ``save_best_by``)."""
-        from fastai.metrics import AccumMetric
-
         sizes = self.sizes
 
         def col_metric(j: int, kind: str):
@@ -246,15 +258,7 @@ class CategorySpec:
                 return float(skm.f1_score(true, pred, labels=list(range(hi - lo)), average="macro", zero_division=0))
             return fn
 
-        def mean_f1(preds: np.ndarray, targs: np.ndarray) -> float:
-            return float(np.mean([col_metric(j, "f1")(preds, targs) for j in range(len(sizes))]))
-
-        out = []
-        for j, c in enumerate(self.columns):
-            out.append(AccumMetric(col_metric(j, "accuracy"), flatten=False, to_np=True, name=f"{c}_accuracy"))
-            out.append(AccumMetric(col_metric(j, "f1"), flatten=False, to_np=True, name=f"{c}_f1_macro"))
-        out.append(AccumMetric(mean_f1, flatten=False, to_np=True, name="f1_macro"))
-        return out
+        return _column_metrics(self.columns, col_metric, {"accuracy": "accuracy", "f1": "f1_macro"}, mean=("f1", "f1_macro"))
 
     def to_dict(self) -> dict[str, Any]:
         return {"task": self.task, "columns": list(self.columns), "categories": {c: self.categories[c] for c in self.columns},
@@ -399,23 +403,13 @@ class RegressionSpec:
     def epoch_metrics(self) -> list:
         """fastai metrics per epoch, in the targets' units: each target's MAE and R^2, and the
         mean R^2 (``r2``, usable as ``save_best_by``)."""
-        from fastai.metrics import AccumMetric
-
         def col_metric(j: int, kind: str):
             def fn(preds: np.ndarray, targs: np.ndarray) -> float:
                 p, t = self.to_units(preds)[:, j], self.to_units(targs.reshape(preds.shape))[:, j]
                 return float(np.abs(p - t).mean()) if kind == "mae" else float(skm.r2_score(t, p))
             return fn
 
-        def mean_r2(preds: np.ndarray, targs: np.ndarray) -> float:
-            return float(np.mean([col_metric(j, "r2")(preds, targs) for j in range(len(self.columns))]))
-
-        out = []
-        for j, c in enumerate(self.columns):
-            out.append(AccumMetric(col_metric(j, "mae"), flatten=False, to_np=True, name=f"{c}_mae"))
-            out.append(AccumMetric(col_metric(j, "r2"), flatten=False, to_np=True, name=f"{c}_r2"))
-        out.append(AccumMetric(mean_r2, flatten=False, to_np=True, name="r2"))
-        return out
+        return _column_metrics(self.columns, col_metric, {"mae": "mae", "r2": "r2"}, mean=("r2", "r2"))
 
     def to_dict(self) -> dict[str, Any]:
         return {"task": self.task, "columns": list(self.columns), "mean": self.mean, "std": self.std,
