@@ -272,3 +272,13 @@ def test_named_model_errors(data):
         um.finetune_lm(data, arch=TINY)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         um.finetune_lm(data, pretrained="en-large")
+
+
+def test_resume_with_another_number_of_processes_fails(corpus, tmp_path):
+    um.pretrain_lm(corpus, out_dir=tmp_path / "run", **TINY_PT, epochs=1, checkpoint_every_steps=2)
+    state = tmp_path / "run" / "checkpoint" / "state.json"
+    info = json.loads(state.read_text())
+    assert info["world_size"] == 1
+    state.write_text(json.dumps({**info, "world_size": 2}))
+    with pytest.raises(ValueError, match=r"made by 2 process\(es\); resume it with as many \(this run has 1\)"):
+        um.pretrain_lm(corpus, out_dir=tmp_path / "run", resume=True, **TINY_PT, epochs=1, checkpoint_every_steps=2)
