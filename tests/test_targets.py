@@ -103,8 +103,8 @@ def test_balanced_class_weights_are_scikit_learns_and_weigh_the_loss(frame):
     for j, k in enumerate(data.spec.sizes):
         np.testing.assert_allclose(w[j], compute_class_weight("balanced", classes=np.arange(k), y=data.y_train[:, j]))
     assert w[1][0] > 1 > w[1][1]  # the rare "neg" weighs more
-    cfg = um.ClassifierConfig(class_weight="balanced")
-    loss_w, loss = data.spec.make_loss(data.y_train, cfg), data.spec.make_loss(data.y_train, um.ClassifierConfig())
+    cfg = um.ClassifierConfig()  # class_weight="balanced" is the default
+    loss_w, loss = data.spec.make_loss(data.y_train, cfg), data.spec.make_loss(data.y_train, um.ClassifierConfig(class_weight=None))
     logits = torch.zeros(4, 5)
     logits[:, 3:] = torch.tensor([-2.0, 2.0])  # every text called "pos"
     y = torch.tensor([[0, 0], [1, 0], [2, 1], [0, 1]])  # two rare "neg" texts called "pos", two "pos" right
