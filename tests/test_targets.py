@@ -280,7 +280,7 @@ def test_a_label_signal_at_the_end_of_a_3000_token_text_is_learnt():
     df = pd.DataFrame({"text": texts, "mood": np.where(cue == 1, "pos", "neg")})
     data = um.MultiLabelData.from_df(df, category_cols=["mood"], seed=0, valid_pct=0.25)
     with pytest.warns(UserWarning, match=r"48 of 48 texts are longer than max_len=200 tokens: only their last 200"):
-        clf = um.train_classifier(data, **{**FAST, "bs": 8, "max_len": 200, "epochs": (8,)})
+        clf = um.train_classifier(data, **{**FAST, "bs": 8, "max_len": 200, "epochs": (12,)})  # 1.0 from epoch 8 on
     assert clf.evaluate()["mood_accuracy"] >= 0.9
     assert clf.meta["max_len"] == 200
 
