@@ -2,7 +2,9 @@
 
 Pipeline: ``MultiLabelData.from_df`` -> ``finetune_lm`` -> ``train_classifier`` ->
 ``MultiLabelClassifier`` (predict, predict_proba, evaluate, tune_thresholds, save) ->
-``load_classifier``. The layers and their import direction: README "Architecture".
+``load_classifier``. Category columns (``category_cols=``) give a ``MultiCategoryClassifier``,
+numeric targets (``target_cols=``) a ``TextRegressor``; ``tokenizer="sentencepiece"`` trains
+subword tokens. The layers and their import direction: README "Architecture".
 """
 from .baseline import TfidfBaseline
 from .classifier import ClassifierTrainer, train_classifier
@@ -28,11 +30,12 @@ from .pretrain import pretrain_lm
 from .runs import RunDir
 from .targets import CategoryReport, CategorySpec, RegressionReport, RegressionSpec
 from .thresholds import apply_thresholds, tune_thresholds
+from .tokens import TextTokenizer
 from .version import __version__
 
 __all__ = [
     "MultiCategoryClassifier", "TextRegressor", "TextModel", "CategoryReport", "CategorySpec",
-    "RegressionReport", "RegressionSpec",
+    "RegressionReport", "RegressionSpec", "TextTokenizer",
     "__version__",
     "cross_validate",
     "CVResult",
