@@ -12,7 +12,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from .validation import LabelSpec, check_columns, column_keys, label_delim_of, parse_label_matrix, validate_texts
+from .validation import LabelSpec, label_delim_of, labelled_rows, parse_label_matrix
 from .metrics import MultiLabelReport, multilabel_report
 from .thresholds import apply_thresholds, tune_thresholds
 
@@ -89,14 +89,9 @@ class MultiLabelPredictorMixin:
     def _labelled(self, df: pd.DataFrame, text_col: str | None = None) -> tuple[list[str], np.ndarray]:
         text_col = self.meta["text_col"] if text_col is None else text_col
         spec = LabelSpec.from_dict(self.meta["label_spec"])
-        check_columns(df, [text_col] + spec.columns)
-        if len(df) == 0:
-            raise ValueError("The DataFrame is empty: nothing to evaluate.")
-        col = column_keys(df, [text_col])[0]
-        keep = validate_texts(df[col], col=text_col)
-        df = df.loc[keep]
+        df, texts = labelled_rows(df, text_col, spec.columns)
         y, _ = parse_label_matrix(df, spec, self.labels)
-        return df[col].tolist(), y
+        return texts, y
 
     def _y_probs(self, df: pd.DataFrame | None, text_col: str | None = None) -> tuple[np.ndarray, np.ndarray]:
         if df is None:

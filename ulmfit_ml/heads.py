@@ -20,7 +20,7 @@ import torch
 from .model import TextModel, register_model_kind
 from .tokens import TextTokenizer
 from .targets import CategoryReport, CategorySpec, RegressionReport, RegressionSpec, target_spec_from_dict
-from .validation import check_columns, column_keys, validate_texts
+from .validation import labelled_rows
 
 __all__ = ["MultiCategoryClassifier", "TextRegressor"]
 
@@ -52,12 +52,8 @@ class _TargetModel(TextModel):
 
     def _labelled(self, df: pd.DataFrame, text_col: str | None) -> tuple[list[str], np.ndarray]:
         text_col = self.meta["text_col"] if text_col is None else text_col
-        check_columns(df, [text_col] + list(self.spec.columns))
-        if len(df) == 0:
-            raise ValueError("The DataFrame is empty: nothing to evaluate.")
-        col = column_keys(df, [text_col])[0]
-        df = df.loc[validate_texts(df[col], col=text_col)]
-        return df[col].tolist(), self.spec.encode(df)
+        df, texts = labelled_rows(df, text_col, self.spec.columns)
+        return texts, self.spec.encode(df)
 
     def _scores(self, df: pd.DataFrame | None, text_col: str | None) -> tuple[np.ndarray, np.ndarray]:
         if df is None:

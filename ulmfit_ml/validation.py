@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = [
+    "labelled_rows",
     "check_columns",
     "column_keys",
     "text_cells",
@@ -203,6 +204,18 @@ def check_columns(df: pd.DataFrame, expected: Sequence[str], *, what: str = "col
             f"Missing {what}(s) {_fmt_cols(missing)}. Expected {_fmt_cols(expected)}, "
             f"found {_fmt_cols(found)}.{hint}"
         )
+
+
+def labelled_rows(df: pd.DataFrame, text_col: str, target_cols: Sequence[str]) -> tuple[pd.DataFrame, list[str]]:
+    """The rows of a labelled frame a model is scored on (``report``/``evaluate`` of every kind):
+    the text and target columns checked, an empty frame refused, rows with an empty text dropped
+    with a warning. Returns the kept rows and their texts."""
+    check_columns(df, [text_col] + list(target_cols))
+    if len(df) == 0:
+        raise ValueError("The DataFrame is empty: nothing to evaluate.")
+    col = column_keys(df, [text_col])[0]
+    df = df.loc[validate_texts(df[col], col=text_col)]
+    return df, df[col].tolist()
 
 
 class LabelSpec:
