@@ -6,7 +6,8 @@ run in separate processes and a killed one is simply re-run. Data: train.tsv min
 
     python bench/transfer.py lm [--backwards] [--scratch]   # fine-tune en-small (or a scratch LM) on all 43k train texts
     python bench/transfer.py curve --n 2000 --seed 0 [--schedules all,gradual] [--random]
-    python bench/transfer.py full [--backwards]             # all labelled train rows
+    python bench/transfer.py curve --schedules defaults-large --both-directions --save-model  # all labelled rows
+    python bench/transfer.py ensemble --schedules defaults-large  # forward + backward classifiers saved above
     python bench/transfer.py defaults --n 2000 --seed 0     # finetune_lm(data), train_classifier(data, encoder=lm), nothing else
     python bench/transfer.py report                         # markdown table + learning-curve plot
 """
@@ -128,6 +129,26 @@ def cmd_curve(a: argparse.Namespace) -> None:
             if a.save_probs:
                 np.save(WORK / f"probs-{tag.replace('/', '_')}-{kind}-{sched}-{'bwd' if backwards else 'fwd'}.npy",
                         clf.predict_proba(dev.text.tolist()))
+            if a.save_model:
+                clf.save(clf_dir(tag, kind, sched, backwards), overwrite=True)
+
+
+def clf_dir(tag: str, kind: str, sched: str, backwards: bool) -> Path:
+    return WORK / f"clf-{tag.replace('/', '_').replace('=', '')}-{kind}-{sched}-{'bwd' if backwards else 'fwd'}"
+
+
+def cmd_ensemble(a: argparse.Namespace) -> None:
+    """Forward + backward: the library's MultiLabelEnsemble of the two classifiers saved by
+    ``curve --save-model`` (mean of probabilities), thresholds tuned on the held-out part."""
+    train, dev, names, is_heldout = load()
+    tag = f"n={a.n or 'all'}/seed={a.seed}"
+    kind = "scratch-lm" if a.scratch else "en-small-ft"
+    sched = a.schedules.split(",")[0]
+    models = [um.load_classifier(clf_dir(tag, kind, sched, bwd)) for bwd in (False, True)]
+    t0 = time.perf_counter()
+    ens = um.MultiLabelEnsemble(models)
+    save_result(f"curve/{tag}/{kind}/{sched}/fwd+bwd", {**evaluate(ens, dev, train[is_heldout]),
+                                                         "seconds": round(time.perf_counter() - t0, 1)})
 
 
 def _tuned(model: Any, dev: pd.DataFrame) -> float:
@@ -203,7 +224,7 @@ def cmd_report(a: argparse.Namespace) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("job", choices=["lm", "curve", "defaults", "report"])
+    ap.add_argument("job", choices=["lm", "curve", "ensemble", "defaults", "report"])
     ap.add_argument("--n", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--backwards", action="store_true")
@@ -215,6 +236,7 @@ def main() -> None:
     ap.add_argument("--schedule", default=None, choices=sorted(SCHEDULES), help="defaults job: override the classifier schedule")
     ap.add_argument("--thresholds", default=None, help="defaults job: train_classifier's thresholds option")
     ap.add_argument("--save-probs", action="store_true")
+    ap.add_argument("--save-model", action="store_true", help="curve job: save each classifier (for the ensemble job)")
     ap.add_argument("--label", default="today")
     ap.add_argument("--pretrained", default=None, help="defaults job: override finetune_lm's pretrained ('false' for v0.1's default)")
     ap.add_argument("--threads", type=int, default=1)
@@ -223,7 +245,7 @@ def main() -> None:
 
     torch.set_num_threads(a.threads)
     WORK.mkdir(exist_ok=True)
-    {"lm": cmd_lm, "curve": cmd_curve, "defaults": cmd_defaults, "report": cmd_report}[a.job](a)
+    {"lm": cmd_lm, "curve": cmd_curve, "ensemble": cmd_ensemble, "defaults": cmd_defaults, "report": cmd_report}[a.job](a)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import ulmfit_ml as um
 from ulmfit_ml.cli import (ConfigError, RunConfig, build_parser, config_sections, load_config_file, main, parse_set,
                            resolve_config)
 from ulmfit_ml.cli import config_from_args as _config_from_args  # the parse -> config step of every training command
+from ulmfit_ml.cli.parser import parse_args as _parse_args
 from ulmfit_ml.config import ClassifierConfig, DataConfig
 from ulmfit_ml.config_files import to_toml
 
@@ -222,7 +223,60 @@ def test_top_level_help_lists_every_command(capsys):
 
 
 def _resolve(argv: list[str]) -> dict:
-    return _config_from_args(build_parser().parse_args(argv))
+    return _config_from_args(_parse_args(build_parser(), argv))
+
+
+def test_every_config_key_is_a_generated_flag_and_means_what_the_file_means(tmp_path):
+    f = tmp_path / "c.toml"
+    f.write_text('[classifier]\nepochs = [1, 2]\nlrs = [1e-3, 2e-3]\nunfreeze = [1, 0]\n'
+                 '[lm]\narch = {emb_sz = 16, n_hid = 32, n_layers = 1}\npretrained = false\nlr = 0.01\n'
+                 '[data]\nlabel_cols = ["a", "b"]\n', encoding="utf-8")
+    from_file = _resolve(["train", "--config", str(f)])
+    from_flags = _resolve(["train", "--classifier.epochs=[1, 2]", "--classifier.lrs", "[1e-3, 2e-3]",
+                           "--classifier.unfreeze=[1,0]", "--lm.arch={emb_sz: 16, n_hid: 32, n_layers: 1}",
+                           "--lm.pretrained=false", "--lm.lr=0.01", "--data.label_cols=[a, b]"])
+    assert from_flags == from_file
+    assert from_flags["classifier"].epochs == (1, 2) and from_flags["lm"].pretrained is False
+    # precedence: the file < --set < named flags < --SECTION.KEY flags
+    c = _resolve(["train", "--config", str(f), "--set", "lm.lr=0.02", "--lm.lr=0.03"])
+    assert c["lm"].lr == 0.03
+    c = _resolve(["train", "--config", str(f), "--epochs", "3,3", "--classifier.epochs=[4,4]"])
+    assert c["classifier"].epochs == (4, 4)
+    c = _resolve(["pretrain", "corpus.txt", "--out", "p", "--pretrain.n_samples=64", "--pretrain.softmax", "full"])
+    assert c["pretrain"].n_samples == 64 and c["pretrain"].softmax == "full"
+
+
+@pytest.mark.parametrize("argv, msg", [
+    (["train", "--classifier.epochs=abc"], r"config error: classifier\.epochs = 'abc': expected a list of int, got str"),
+    (["train", "--lm.epochs=true"], r"config error: lm\.epochs = 'true': expected int"),
+    (["train", "--classifier.epocs=[1]"], r"unknown config key classifier\.epocs \(did you mean classifier\.epochs\?\)"),
+    (["train", "--clasifier.epochs=[1]"], r"unknown config section 'clasifier' .*\(did you mean classifier\?\)"),
+    (["train", "--classifier.thresholds=best"], r"\[classifier\] thresholds must be 'per_label', 'global' or 'none'"),
+    (["pretrain", "c.txt", "--out", "p", "--lm.lr=1"], r"this command uses \[pretrain\] options only; drop \[lm\]"),
+])
+def test_bad_generated_flag_fails_with_one_line_naming_the_key(capsys, argv, msg):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert re.search(msg, err), err
+
+
+def test_scoring_commands_take_no_config_flags(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["predict", "m", "x.csv", "--out", "o.csv", "--lm.lr=3"])
+    assert e.value.code == 2 and "unrecognized arguments: --lm.lr=3" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, present, absent", [
+    (["train", "--help-config"], ["--classifier.epochs", "--lm.lr", "--data.label_cols", "--run.folds"], []),
+    (["pretrain", "--help-config"], ["--pretrain.n_samples", "--pretrain.softmax"], ["--classifier.epochs"]),
+])
+def test_help_config_lists_the_generated_flags(capsys, argv, present, absent):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    out = capsys.readouterr().out
+    assert e.value.code == 0
+    assert all(f in out for f in present) and not any(f in out for f in absent)
 
 
 def test_precedence_defaults_file_set_flags(tmp_path):

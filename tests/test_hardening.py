@@ -72,6 +72,18 @@ def test_scalar_where_a_list_is_expected_names_the_key_and_the_fix(data):
         um.train_classifier(data, epochs=1)
 
 
+@pytest.mark.parametrize("value, msg", [(True, r"lm\.epochs = True: expected int, got bool"),
+                                        (2.5, r"lm\.epochs = 2\.5: expected int, got float"),
+                                        ("two", r"lm\.epochs = 'two': expected int, got str")])
+def test_keyword_options_get_the_one_type_check(value, msg):
+    from ulmfit_ml.config import LMConfig, merge_config
+
+    with pytest.raises(TypeError, match=msg):
+        merge_config(LMConfig, None, {"epochs": value})
+    c = merge_config(LMConfig, None, {"epochs": "3", "lr": 1, "moms": [0.9, 0.8, 0.9]})
+    assert c.epochs == 3 and c.lr == 1.0 and isinstance(c.lr, float) and c.moms == (0.9, 0.8, 0.9)
+
+
 def test_tuning_on_data_without_positives_warns_and_keeps_half():
     y = np.zeros((20, 3))
     with pytest.warns(UserWarning, match="No label has a positive example"):

@@ -7,7 +7,6 @@ experiment is described the same way everywhere.
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -400,6 +399,4 @@ def merge_config(cls: type, config: Any | None, overrides: dict[str, Any]) -> An
     if unknown:
         raise TypeError(f"Unknown option(s) {unknown}: expected some of {sorted(known)}.")
     section = next((k for k, v in SECTIONS.items() if v is cls), cls.__name__)
-    check_config_types(cls, overrides, where=section)
-    overrides = {k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in overrides.items()}
-    return dataclasses.replace(config, **overrides)
+    return dataclasses.replace(config, **check_config_types(cls, overrides, where=section))

@@ -1,23 +1,30 @@
-"""Experiment config files: read TOML/JSON sections, apply ``--set`` overrides, check and
-resolve them into the config dataclasses, and write the resolved config back as TOML (``tomli-w``).
+"""Experiment config files: read TOML/JSON sections, layer them with ``--set`` overrides and
+``--SECTION.KEY`` flags on the config dataclasses' defaults (jsonargparse generates the flags
+from the dataclasses, checks the types and does the layering), and write the resolved config
+back as TOML (``tomli-w``).
 
-Precedence: defaults < config file < ``--set SECTION.KEY=VALUE`` < explicit CLI flags.
+Precedence: defaults < config file < ``--set SECTION.KEY=VALUE`` < named CLI flags
+(``--epochs``) < ``--SECTION.KEY=VALUE`` flags.
 """
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import json
 import tomllib
+import typing
 from pathlib import Path
 from typing import Any, Sequence
 
 import tomli_w
+from jsonargparse import ArgumentError, ArgumentParser
 
 from .config import SECTIONS, config_from_dict, config_to_dict
-from .valuetypes import check_config_types
+from .valuetypes import check_value, key_of_error
 
-__all__ = ["ConfigError", "load_config_file", "parse_set", "resolve_config", "config_sections", "to_toml"]
+__all__ = ["ConfigError", "load_config_file", "parse_set", "resolve_config", "sections_parser", "config_sections",
+           "to_toml"]
 
 _RUN_PATHS = ("train", "out", "test")
 #: keys that moved to another section: (section, key) -> "new_section.key"
@@ -99,40 +106,105 @@ def parse_set(item: str) -> tuple[str, str, Any]:
     return section, name, _parse_value(raw)
 
 
+@functools.lru_cache(maxsize=None)
+def sections_parser(sections: tuple[str, ...] = tuple(SECTIONS)) -> ArgumentParser:
+    """jsonargparse's parser generated from the config dataclasses: one flag per key
+    (``--classifier.epochs``, ``--lm.lr``), with the type of the field and its default."""
+    p = ArgumentParser(prog="ulmfit-ml", exit_on_error=False, default_env=False,
+                       description="Every config key is also a flag: --SECTION.KEY=VALUE, VALUE in YAML/JSON "
+                                   "syntax (a list [1,1], a table {emb_sz: 200}, true, null). Precedence: defaults < "
+                                   "--config < --set < named flags < these flags.")
+    for section in sections:
+        p.add_class_arguments(SECTIONS[section], section, fail_untyped=False, as_group=False)
+    return p
+
+
+def _refused(e: ArgumentError, given: dict[str, dict[str, Any]]) -> ConfigError:
+    """jsonargparse's refusal as one line naming ``section.key`` (the value as given)."""
+    key = key_of_error(e)
+    section, _, name = (key or "").partition(".")
+    if section in given and name in given[section]:
+        hint = typing.get_type_hints(SECTIONS[section])[name]
+        try:
+            check_value(given[section][name], hint, name=key)
+        except TypeError as te:
+            return ConfigError(te.args[0])
+    return ConfigError(" ".join(str(e).split()))
+
+
+def _check_keys(section: str, keys: Sequence[str], *, where: str = "") -> None:
+    """Unknown sections and keys, with the close match (jsonargparse names no alternative)."""
+    if section not in SECTIONS:
+        hint = difflib.get_close_matches(section, list(SECTIONS), n=1)
+        raise ConfigError(f"unknown config section {section!r}{where}" + (f" (did you mean {hint[0]}?)" if hint else "")
+                          + "; expected data, lm, classifier, run or pretrain.")
+    for key in keys:
+        if (section, key) in _MOVED:
+            new = _MOVED[(section, key)]
+            raise ConfigError(f"{section}.{key} is now {new} (one option, meaning what the Python API's "
+                              f"argument of that name means): move it to [{new.split('.')[0]}].")
+        known = [f.name for f in dataclasses.fields(SECTIONS[section])]
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            raise ConfigError(f"unknown config key {section}.{key}" + (f" (did you mean {section}.{close[0]}?)" if close
+                                                                      else "") + f"; [{section}] accepts {', '.join(sorted(known))}.")
+
+
 def resolve_config(file_sections: dict[str, dict[str, Any]] | None = None,
-                   overrides: Sequence[tuple[str, str, Any]] = ()) -> dict[str, Any]:
-    """Merge defaults, a config file and overrides into the four config dataclasses.
+                   overrides: Sequence[tuple[str, str, Any]] = (), *, flags: Sequence[str] = (),
+                   sections: Sequence[str] = tuple(SECTIONS)) -> dict[str, Any]:
+    """Merge defaults, a config file, overrides and ``--SECTION.KEY`` flags into the config
+    dataclasses, with jsonargparse (:func:`sections_parser`) doing the layering and the types.
 
     Args:
         file_sections: ``{section: {key: value}}`` from :func:`load_config_file`.
-        overrides: ``(section, key, value)`` applied in order (``--set`` then flags).
+        overrides: ``(section, key, value)`` applied in order (``--set``, then the CLI's named flags).
+        flags: ``--SECTION.KEY=VALUE`` command-line flags, applied last.
+        sections: the sections to resolve (``("pretrain",)`` for ``ulmfit-ml pretrain``).
 
     Returns:
-        ``{"data": DataConfig, "lm": LMConfig, "classifier": ClassifierConfig, "run": RunConfig}``.
+        ``{section: dataclass}``, e.g. ``{"data": DataConfig, "lm": LMConfig, ...}``.
 
     Raises:
         ConfigError: unknown section or key (with a close match), a value of the wrong type,
             or a value the dataclass rejects; the message names ``section.key``.
     """
-    merged = {s: dict((file_sections or {}).get(s, {})) for s in SECTIONS}
+    sections = tuple(sections)
+    file_sections = {s: dict(v) for s, v in (file_sections or {}).items()}
+    for section, values in file_sections.items():
+        _check_keys(section, list(values))
+    for section, key, _ in overrides:
+        _check_keys(section, [key], where=f" in {section}.{key}")
+    given_flags: dict[str, dict[str, Any]] = {}
+    for i, item in enumerate(flags):
+        if item.startswith("--"):
+            name, eq, raw = item[2:].partition("=")
+            section, _, key = name.partition(".")
+            _check_keys(section, [key] if key else [], where=f" in {item}")
+            raw = raw if eq else (flags[i + 1] if i + 1 < len(flags) and not flags[i + 1].startswith("--") else "")
+            given_flags.setdefault(section, {})[key] = raw
+    outside = sorted({s for s in file_sections if s not in sections and file_sections[s]}
+                     | {s for s, _, _ in overrides if s not in sections} | {s for s in given_flags if s not in sections})
+    if outside:
+        raise ConfigError(f"this command uses [{'], ['.join(sections)}] options only; drop [{'], ['.join(outside)}].")
+    parser = sections_parser(sections)
+    try:
+        cfg = parser.parse_object({s: v for s, v in file_sections.items() if s in sections})
+    except ArgumentError as e:
+        raise _refused(e, file_sections) from None
     for section, key, value in overrides:
-        if section not in SECTIONS:
-            hint = difflib.get_close_matches(section, list(SECTIONS), n=1)
-            raise ConfigError(f"unknown config section {section!r} in {section}.{key}"
-                              + (f" (did you mean {hint[0]}.{key}?)" if hint else "")
-                              + "; expected data, lm, classifier, run or pretrain.")
-        merged[section][key] = value
-    for (section, key), new in _MOVED.items():
-        if key in merged[section]:
-            raise ConfigError(f"{section}.{key} is now {new} (one option, meaning what the Python API's "
-                              f"argument of that name means): move it to [{new.split('.')[0]}].")
-    out: dict[str, Any] = {}
-    for section, cls in SECTIONS.items():
-        values = merged[section]
         try:
-            check_config_types(cls, values, where=section)
-        except (KeyError, TypeError) as e:
-            raise ConfigError(e.args[0]) from e
+            cfg = parser.parse_object({section: {key: value}}, namespace=cfg, defaults=False)
+        except ArgumentError as e:
+            raise _refused(e, {section: {key: value}}) from None
+    if flags:
+        try:
+            cfg = parser.parse_args(list(flags), namespace=cfg, defaults=False)
+        except ArgumentError as e:
+            raise _refused(e, given_flags) from None
+    out: dict[str, Any] = {}
+    for section in sections:
+        values = cfg[section].as_dict()
         if section == "run":
             for key in _RUN_PATHS:
                 if values.get(key) is not None:
@@ -143,10 +215,10 @@ def resolve_config(file_sections: dict[str, dict[str, Any]] | None = None,
             if values.get("extra_texts"):
                 values["extra_texts"] = [str(Path(v).expanduser().resolve()) for v in values["extra_texts"]]
         try:
-            out[section] = config_from_dict(cls, values, section=section)
+            out[section] = config_from_dict(SECTIONS[section], values, section=section)
         except (ValueError, TypeError) as e:
             raise ConfigError(f"[{section}] {e}") from e
-    seed = out["run"].seed
+    seed = out["run"].seed if "run" in out else None
     if seed is not None:
         for section in ("data", "lm", "classifier"):
             out[section] = dataclasses.replace(out[section], seed=seed)

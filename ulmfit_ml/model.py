@@ -29,7 +29,7 @@ from torch import nn
 
 from .base import MultiLabelPredictorMixin
 from .config import resolve_arch, scale_dropouts
-from .valuetypes import describe_type, value_fits
+from .valuetypes import check_value, describe_type
 from .persist import (FORMAT_VERSION, atomic_dir, file_sha256, load_weights, read_json, save_weights, versions,
                       write_json)
 from .runtime import resolve_device
@@ -297,12 +297,17 @@ _CONFIG_TYPES: dict[str, Any] = {"seq_len": int, "max_len": int, "lin_ftrs": lis
 def _check_config_values(cfg: dict[str, Any], where: Path) -> None:
     """A tampered or hand-edited config.json fails here, naming the key, not inside fastai later."""
     for key, hint in _CONFIG_TYPES.items():
-        if key in cfg and not value_fits(cfg[key], hint):
-            raise ValueError(f"{where} has invalid architecture values: {key} = {cfg[key]!r} should be "
-                             f"{describe_type(hint)}, got {type(cfg[key]).__name__} (the file was edited or corrupted; "
-                             "save the model again).")
+        if key in cfg:
+            try:  # a saved file is written by ulmfit_ml: no number spelt as a string
+                ok = isinstance(check_value(cfg[key], hint, name=key), str) or not isinstance(cfg[key], str)
+            except TypeError:
+                ok = False
+            if not ok:
+                raise ValueError(f"{where} has invalid architecture values: {key} = {cfg[key]!r} should be "
+                                 f"{describe_type(hint)}, got {type(cfg[key]).__name__} (the file was edited or "
+                                 "corrupted; save the model again).")
     for key, v in (cfg.get("arch") or {}).items():
-        if key in ("emb_sz", "n_hid", "n_layers") and not (value_fits(v, int) and v > 0):
+        if key in ("emb_sz", "n_hid", "n_layers") and not (type(v) is int and v > 0):
             raise ValueError(f"{where} has invalid architecture values: arch.{key} = {v!r} should be a positive int.")
     for key in ("seq_len", "max_len"):
         if isinstance(cfg.get(key), int) and cfg[key] < 1:

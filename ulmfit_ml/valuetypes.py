@@ -1,15 +1,25 @@
 """The one type check of config values (CLI flags, config files, keyword options, saved
-models): does a TOML/JSON value fit a config dataclass field's type hint, and the error that
-names the key when it does not."""
+models), done by ``jsonargparse``'s type-hint checker, and the error that names the key.
+
+``jsonargparse`` turns a value into the field's type or refuses it: a TOML list becomes a
+tuple, ``1`` is accepted for a float, a string that spells a number (``"3"`` from a command
+line) becomes that number; ``true`` is refused for an int or a float and a string for a list.
+This module only words the refusal for users (``classifier.epochs = 'abc': expected a list of
+int, got str``): jsonargparse's own message spans several lines and names Python classes.
+"""
 from __future__ import annotations
 
 import difflib
+import functools
 import os
+import re
 import types
 import typing
 from typing import Any
 
-__all__ = ["describe_type", "value_fits", "check_config_types"]
+from jsonargparse import ArgumentError, ArgumentParser
+
+__all__ = ["describe_type", "check_value", "check_config_types", "config_key_parser", "key_of_error"]
 
 
 def describe_type(hint: Any) -> str:
@@ -30,61 +40,83 @@ def describe_type(hint: Any) -> str:
     return getattr(hint, "__name__", str(hint))
 
 
-def value_fits(v: Any, hint: Any) -> bool:
-    """Does ``v`` (a TOML/JSON value) fit the type hint? Lists stand for tuples.
+def _parser() -> ArgumentParser:
+    # exit_on_error=False: a refused value raises ArgumentError (worded below) instead of exiting
+    return ArgumentParser(exit_on_error=False, default_env=False)
 
-    Hand-rolled because dataclasses do not check types, and the libraries that do disagree with
-    TOML users here: dacite lets ``true`` pass as an int and rejects ``1`` for a float field,
-    pydantic's lax mode turns ``"3"`` into ``3`` and its strict mode rejects a list for a tuple.
-    A wrong type (a string where a list of epochs is expected) must fail with the key's name,
-    not deep in training.
+
+@functools.lru_cache(maxsize=None)
+def config_key_parser(cls: type, nested_key: str | None = None) -> ArgumentParser:
+    """jsonargparse's parser of a config dataclass's fields (``--epochs`` or, with
+    ``nested_key="classifier"``, ``--classifier.epochs``), built once per class."""
+    p = _parser()
+    p.add_class_arguments(cls, nested_key, fail_untyped=False, as_group=False)
+    return p
+
+
+@functools.lru_cache(maxsize=None)
+def _hint_parser(hint: Any) -> ArgumentParser:
+    p = _parser()
+    p.add_argument("--value", type=hint)
+    return p
+
+
+_KEY = re.compile(r'Parser key "([^"]+)"')
+
+
+def key_of_error(e: BaseException) -> str | None:
+    """The dotted key a jsonargparse ``ArgumentError`` refused (``None`` if it names none)."""
+    m = _KEY.search(str(e))
+    return m.group(1) if m else None
+
+
+def _type_error(where: str, key: str, value: Any, hint: Any) -> TypeError:
+    fix = ""
+    if (typing.get_origin(hint) in (tuple, list) or any(typing.get_origin(a) in (tuple, list) for a in typing.get_args(hint))) \
+            and not isinstance(value, (list, tuple, str)):
+        fix = f" (e.g. {key}=({value!r},) for one stage)"
+    name = f"{where}.{key}" if where else key
+    return TypeError(f"{name} = {value!r}: expected {describe_type(hint)}, got {type(value).__name__}{fix}.")
+
+
+def check_value(value: Any, hint: Any, *, name: str = "value") -> Any:
+    """``value`` converted to ``hint`` (a list to a tuple, ``1`` to ``1.0``).
+
+    Raises:
+        TypeError: the value does not fit, naming ``name``, the expected and the found type.
     """
-    if hint is Any:
-        return True
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        return any(value_fits(v, a) for a in typing.get_args(hint))
-    if hint is type(None):
-        return v is None
-    if hint is bool:
-        return isinstance(v, bool)
-    if hint is int:
-        return isinstance(v, int) and not isinstance(v, bool)
-    if hint is float:
-        return isinstance(v, (int, float)) and not isinstance(v, bool)
-    if hint is str:
-        return isinstance(v, (str, os.PathLike))  # paths are stored as strings (merge_config)
-    if origin in (list, tuple):
-        if not isinstance(v, (list, tuple)):
-            return False
-        args = typing.get_args(hint)
-        if origin is tuple and args and args[-1] is not Ellipsis:
-            return len(v) == len(args) and all(value_fits(x, a) for x, a in zip(v, args))
-        return all(value_fits(x, args[0]) for x in v) if args else True
-    if origin is dict or hint is dict:
-        return isinstance(v, dict)
-    return True
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)  # paths are stored as strings
+    try:
+        return _hint_parser(hint).parse_object({"value": value}, defaults=False).value
+    except ArgumentError:
+        raise _type_error("", name, value, hint) from None
 
 
-def check_config_types(cls: type, values: dict[str, Any], *, where: str) -> None:
+def check_config_types(cls: type, values: dict[str, Any], *, where: str) -> dict[str, Any]:
     """The one type check of config values (CLI, config files, keyword options, saved models).
 
     ``where`` names the values in messages (``"classifier"`` -> ``classifier.epochs``).
+
+    Returns:
+        ``values`` converted to the fields' types (lists to tuples, ints to floats).
 
     Raises:
         KeyError: an unknown key (with a close match and the accepted keys).
         TypeError: a value of the wrong type, naming ``where.key``, the expected and found types.
     """
     hints = typing.get_type_hints(cls)
-    for key, value in values.items():
+    for key in values:
         if key not in hints:
             close = difflib.get_close_matches(key, list(hints), n=1)
             raise KeyError(f"unknown config key {where}.{key}" + (f" (did you mean {where}.{close[0]}?)" if close else "")
                            + f"; [{where}] accepts {', '.join(sorted(hints))}.")
-        if not value_fits(value, hints[key]):
-            fix = ""
-            if typing.get_origin(hints[key]) in (tuple, list) or any(typing.get_origin(a) in (tuple, list)
-                                                                      for a in typing.get_args(hints[key])):
-                fix = f" (e.g. {key}=({value!r},) for one stage)" if not isinstance(value, (list, tuple, str)) else ""
-            raise TypeError(f"{where}.{key} = {value!r}: expected {describe_type(hints[key])}, "
-                            f"got {type(value).__name__}{fix}.")
+    values = {k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in values.items()}
+    try:
+        ns = config_key_parser(cls).parse_object(values, defaults=False)
+    except ArgumentError as e:
+        key = key_of_error(e)
+        if key not in values:  # not a per-key refusal: jsonargparse's words on one line
+            raise TypeError(f"[{where}] " + " ".join(str(e).split())) from None
+        raise _type_error(where, key, values[key], hints[key]) from None
+    return {k: ns[k] for k in values}

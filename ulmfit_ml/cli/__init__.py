@@ -12,7 +12,7 @@ from typing import Sequence
 from ..config import RunConfig
 from ..config_files import ConfigError, config_sections, load_config_file, parse_set, resolve_config
 from .commands import COMMANDS
-from .parser import build_parser, config_from_args
+from .parser import build_parser, config_from_args, parse_args
 
 __all__ = ["main", "build_parser", "config_from_args", "RunConfig", "ConfigError", "load_config_file",
            "resolve_config", "parse_set", "config_sections", "EXIT_OK", "EXIT_ERROR", "EXIT_USAGE", "EXIT_INTERRUPTED"]
@@ -28,7 +28,7 @@ def _one_line(e: BaseException) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``ulmfit-ml``; returns the exit code (0 ok, 1 error, 2 usage/config error, 130 interrupted)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     prog = f"ulmfit-ml {args.command}"
     try:
         return int(COMMANDS[args.command_name](args))

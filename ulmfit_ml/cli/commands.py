@@ -55,7 +55,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise ConfigError(f"{args.resume} is a `{saved.get('command')}` run directory; --resume continues `train` runs.")
         changed = [f"--{d.replace('_', '-')}" for d in FLAG_KEYS if d not in ("quiet", "device")
                    and getattr(args, d, None) not in (None, False)]
-        extra = (["--config"] if args.config else []) + (["--set"] if args.set else []) + changed
+        extra = (["--config"] if args.config else []) + (["--set"] if args.set else []) + changed + args.config_flags
         if extra:
             raise ConfigError(f"--resume uses the run's own config.json; drop {', '.join(extra)} "
                               "(only --quiet and --device may change).")
@@ -146,7 +146,8 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     flags = [("pretrain", k, v) for k, v in (("arch", args.arch), ("epochs", args.epochs), ("max_tokens", args.max_tokens),
                                               ("backwards", args.backwards), ("seed", args.seed),
                                               ("device", args.device), ("quiet", args.quiet)) if v is not None]
-    cfg = resolve_config({"pretrain": base.get("pretrain", {})}, sets + flags)["pretrain"]
+    cfg = resolve_config({"pretrain": base.get("pretrain", {})}, sets + flags, flags=args.config_flags,
+                         sections=("pretrain",))["pretrain"]
     out = Path(args.out)
     if (out / "model").exists():
         raise FileExistsError(f"{out / 'model'} already exists: choose another --out.")

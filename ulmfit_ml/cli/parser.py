@@ -2,12 +2,18 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import Any, Sequence
 
-from ..config_files import load_config_file, parse_set, resolve_config
+from ..config_files import load_config_file, parse_set, resolve_config, sections_parser
 from ..version import __version__
 
-__all__ = ["build_parser", "config_from_args", "flag_overrides", "FLAG_KEYS"]
+__all__ = ["build_parser", "parse_args", "config_from_args", "flag_overrides", "FLAG_KEYS", "COMMAND_SECTIONS"]
+
+#: the config sections each training command reads (and takes as --SECTION.KEY flags)
+COMMAND_SECTIONS: dict[str, tuple[str, ...]] = {"lm": ("data", "lm", "classifier", "run", "pretrain"),
+                                                "train": ("data", "lm", "classifier", "run", "pretrain"),
+                                                "cv": ("data", "lm", "classifier", "run", "pretrain"),
+                                                "pretrain": ("pretrain",)}
 
 
 def _comma_list(kind: type) -> Any:
@@ -49,9 +55,55 @@ def flag_overrides(args: argparse.Namespace) -> list[tuple[str, str, Any]]:
 
 
 def config_from_args(args: argparse.Namespace, *, base: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The config dataclasses of a training command: its config file, ``--set`` items, named
+    flags and ``--SECTION.KEY`` flags, layered by :func:`~ulmfit_ml.config_files.resolve_config`."""
     file_sections = base if base is not None else (load_config_file(args.config) if getattr(args, "config", None) else {})
     sets = [parse_set(s) for s in (getattr(args, "set", None) or [])]
-    return resolve_config(file_sections, sets + flag_overrides(args))
+    return resolve_config(file_sections, sets + flag_overrides(args), flags=getattr(args, "config_flags", None) or [])
+
+
+class _HelpConfig(argparse.Action):
+    """``--help-config``: print the flags jsonargparse generates for the command's sections, exit."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, *, const: tuple[str, ...], help: str) -> None:
+        super().__init__(option_strings, dest, nargs=0, const=const, default=argparse.SUPPRESS, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        sections_parser(self.const).print_help()
+        parser.exit(0)
+
+
+def _config_flags(extras: list[str], sections: tuple[str, ...]) -> tuple[list[str], list[str]]:
+    """Split argparse's leftovers into ``--SECTION.KEY[=VALUE] [VALUE]`` flags (for jsonargparse)
+    and the truly unrecognised ones."""
+    flags: list[str] = []
+    bad: list[str] = []
+    i = 0
+    while i < len(extras):
+        tok = extras[i]
+        name = tok[2:].split("=", 1)[0] if tok.startswith("--") else ""
+        if sections and "." in name:  # an unknown section is named, with the close match, by resolve_config
+            flags.append(tok)
+            if "=" not in tok and i + 1 < len(extras) and not extras[i + 1].startswith("--"):
+                flags.append(extras[i + 1])
+                i += 1
+        else:
+            bad.append(tok)
+        i += 1
+    return flags, bad
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """``parser.parse_args`` that hands ``--SECTION.KEY=VALUE`` flags of a training command to
+    jsonargparse (``args.config_flags``) (``--help-config`` lists them)."""
+    args, extras = parser.parse_known_args(argv)
+    sections = COMMAND_SECTIONS.get(getattr(args, "command_name", ""), ())
+    flags, bad = _config_flags(extras, sections)
+    if bad:
+        parser.error(f"unrecognized arguments: {' '.join(bad)}")
+    args.config_flags = flags
+    return args
 
 
 _EPILOG = """\
@@ -70,7 +122,10 @@ config file (TOML) example:
   train = "data/train.csv"
   out = "runs/exp1"
 
-precedence: defaults < --config < --set SECTION.KEY=VALUE < explicit flags.
+every config key is a flag too: --SECTION.KEY=VALUE, e.g. --classifier.epochs=[1,1] --lm.lr=1e-3
+(generated from the config dataclasses by jsonargparse; --help-config lists them with types and defaults).
+
+precedence: defaults < --config < --set SECTION.KEY=VALUE < named flags < --SECTION.KEY=VALUE.
 """
 
 
@@ -94,6 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--overwrite", action="store_true", default=None,
                    help="replace an existing run directory (only one ulmfit_ml wrote; never the current directory "
                         "or one holding an input)")
+    g.add_argument("--help-config", action=_HelpConfig, const=COMMAND_SECTIONS["train"],
+                   help="list every --SECTION.KEY=VALUE flag (one per config key) with its type and default")
 
     data = argparse.ArgumentParser(add_help=False)
     g = data.add_argument_group("data")
@@ -221,6 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("corpus", nargs="+", metavar="CORPUS", help=".txt file(s) or folder(s) of .txt files")
     p.add_argument("--out", required=True, metavar="DIR", help="run directory: DIR/checkpoint while training, DIR/model at the end")
     p.add_argument("--config", metavar="FILE", help="config file; only its [pretrain] section is used")
+    p.add_argument("--help-config", action=_HelpConfig, const=COMMAND_SECTIONS["pretrain"],
+                   help="list every --pretrain.KEY=VALUE flag with its type and default")
     p.add_argument("--set", action="append", metavar="pretrain.KEY=VALUE", help="override a [pretrain] key (repeatable)")
     p.add_argument("--arch", help="AWD-LSTM size: tiny, small, cpu or paper")
     p.add_argument("--epochs", type=float, metavar="N", help="passes over the corpus, fractions allowed ([pretrain] epochs)")
