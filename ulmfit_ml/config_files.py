@@ -21,7 +21,7 @@ import tomli_w
 from jsonargparse import ArgumentError, ArgumentParser
 
 from .config import SECTIONS, config_from_dict, config_to_dict
-from .valuetypes import check_value, key_of_error
+from .valuetypes import check_keys, check_value, key_of_error
 
 __all__ = ["ConfigError", "load_config_file", "parse_set", "resolve_config", "sections_parser", "config_sections",
            "to_toml"]
@@ -143,11 +143,10 @@ def _check_keys(section: str, keys: Sequence[str], *, where: str = "") -> None:
             new = _MOVED[(section, key)]
             raise ConfigError(f"{section}.{key} is now {new} (one option, meaning what the Python API's "
                               f"argument of that name means): move it to [{new.split('.')[0]}].")
-        known = [f.name for f in dataclasses.fields(SECTIONS[section])]
-        if key not in known:
-            close = difflib.get_close_matches(key, known, n=1)
-            raise ConfigError(f"unknown config key {section}.{key}" + (f" (did you mean {section}.{close[0]}?)" if close
-                                                                      else "") + f"; [{section}] accepts {', '.join(sorted(known))}.")
+    try:
+        check_keys(SECTIONS[section], keys, where=section)
+    except KeyError as e:
+        raise ConfigError(e.args[0]) from None
 
 
 def resolve_config(file_sections: dict[str, dict[str, Any]] | None = None,

@@ -19,7 +19,7 @@ from typing import Any
 
 from jsonargparse import ArgumentError, ArgumentParser
 
-__all__ = ["describe_type", "check_value", "check_config_types", "config_key_parser", "key_of_error"]
+__all__ = ["describe_type", "check_value", "check_keys", "check_config_types", "config_key_parser", "key_of_error"]
 
 
 def describe_type(hint: Any) -> str:
@@ -93,6 +93,17 @@ def check_value(value: Any, hint: Any, *, name: str = "value") -> Any:
         raise _type_error("", name, value, hint) from None
 
 
+def check_keys(cls: type, keys: typing.Iterable[str], *, where: str) -> None:
+    """Every key is a field of config ``cls``, or a KeyError names it with the close match
+    (jsonargparse names no alternative) and the accepted keys."""
+    known = typing.get_type_hints(cls)
+    for key in keys:
+        if key not in known:
+            close = difflib.get_close_matches(key, list(known), n=1)
+            raise KeyError(f"unknown config key {where}.{key}" + (f" (did you mean {where}.{close[0]}?)" if close else "")
+                           + f"; [{where}] accepts {', '.join(sorted(known))}.")
+
+
 def check_config_types(cls: type, values: dict[str, Any], *, where: str) -> dict[str, Any]:
     """The one type check of config values (CLI, config files, keyword options, saved models).
 
@@ -106,11 +117,7 @@ def check_config_types(cls: type, values: dict[str, Any], *, where: str) -> dict
         TypeError: a value of the wrong type, naming ``where.key``, the expected and found types.
     """
     hints = typing.get_type_hints(cls)
-    for key in values:
-        if key not in hints:
-            close = difflib.get_close_matches(key, list(hints), n=1)
-            raise KeyError(f"unknown config key {where}.{key}" + (f" (did you mean {where}.{close[0]}?)" if close else "")
-                           + f"; [{where}] accepts {', '.join(sorted(hints))}.")
+    check_keys(cls, values, where=where)
     values = {k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in values.items()}
     try:
         ns = config_key_parser(cls).parse_object(values, defaults=False)
