@@ -213,16 +213,18 @@ def cmd_report(a: argparse.Namespace) -> None:
         lines.append(f"| {n} | " + " | ".join(cells) + " |")
     table = "\n".join(lines)
     print(table)
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for m in models:
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    colours = plt.cm.tab20(np.linspace(0, 1, max(len(models), 2)))
+    for i, m in enumerate(models):
         xs = [int(n) if n != "all" else 39069 for n in sizes if (n, m) in rows]
         ys = [np.median(rows[(n, m)]) for n in sizes if (n, m) in rows]
-        ax.plot(xs, ys, marker="o", label=m)
+        ax.plot(xs, ys, marker="os^Dv<>p*"[i % 9], color=colours[i], label=m)
     ax.set_xscale("log")
     ax.set_xlabel("labelled training comments")
     ax.set_ylabel("dev macro-F1 (tuned thresholds)")
     ax.set_title("GoEmotions (28 labels): learning curve")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(HERE / "transfer_curve.png", dpi=110)
     (HERE / "transfer_table.md").write_text(table + "\n")
