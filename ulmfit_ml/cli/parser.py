@@ -95,8 +95,8 @@ def _config_flags(extras: list[str], sections: tuple[str, ...]) -> tuple[list[st
 
 
 def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """``parser.parse_args`` that hands ``--SECTION.KEY=VALUE`` flags of a training command to
-    jsonargparse (``args.config_flags``) (``--help-config`` lists them)."""
+    """``parser.parse_args``, except that a training command's ``--SECTION.KEY=VALUE`` flags
+    (listed by ``--help-config``) are kept in ``args.config_flags`` for jsonargparse."""
     args, extras = parser.parse_known_args(argv)
     sections = COMMAND_SECTIONS.get(getattr(args, "command_name", ""), ())
     flags, bad = _config_flags(extras, sections)
