@@ -19,7 +19,7 @@ from typing import Any
 
 from jsonargparse import ArgumentError, ArgumentParser
 
-__all__ = ["describe_type", "check_value", "check_keys", "check_config_types", "config_key_parser", "key_of_error"]
+__all__ = ["describe_type", "check_value", "check_keys", "check_config_types", "key_of_error"]
 
 
 def describe_type(hint: Any) -> str:
@@ -46,11 +46,10 @@ def _parser() -> ArgumentParser:
 
 
 @functools.lru_cache(maxsize=None)
-def config_key_parser(cls: type, nested_key: str | None = None) -> ArgumentParser:
-    """jsonargparse's parser of a config dataclass's fields (``--epochs`` or, with
-    ``nested_key="classifier"``, ``--classifier.epochs``), built once per class."""
+def _class_parser(cls: type) -> ArgumentParser:
+    """jsonargparse's parser of a config dataclass's fields, built once per class."""
     p = _parser()
-    p.add_class_arguments(cls, nested_key, fail_untyped=False, as_group=False)
+    p.add_class_arguments(cls, fail_untyped=False, as_group=False)
     return p
 
 
@@ -120,7 +119,7 @@ def check_config_types(cls: type, values: dict[str, Any], *, where: str) -> dict
     check_keys(cls, values, where=where)
     values = {k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in values.items()}
     try:
-        ns = config_key_parser(cls).parse_object(values, defaults=False)
+        ns = _class_parser(cls).parse_object(values, defaults=False)
     except ArgumentError as e:
         key = key_of_error(e)
         if key not in values:  # not a per-key refusal: jsonargparse's words on one line
