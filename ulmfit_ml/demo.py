@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     lm = finetune_lm(data, config=lm_cfg)
     print(lm, "\n")
 
-    print("== 2. Training the classifier (gradual unfreezing, discriminative learning rates)")
+    print("== 2. Training the classifier (the defaults: all layers at once, discriminative learning rates, one-cycle)")
     clf = train_classifier(data, encoder=lm, config=clf_cfg)
 
     at_half = clf.evaluate(test, threshold=0.5)
