@@ -1,18 +1,26 @@
 """Package two pretrained language models (forward, backward) as a shipped model of ulmfit_ml.
 
-    python bench/ship_pretrained.py runs/en-small-fwd/model runs/en-small-bwd/model --name en-small
+    python bench/ship_pretrained.py FORWARD_DIR BACKWARD_DIR --name en-small [--session 2026-12-07]
 
-writes ``ulmfit_ml/pretrained/NAME/{forward,backward}/`` (float16 safetensors + JSON vocab,
-the tied embedding copies left out) and ``MODEL_CARD.md`` from the models' own metrics.
+writes ``ulmfit_ml/pretrained/NAME/{forward,backward}/`` (float16 safetensors + JSON vocab, the
+tied embedding copies left out) and ``MODEL_CARD.md``. The pretraining campaign runs over several
+sessions (continued from the last shipped weights with ``ulmfit-ml pretrain --init-from en-small``);
+each direction's runs are logged in ``bench/pretrain_campaign.json``: a direction passed as the
+shipped directory itself is left as it is and adds no run.
 """
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import time
 from pathlib import Path
+from typing import Any
 
 import ulmfit_ml as um
 
 REPO = Path(__file__).resolve().parent.parent
+CAMPAIGN = REPO / "bench" / "pretrain_campaign.json"
 
 CARD = """# `{name}`: a general-domain English AWD-LSTM language model shipped with ulmfit_ml
 
@@ -23,46 +31,74 @@ machines that cannot download it, at CPU size.
 | | forward | backward |
 | --- | --- | --- |
 | architecture | AWD-LSTM, emb {emb_sz}, hidden {n_hid}, {n_layers} layers (`arch="cpu"`) | same |
-| vocabulary | {vocab:,} tokens (fastai spaCy tokenizer + rules, `min_freq` {min_freq}) | same vocabulary |
-| training tokens seen | {f_tokens:,} | {b_tokens:,} |
+| vocabulary | {vocab:,} tokens (fastai spaCy tokenizer + rules, `min_freq` 3 on the first corpus) | same vocabulary |
+| training tokens seen (all runs) | {f_tokens:,} | {b_tokens:,} |
 | held-out perplexity (full softmax, {f_valid:,} held-out tokens) | **{f_ppl:.1f}** (next-token accuracy {f_acc:.3f}) | **{b_ppl:.1f}** (accuracy {b_acc:.3f}) |
-| training time | {f_time} on 1 CPU thread ({f_tps:,.0f} tokens/s) | {b_time} ({b_tps:,.0f} tokens/s) |
+| CPU time (all runs, 1 thread each) | {f_time} | {b_time} |
 | weights | float16 safetensors, {f_mb:.1f} MB | {b_mb:.1f} MB |
 
-Both directions were trained side by side on a 2-core CPU machine (one torch thread each), with
-ulmfit_ml's own command line and the settings in `bench/pretrain_en_small.toml`:
+The held-out tokens are the same in every row of the history below: the first 200,000 held-out
+tokens of the corpus (1% of its lines, blocks of 500 lines, never trained on), which lie in the
+first two files; files added later come after them, so the held-out lines do not move
+(`tests/test_pretrain.py::test_appending_a_corpus_file_keeps_the_held_out_lines`).
+
+## How it was made: the pretraining campaign
+Each run is ulmfit_ml's own `pretrain` command on a 2-core CPU machine, one torch thread per
+direction. The first run started from random weights; every later run continues the last shipped
+weights (`--init-from {name}`: same vocabulary, a new one-cycle over the run's tokens, AdamW,
+sampled softmax with {n_samples} shared negatives on the tied output embedding; perplexity is
+measured with the full softmax).
+
+| session | direction | run | tokens this run | tokens in all | held-out perplexity after | time | tokens/s |
+| --- | --- | --- | --- | --- | --- | --- | --- |
+{history}
+
+Commands (the settings files are in `bench/`):
 
 ```bash
-ULMFIT_ML_CACHE=cache ulmfit-ml pretrain ../shared/corpora/english-web --config bench/pretrain_en_small.toml --out runs/en-small-fwd
-ULMFIT_ML_CACHE=cache ulmfit-ml pretrain ../shared/corpora/english-web --config bench/pretrain_en_small.toml --backwards --out runs/en-small-bwd
-python bench/ship_pretrained.py runs/en-small-fwd/model runs/en-small-bwd/model --name {name}
+{commands}
+python bench/ship_pretrained.py FORWARD/model BACKWARD/model --name {name}
 ```
 
-Training: one-cycle AdamW (peak lr {lr}, weight decay {wd}, dropout multiplier {drop_mult}),
-batch {bs} x {seq_len} tokens, sampled softmax with {n_samples} shared negatives on the tied
-output embedding (perplexity above is measured with the full softmax); about
-{epochs_seen:.2f} passes over the corpus. The held-out part is 1% of the corpus lines (blocks
-of 500 lines spread over both files), never trained on.
-
-## Corpus (`english-web`, ~20.4M words; {corpus_tokens:,} training tokens after tokenisation)
+## Corpus (`english-web`, ~23.4M words; {corpus_tokens:,} training tokens after tokenisation)
 - **English Wikipedia** articles (WikiExtractor output; titles and lines under 8 words removed),
   8.9M words. Licence: CC BY-SA; attribution: Wikipedia contributors.
 - **Unlabelled movie reviews** of the Large Movie Review Dataset (Maas et al., 2011, "Learning
   Word Vectors for Sentiment Analysis", ACL), 50,000 reviews, 11.5M words, `<br />` tags turned
   into spaces. Distributed by its authors for research.
+- **20 Newsgroups** (Lang, 1995, "NewsWeeder: Learning to Filter Netnews", ICML), 15,933 usenet
+  posts, 3.0M words, cleaned (headers, quotes, signatures, e-mail addresses removed); from the
+  second session on. No licence stated by its distributors; widely redistributed for research.
+  Do not evaluate on 20 Newsgroups with this model.
 
-No GoEmotions text is in the corpus. The weights are a derivative of this text: use them under
-the terms above (share-alike for the Wikipedia part, research use for the reviews).
+No GoEmotions, SemEval or Reuters text is in the corpus. The weights are a derivative of this text:
+use them under the terms above (share-alike for the Wikipedia part, research use for the rest).
 
 ## Limits
-A small model trained for under an hour on a CPU: its perplexity is far above fastai's
-WikiText-103 model (about 30 at 400/1152/3 sizes, trained for days on GPUs). With internet
-access and a GPU, `pretrained=True, arch="paper"` gives the paper's starting point.
+A small model trained for a few CPU hours: its perplexity is far above fastai's WikiText-103
+model (about 30 at 400/1152/3 sizes, trained for days on GPUs). With internet access and a GPU,
+`pretrained=True, arch="paper"` gives the paper's starting point.
 """
 
 
 def _fmt_time(s: float) -> str:
-    return f"{int(s // 60)} min {int(s % 60)} s"
+    return f"{int(s // 3600)} h {int(s % 3600 // 60)} min" if s >= 3600 else f"{int(s // 60)} min {int(s % 60)} s"
+
+
+def _write_json(path: Path, value: Any) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(value, indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, path)  # our own results file
+
+
+def _run_entry(lm: um.LanguageModel, session: str, command: str) -> dict[str, Any]:
+    m, c = lm.metrics, lm.config
+    return {"session": session, "direction": "backward" if lm.backwards else "forward",
+            "init_from": c.get("init_from"), "tokens": m["tokens_seen"],
+            "tokens_total": m.get("tokens_seen_total", m["tokens_seen"]), "perplexity": round(m["perplexity"], 2),
+            "accuracy": round(m["accuracy"], 4), "valid_tokens": m["valid_tokens"], "seconds": m["train_seconds"],
+            "tokens_per_s": m["tokens_per_s"], "lr": c.get("lr"), "pct_start": c.get("pct_start"),
+            "corpus_tokens": c.get("corpus_tokens"), "command": command}
 
 
 def main() -> None:
@@ -70,25 +106,41 @@ def main() -> None:
     ap.add_argument("forward")
     ap.add_argument("backward")
     ap.add_argument("--name", default="en-small")
+    ap.add_argument("--session", default=time.strftime("%Y-%m-%d"))
+    ap.add_argument("--forward-command", default="", help="the command that made FORWARD (logged in the card)")
+    ap.add_argument("--backward-command", default="", help="the command that made BACKWARD")
     args = ap.parse_args()
+    root = REPO / "ulmfit_ml" / "pretrained" / args.name
     f, b = um.load_lm(args.forward), um.load_lm(args.backward)
     if b.vocab != f.vocab or f.backwards or not b.backwards:
         raise SystemExit("expected a forward and a backward model over the same vocabulary")
-    root = REPO / "ulmfit_ml" / "pretrained" / args.name
-    for sub, lm in (("forward", f), ("backward", b)):
+    campaign = json.loads(CAMPAIGN.read_text()) if CAMPAIGN.exists() else {"runs": []}
+    for sub, lm, src, cmd in (("forward", f, args.forward, args.forward_command),
+                              ("backward", b, args.backward, args.backward_command)):
+        if Path(src).resolve() == (root / sub).resolve():
+            continue  # this direction was not trained again: the shipped weights stay
+        campaign["runs"].append(_run_entry(lm, args.session, cmd))
         lm.history = None
         lm.save(root / sub, half=True, overwrite=True)  # replaces only a copy ulmfit_ml wrote (its marker)
+    _write_json(CAMPAIGN, campaign)
+    f, b = um.load_lm(root / "forward"), um.load_lm(root / "backward")
     mb = {s: (root / s / "lm.safetensors").stat().st_size / 1e6 for s in ("forward", "backward")}
-    c = f.config
+    runs = campaign["runs"]
+    secs = {d: sum(r["seconds"] for r in runs if r["direction"] == d) for d in ("forward", "backward")}
+    history = "\n".join(
+        f"| {r['session']} | {r['direction']} | {'from ' + r['init_from'] if r.get('init_from') else 'from random weights'}"
+        f" | {r['tokens']:,} | {r['tokens_total']:,} | {r['perplexity']:.1f} | {_fmt_time(r['seconds'])} | "
+        f"{r['tokens_per_s']:,.0f} |" for r in runs)
+    commands = "\n".join(dict.fromkeys(r["command"] for r in runs if r["command"]))
     card = CARD.format(
-        name=args.name, vocab=len(f.vocab), min_freq=c["min_freq"], lr=c["lr"], wd=c["wd"], drop_mult=c["drop_mult"],
-        bs=c["bs"], seq_len=c["seq_len"], n_samples=c["n_samples"], corpus_tokens=c["corpus_tokens"],
-        epochs_seen=f.metrics["tokens_seen"] / c["corpus_tokens"], **{k: f.arch[k] for k in ("emb_sz", "n_hid", "n_layers")},
-        f_tokens=f.metrics["tokens_seen"], b_tokens=b.metrics["tokens_seen"], f_valid=f.metrics["valid_tokens"],
+        name=args.name, vocab=len(f.vocab), n_samples=f.config.get("n_samples", 1024),
+        corpus_tokens=max(r.get("corpus_tokens") or 0 for r in runs),
+        **{k: f.arch[k] for k in ("emb_sz", "n_hid", "n_layers")},
+        f_tokens=f.metrics.get("tokens_seen_total", f.metrics["tokens_seen"]),
+        b_tokens=b.metrics.get("tokens_seen_total", b.metrics["tokens_seen"]), f_valid=f.metrics["valid_tokens"],
         f_ppl=f.metrics["perplexity"], b_ppl=b.metrics["perplexity"], f_acc=f.metrics["accuracy"],
-        b_acc=b.metrics["accuracy"], f_time=_fmt_time(f.metrics["train_seconds"]),
-        b_time=_fmt_time(b.metrics["train_seconds"]), f_tps=f.metrics["tokens_per_s"], b_tps=b.metrics["tokens_per_s"],
-        f_mb=mb["forward"], b_mb=mb["backward"])
+        b_acc=b.metrics["accuracy"], f_time=_fmt_time(secs["forward"]), b_time=_fmt_time(secs["backward"]),
+        f_mb=mb["forward"], b_mb=mb["backward"], history=history, commands=commands)
     (root / "MODEL_CARD.md").write_text(card, encoding="utf-8")
     total = sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) / 1e6
     print(f"shipped {args.name} to {root} ({total:.1f} MB in all)")

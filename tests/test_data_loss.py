@@ -105,7 +105,9 @@ def test_save_overwrite_refuses_the_current_directory_and_input_holders(clf, tmp
 
 def test_model_saved_before_the_marker_still_loads_and_overwrites(clf, tmp_path):
     m = clf.save(tmp_path / "m")
-    (m / MARKER).unlink()  # as written by ulmfit_ml before the marker existed
+    (m / MARKER).unlink()  # as written by ulmfit_ml before the marker existed (format 1: no checksums)
+    cfg = m / "config.json"
+    cfg.write_text(cfg.read_text(encoding="utf-8").replace('"format_version": 2', '"format_version": 1'), encoding="utf-8")
     assert um.load_classifier(m).labels == LABELS
     check_replaceable(m)
     clf.save(m, overwrite=True)

@@ -282,3 +282,77 @@ def test_resume_with_another_number_of_processes_fails(corpus, tmp_path):
     state.write_text(json.dumps({**info, "world_size": 2}))
     with pytest.raises(ValueError, match=r"made by 2 process\(es\); resume it with as many \(this run has 1\)"):
         um.pretrain_lm(corpus, out_dir=tmp_path / "run", resume=True, **TINY_PT, epochs=1, checkpoint_every_steps=2)
+
+
+# ---------------------------------------------------------------------- continued pretraining (init_from)
+def test_continued_pretraining_keeps_the_start_model_and_runs_a_new_one_cycle(corpus, tmp_path):
+    base = um.pretrain_lm(corpus, epochs=2, **TINY_PT)
+    start = base.save(tmp_path / "start")
+    more = tmp_path / "more.txt"  # the start corpus plus lines with a word the start vocabulary lacks
+    more.write_text(corpus.read_text() + "omega " * 12 + "\n", encoding="utf-8")
+    opts = dict(TINY_PT, quiet=False, log_every=1e-6, lr=2e-3, div=10.0, div_final=100.0, pct_start=0.25)
+    lm = um.pretrain_lm(more, init_from=str(start), epochs=1, **opts)
+    scratch = um.pretrain_lm(more, epochs=1, **dict(opts, min_freq=1))
+    assert lm.vocab == base.vocab and "omega" not in lm.vocab  # the start model's ids, unknown words -> xxunk
+    assert lm.config["init_from"] == str(start)
+    assert lm.metrics["tokens_seen_total"] == base.metrics["tokens_seen"] + lm.metrics["tokens_seen"]
+    # it starts where the start model stands, far below a run from random weights
+    assert lm.history["train_loss"].iloc[0] < 0.7 * scratch.history["train_loss"].iloc[0]
+    # the documented schedule: a fresh one-cycle from lr/div up to lr at pct_start, down to lr/div_final
+    lrs = lm.history["lr"].to_numpy()
+    n = len(lrs)
+    assert lrs[0] == pytest.approx(2e-3 / 10, rel=0.05)
+    assert lrs.max() == pytest.approx(2e-3, rel=0.05) and abs(int(lrs.argmax()) - 0.25 * n) <= 0.05 * n + 1
+    assert lrs[-1] < 2e-3 / 10 and lrs[-1] == pytest.approx(2e-3 / 100, rel=0.5)
+
+
+def test_continued_pretraining_from_a_shipped_name_reads_its_direction(tmp_path, monkeypatch):
+    monkeypatch.setenv("ULMFIT_ML_CACHE", str(tmp_path / "cache"))
+    f = tmp_path / "c.txt"
+    f.write_text("\n".join(["the film was good and the story was not bad at all ."] * 200) + "\n", encoding="utf-8")
+    shipped = um.load_lm(um.lm.pretrained_model_dir("en-small", backwards=True))
+    lm = um.pretrain_lm(f, init_from="en-small", backwards=True, max_tokens=2 * 8 * 20, bs=8, seq_len=20,
+                        valid_pct=0.0, quiet=True, lr=1e-9, threads=1)
+    assert lm.backwards and lm.vocab == shipped.vocab
+    assert torch.allclose(lm.state_dict["0.rnns.0.weight_hh_l0_raw"], shipped.state_dict["0.rnns.0.weight_hh_l0_raw"],
+                          atol=1e-6)
+
+
+def test_continued_pretraining_errors(corpus, tmp_path):
+    start = um.pretrain_lm(corpus, epochs=1, **TINY_PT).save(tmp_path / "start")
+    with pytest.raises(ValueError, match="is a forward model but this run has backwards=True"):
+        um.pretrain_lm(corpus, init_from=str(start), backwards=True, **TINY_PT)
+    with pytest.raises(ValueError, match=r"has arch .* pass arch="):
+        um.pretrain_lm(corpus, init_from=str(start), **dict(TINY_PT, arch="tiny"))
+    with pytest.raises(FileNotFoundError, match="init_from='nowhere': no language model there"):
+        um.pretrain_lm(corpus, init_from="nowhere", **TINY_PT)
+    with pytest.raises(ValueError, match=r"data_offset must be a fraction of an epoch in \[0, 1\)"):
+        um.pretrain_lm(corpus, data_offset=1.5, **TINY_PT)
+    other = tokenize_corpus(corpus, max_vocab=8, min_freq=1, valid_pct=0.0, quiet=True)
+    with pytest.raises(ValueError, match="another vocabulary than init_from"):
+        um.pretrain_lm(other, init_from=str(start), **TINY_PT)
+
+
+def test_data_offset_starts_reading_inside_the_epoch(corpus, monkeypatch):
+    from ulmfit_ml import pretrain as pt
+
+    seen: list[int] = []
+    real = pt._Stream.batch
+    monkeypatch.setattr(pt._Stream, "batch", lambda self, i: (seen.append(i), real(self, i))[1])
+    um.pretrain_lm(corpus, epochs=1, data_offset=0.5, **dict(TINY_PT, valid_pct=0.0))  # no held-out batches
+    n = len(seen)
+    assert seen[0] == round(0.5 * n) and sorted(seen) == list(range(n))  # every batch once, from the middle on
+
+
+def test_appending_a_corpus_file_keeps_the_held_out_lines(tmp_path, monkeypatch):
+    """The shipped model's card compares perplexities on the same held-out lines across sessions:
+    a file added after the others leaves the earlier files' held-out part as it was."""
+    monkeypatch.setenv("ULMFIT_ML_CACHE", str(tmp_path / "cache"))
+    # large enough for full 500-line held-out blocks (a small corpus gets smaller blocks, sized to it)
+    a, b = write_corpus(tmp_path / "a.txt", 4000, seed=1), write_corpus(tmp_path / "b.txt", 1200, seed=2)
+    one = tokenize_corpus([a], max_vocab=100, min_freq=1, valid_pct=0.5, quiet=True)
+    vocab = one.vocab
+    two = tokenize_corpus([a, b], valid_pct=0.5, quiet=True, vocab=vocab)
+    assert one.meta["valid_block_lines"] == two.meta["valid_block_lines"] == 500
+    assert two.vocab == vocab and len(two.valid) > len(one.valid) > 0
+    assert np.array_equal(np.asarray(two.valid[:len(one.valid)]), np.asarray(one.valid))

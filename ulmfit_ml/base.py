@@ -119,8 +119,10 @@ class MultiLabelPredictorMixin:
         """Choose thresholds maximising F1 on the validation split (or ``df``); stores and returns them.
 
         ``strategy="global"`` (one threshold, best macro-F1) or ``"per_label"`` (each label's
-        best F1; labels with fewer than ``min_positives`` positives keep the global one).
+        best F1; labels with fewer than ``min_positives`` positives keep the global one, with
+        a ``UserWarning`` giving their count; too few positives in all: every threshold stays 0.5,
+        with a warning).
         """
         y, probs = self._y_probs(df)
-        self.thresholds = tune_thresholds(y, probs, strategy=strategy, min_positives=min_positives)
+        self.thresholds = tune_thresholds(y, probs, strategy=strategy, min_positives=min_positives, labels=self.labels)
         return self.thresholds.copy()

@@ -30,7 +30,7 @@ from .lm import LanguageModel, load_lm
 from .losses import make_loss
 from .metrics import epoch_metrics
 from .model import MultiLabelClassifier, TextModel, add_target_range, clas_arch_config
-from .runtime import history_frame, quiet_mode, resolve_device, seed_everything, use_fp16
+from .runtime import fit_one_cycle_checked, history_frame, progress_mode, resolve_device, seed_everything, use_fp16
 
 __all__ = ["ClassifierTrainer", "train_classifier"]
 
@@ -180,7 +180,7 @@ class ClassifierTrainer:
         n_stages = len(cfg.unfreeze)
         restored = False
         batch_losses: list[float] = []  # fastai's recorder forgets them at the next fit / get_preds
-        with distributed_ctx(learn), quiet_mode(learn, cfg.quiet):
+        with distributed_ctx(learn), progress_mode(learn, cfg.quiet):
             for i, (k, ep, lr) in enumerate(zip(cfg.unfreeze, cfg.epochs, cfg.lrs)):
                 if k == 0:
                     learn.unfreeze()
@@ -215,7 +215,8 @@ class ClassifierTrainer:
                                 "tracker_best": None if _tracker is None else float(_tracker.best)}
                     cbs.append(checkpoint_callback(checkpoint_dir, stage=i, start_epoch=start, info=info,
                                                    resume_state=ckpt["tensors"] if start > 0 else None))
-                learn.fit_one_cycle(ep, lr_arg, moms=cfg.moms, cbs=cbs, start_epoch=start)
+                fit_one_cycle_checked(learn, ep, lr_arg, moms=cfg.moms, cbs=cbs, start_epoch=start, lr=lr,
+                                      lr_option=f"classifier.lrs[{i}]")
                 batch_losses += [float(v) for v in learn.recorder.losses]
                 hist.append(_stage_history(learn, name, epoch + start))
                 hist = [f for f in hist if len(f)]
@@ -228,7 +229,7 @@ class ClassifierTrainer:
         history = pd.concat(hist, ignore_index=True) if hist else pd.DataFrame()
         # outside distributed_ctx and without fastai's gathering: every rank predicts the whole
         # validation set itself, in its order (the thresholds are tuned on it)
-        with quiet_mode(learn, cfg.quiet), local_only():
+        with progress_mode(learn, cfg.quiet), local_only():
             probs, targs = learn.get_preds(dl=dls.valid)
         learn.model.float()
         meta = {

@@ -38,6 +38,22 @@ ARCH_PRESETS: dict[str, dict[str, int]] = {
 
 _ARCH_KEYS = {"emb_sz", "n_hid", "n_layers", "output_p", "hidden_p", "input_p", "embed_p", "weight_p"}
 
+# Bounds on counts that size memory up front, checked before anything is allocated: a typo (``epochs = 10**9``: fastai's
+# progress bar grew by ~370 MB/s listing the epochs, then an IndexError) fails naming the key, value, bound and why.
+MAX_EPOCHS = 10_000  #: epochs of one fit (LM, frozen LM, each classifier stage) and pretraining passes
+MAX_ARCH = {"emb_sz": 8192, "n_hid": 8192, "n_layers": 16}  #: AWD-LSTM sizes (paper: 400, 1152, 3)
+MAX_LIN_FTRS = 16_384  #: units of each hidden layer of the classifier head (fastai's default is 50)
+MAX_N_SAMPLES = 65_536  #: sampled-softmax negatives: the logits are (bs x seq_len) x n_samples floats
+MAX_THREADS = 1024  #: torch CPU threads
+_EPOCHS_WHY = ("fastai sets up per-epoch state before the first batch (its progress bar lists every epoch), so "
+               "memory grows with this count, and one that large is most likely a step or token count")
+
+
+def _check_at_most(key: str, value: Any, bound: int, why: str) -> None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > bound:
+        raise ValueError(f"{key} = {value!r} is more than the limit of {bound:,}: {why}. "
+                         f"Use at most {bound:,} (see MAX_* in ulmfit_ml/config.py).")
+
 
 def resolve_arch(arch: str | dict[str, Any]) -> dict[str, Any]:
     """Turn a preset name or a partial config dict into an AWD-LSTM size dict.
@@ -66,6 +82,8 @@ def resolve_arch(arch: str | dict[str, Any]) -> dict[str, Any]:
     for k in ("emb_sz", "n_hid", "n_layers"):
         if not isinstance(out[k], int) or out[k] < 1:
             raise ValueError(f"arch[{k!r}] must be a positive int, got {out[k]!r}.")
+        _check_at_most(f"arch[{k!r}]", out[k], MAX_ARCH[k], "the AWD-LSTM's weights are allocated at once (ULMFiT's "
+                       "paper size is emb_sz 400, n_hid 1152, n_layers 3)")
     return out
 
 
@@ -191,6 +209,8 @@ class LMConfig:
             _check_positive(name, getattr(self, name), allow_zero=True)
         if self.frozen_epochs is not None:
             _check_positive("frozen_epochs", self.frozen_epochs, allow_zero=True)
+        for name in ("epochs", "frozen_epochs"):
+            _check_at_most(f"lm.{name}", getattr(self, name), MAX_EPOCHS, _EPOCHS_WHY)
         self.moms = tuple(self.moms)
 
 
@@ -251,8 +271,12 @@ class ClassifierConfig:
         for u in self.unfreeze:
             if not isinstance(u, int) or u < 0:
                 raise ValueError(f"unfreeze entries must be ints >= 0 (0 = all layers), got {u!r}.")
-        for e in self.epochs:
+        for i, e in enumerate(self.epochs):
             _check_positive("epochs entries", e, allow_zero=True)
+            _check_at_most(f"classifier.epochs[{i}]", e, MAX_EPOCHS, _EPOCHS_WHY)
+        for i, n in enumerate(self.lin_ftrs):
+            _check_positive("lin_ftrs entries (units of each hidden layer of the head)", n)
+            _check_at_most(f"classifier.lin_ftrs[{i}]", n, MAX_LIN_FTRS, "the head's weights are allocated at once")
         for lr in self.lrs:
             _check_positive("lrs entries", lr)
         if not (len(self.unfreeze) == len(self.epochs) == len(self.lrs)) or not self.unfreeze:
@@ -284,6 +308,14 @@ class PretrainConfig:
     """
 
     arch: str | dict[str, Any] = "cpu"
+    #: continue from a language model instead of random weights: a shipped name ("en-small",
+    #: the direction of ``backwards``) or a directory saved by ulmfit_ml; its vocabulary,
+    #: tokenizer and sizes are kept (``max_vocab`` / ``min_freq`` unused). The schedule is a
+    #: new one-cycle over this run's tokens.
+    init_from: str | None = None
+    #: where in an epoch the first batch is read (fraction): a continued run can start on the
+    #: text its previous run had not reached
+    data_offset: float = 0.0
     max_vocab: int = 12000
     min_freq: int = 3
     valid_pct: float = 0.01  #: held-out share of the corpus lines (perplexity)
@@ -323,10 +355,20 @@ class PretrainConfig:
         for name in ("max_tokens", "clip", "threads", "checkpoint_every", "checkpoint_every_steps", "valid_max_tokens"):
             if getattr(self, name) is not None:
                 _check_positive(name, getattr(self, name))
+        _check_at_most("pretrain.epochs", self.epochs, MAX_EPOCHS, "passes over the whole corpus; that many is most "
+                       "likely a step or token count (max_tokens= stops after a number of tokens)")
+        _check_at_most("pretrain.n_samples", self.n_samples, MAX_N_SAMPLES, "the sampled logits are (bs x seq_len) "
+                       "x n_samples floats; beyond a vocabulary's size use softmax='full'")
+        _check_at_most("pretrain.threads", self.threads, MAX_THREADS, "more threads than cores only slow training")
         if not (isinstance(self.valid_pct, (int, float)) and 0 <= self.valid_pct < 1):
             raise ValueError(f"valid_pct must be in [0, 1), got {self.valid_pct!r}.")
         if not (isinstance(self.pct_start, (int, float)) and 0 < self.pct_start < 1):
             raise ValueError(f"pct_start must be in (0, 1), got {self.pct_start!r}.")
+        if not (isinstance(self.data_offset, (int, float)) and not isinstance(self.data_offset, bool)
+                and 0 <= self.data_offset < 1):
+            raise ValueError(f"data_offset must be a fraction of an epoch in [0, 1), got {self.data_offset!r}.")
+        if self.init_from is not None and not (isinstance(self.init_from, str) and self.init_from.strip()):
+            raise ValueError(f"init_from must be a shipped model name or a directory, got {self.init_from!r}.")
         _check_tokenizer(self.tokenizer, self.sp_vocab_size)
         _check_positive("sp_train_lines", self.sp_train_lines)
         if self.softmax not in ("sampled", "full"):
@@ -342,6 +384,9 @@ class RunConfig:
     """
 
     train: str | None = None  #: labelled data file (.csv, .tsv, .parquet, .jsonl)
+    #: separator of the CSV/TSV files the run reads (train, test, extra_texts); default ',' (a tab for .tsv)
+    sep: str | None = None
+    header: bool = True  #: false: those CSV/TSV files have no header row (columns "0", "1", ...)
     out: str | None = None  #: run directory; default runs/<command>-<date>-<time>
     #: what the classifier's encoder starts from, as ``train_classifier(encoder=...)``: "lm" (the language
     #: model this run fine-tunes), a saved language model's directory (or a run directory with lm/) to

@@ -20,13 +20,17 @@ from typing import Any, Sequence
 import tomli_w
 from jsonargparse import ArgumentError, ArgumentParser
 
-from .config import SECTIONS, config_from_dict, config_to_dict
-from .valuetypes import check_keys, check_value, key_of_error
+from .config import SECTIONS, RunConfig, config_from_dict, config_to_dict
+from .valuetypes import check_keys, check_value, key_of_error, user_path
 
 __all__ = ["ConfigError", "load_config_file", "parse_set", "resolve_config", "sections_parser", "config_sections",
-           "to_toml"]
+           "to_toml", "check_run_keys", "RUN_KEY_COMMANDS"]
 
 _RUN_PATHS = ("train", "out", "test")
+#: [run] keys that only some commands read -> those commands; the others refuse a value for them
+#: (:func:`check_run_keys`) instead of ignoring it
+RUN_KEY_COMMANDS: dict[str, tuple[str, ...]] = {"folds": ("cv",), "test": ("cv",), "id_col": ("cv",),
+                                                "save_fold_models": ("cv",), "keep_checkpoints": ("train",)}
 #: keys that moved to another section: (section, key) -> "new_section.key"
 _MOVED = {("run", "thresholds"): "classifier.thresholds", ("run", "lm"): "run.encoder"}
 
@@ -207,12 +211,12 @@ def resolve_config(file_sections: dict[str, dict[str, Any]] | None = None,
         if section == "run":
             for key in _RUN_PATHS:
                 if values.get(key) is not None:
-                    values[key] = str(Path(values[key]).expanduser().resolve())
+                    values[key] = str(user_path(values[key]).resolve())
             if isinstance(values.get("encoder"), str) and values["encoder"] not in ("lm", "random", ""):
                 # a saved language model (a missing one fails when the run loads it, naming the fix)
-                values["encoder"] = str(Path(values["encoder"]).expanduser().resolve())
+                values["encoder"] = str(user_path(values["encoder"]).resolve())
             if values.get("extra_texts"):
-                values["extra_texts"] = [str(Path(v).expanduser().resolve()) for v in values["extra_texts"]]
+                values["extra_texts"] = [str(user_path(v).resolve()) for v in values["extra_texts"]]
         try:
             out[section] = config_from_dict(SECTIONS[section], values, section=section)
         except (ValueError, TypeError) as e:
@@ -222,6 +226,25 @@ def resolve_config(file_sections: dict[str, dict[str, Any]] | None = None,
         for section in ("data", "lm", "classifier"):
             out[section] = dataclasses.replace(out[section], seed=seed)
     return out
+
+
+def check_run_keys(command: str, run_cfg: RunConfig) -> None:
+    """Refuse a ``[run]`` key that ``ulmfit-ml COMMAND`` would ignore (:data:`RUN_KEY_COMMANDS`).
+
+    A key counts as set when it differs from its default, wherever it came from (config file,
+    ``--set``, ``--run.KEY`` flags, Python), so one config file can still serve several
+    commands as long as it sets only what each reads.
+
+    Raises:
+        ConfigError: one line naming the key and the command that reads it.
+    """
+    default = RunConfig()
+    for key, commands in RUN_KEY_COMMANDS.items():
+        value = getattr(run_cfg, key)
+        if command not in commands and value != getattr(default, key):
+            users = " and ".join(f"`ulmfit-ml {c}`" for c in commands)
+            raise ConfigError(f"run.{key} = {value!r} is read by {users} only; `ulmfit-ml {command}` would ignore it. "
+                              f"Drop it from the config / command line, or run {users}.")
 
 
 def config_sections(cfgs: dict[str, Any]) -> dict[str, dict[str, Any]]:

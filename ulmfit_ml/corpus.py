@@ -145,7 +145,8 @@ def corpus_texts(corpus: str | Path | Sequence[str | Path], *, limit: int | None
         yield t
 
 
-def _cache_key(files: Sequence[Path], *, max_vocab: int, min_freq: int, valid_pct: float, tokenizer: str) -> str:
+def _cache_key(files: Sequence[Path], *, max_vocab: int, min_freq: int, valid_pct: float, tokenizer: str,
+               vocab: list[str] | None = None) -> str:
     from fastai import __version__ as fastai_version
     from fastai.text.core import defaults
 
@@ -155,6 +156,8 @@ def _cache_key(files: Sequence[Path], *, max_vocab: int, min_freq: int, valid_pc
         h.update(f"{f.resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
     rules = ",".join(getattr(r, "__name__", str(r)) for r in defaults.text_proc_rules)
     h.update(f"{_FORMAT}|{fastai_version}|{rules}|{max_vocab}|{min_freq}|{valid_pct}|{tokenizer}".encode())
+    if vocab is not None:  # a fixed vocabulary gives other ids: its own cache
+        h.update(("|vocab|" + json.dumps(vocab, ensure_ascii=False)).encode())
     return h.hexdigest()[:16]
 
 
@@ -171,7 +174,8 @@ def _chunks(it: Iterable[tuple[int, str]], size: int) -> Iterator[list[tuple[int
 
 def tokenize_corpus(corpus: str | Path | Sequence[str | Path], *, max_vocab: int = 12000, min_freq: int = 3,
                     valid_pct: float = 0.01, cache_dir: str | Path | None = None, n_workers: int | None = None,
-                    chunk_lines: int = 20000, quiet: bool = False, tokenizer: TextTokenizer | None = None) -> TokenCorpus:
+                    chunk_lines: int = 20000, quiet: bool = False, tokenizer: TextTokenizer | None = None,
+                    vocab: Sequence[str] | None = None) -> TokenCorpus:
     """Tokenise ``corpus`` once into memory-mapped ids, or reuse its cache.
 
     Args:
@@ -184,6 +188,8 @@ def tokenize_corpus(corpus: str | Path | Sequence[str | Path], *, max_vocab: int
         chunk_lines: lines tokenised per chunk (memory stays bounded by one chunk).
         tokenizer: a :class:`~ulmfit_ml.tokens.TextTokenizer` (default spaCy words); a
             SentencePiece model is kept in the cache directory.
+        vocab: a fixed vocabulary (e.g. the one of a language model whose pretraining goes on);
+            ``max_vocab`` / ``min_freq`` are then unused and tokens outside it become ``xxunk``.
 
     Returns:
         A :class:`TokenCorpus`.
@@ -197,7 +203,8 @@ def tokenize_corpus(corpus: str | Path | Sequence[str | Path], *, max_vocab: int
     tokenizer = tokenizer if tokenizer is not None else TextTokenizer()
     # a spaCy cache keeps the key it always had
     key = _cache_key(files, max_vocab=max_vocab, min_freq=min_freq, valid_pct=valid_pct,
-                     tokenizer="" if tokenizer.name == "spacy" else tokenizer.sha256)
+                     tokenizer="" if tokenizer.name == "spacy" else tokenizer.sha256,
+                     vocab=None if vocab is None else list(vocab))
     final = root / key
     if (final / "meta.json").exists():
         return TokenCorpus.load(final)
@@ -236,7 +243,8 @@ def tokenize_corpus(corpus: str | Path | Sequence[str | Path], *, max_vocab: int
             raise ValueError(f"The corpus at {', '.join(map(str, files))} has no non-empty text.")
         # pass 2: fastai's vocabulary, then provisional -> final ids (unknown -> xxunk = 0)
         words = list(prov)
-        vocab = make_vocab(Counter(dict(zip(words, counts.tolist()))), min_freq=min_freq, max_vocab=max_vocab)
+        vocab = (list(vocab) if vocab is not None else
+                 make_vocab(Counter(dict(zip(words, counts.tolist()))), min_freq=min_freq, max_vocab=max_vocab))
         index = {t: i for i, t in enumerate(vocab)}
         unk = index.get("xxunk", 0)
         remap = np.array([index.get(w, unk) for w in words], dtype=np.int64)

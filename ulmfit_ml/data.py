@@ -28,7 +28,8 @@ import pandas as pd
 from .config import DataConfig
 from .targets import CategorySpec, RegressionSpec
 from .tokens import TextTokenizer, pretokenized_tfm
-from .validation import LabelSpec, check_columns, column_keys, parse_label_matrix, validate_texts
+from .trainchecks import check_lm_tokens, fit_label_matrix, train_on_every_label
+from .validation import LabelSpec, as_frame, check_columns, column_keys, extra_text_list, validate_texts
 
 __all__ = ["MultiLabelData", "lm_dataloaders_from_tokens"]
 
@@ -119,8 +120,7 @@ class MultiLabelData:
         elif not isinstance(config, DataConfig):
             raise TypeError(f"config must be a DataConfig, got {type(config).__name__}.")
         c = config
-        if not isinstance(df, pd.DataFrame):
-            raise TypeError(f"from_df expects a pandas DataFrame, got {type(df).__name__}.")
+        df = as_frame(df, who="from_df")  # a polars (or other) frame with .to_pandas() is converted
         if len(df) == 0:
             raise ValueError("The DataFrame is empty: nothing to train on.")
         if c.task == "multicategory":
@@ -139,10 +139,10 @@ class MultiLabelData:
 
         keep = validate_texts(df[c.text_col], empty_text=c.empty_text, col=c.text_col)
         df = df.loc[keep]
-        extra = [t for t in (extra_texts or []) if isinstance(t, str) and t.strip()]
+        extra = extra_text_list(extra_texts, empty_text=c.empty_text)  # the text column's policy
         if c.task != "multilabel":
             return cls._from_targets(df, spec, c, extra)
-        y, labs = parse_label_matrix(df, spec, labels)
+        y, labs = fit_label_matrix(df, spec, labels)
 
         no_label = y.sum(axis=1) == 0
         if no_label.all():
@@ -165,6 +165,7 @@ class MultiLabelData:
 
         texts = df[c.text_col].tolist()
         is_valid = _keep_duplicates_together(texts, _make_split(df, y, c), moved=c.split != "column")
+        is_valid = train_on_every_label(texts, y, labs, is_valid, moved=c.split != "column")
         return cls(texts, y, labs, is_valid, text_col=c.text_col, spec=spec, config=c,
                    extra_texts=extra, index=df.index)
 
@@ -419,7 +420,10 @@ def lm_dataloaders_from_tokens(tokens: Sequence[Sequence[str]], *, bs: int, seq_
     frame = pd.DataFrame({"text": [list(t) for t in tokens], "text_length": [len(t) for t in tokens]})
     if len(frame) < 2:
         raise ValueError("A language model needs at least 2 texts.")
+    train_idx, valid_idx = RandomSplitter(valid_pct, seed=seed)(frame)  # the split fastai would make, checked first
+    check_lm_tokens(frame["text_length"].to_numpy(), list(train_idx), list(valid_idx), bs=bs, seq_len=seq_len,
+                     valid_pct=valid_pct)
     block = TextBlock(pretokenized_tfm(), vocab=list(vocab) if vocab is not None else None, is_lm=True,
                       seq_len=seq_len, backwards=backwards, min_freq=min_freq, max_vocab=max_vocab)
-    dblock = DataBlock(blocks=block, get_x=ColReader("text"), splitter=RandomSplitter(valid_pct, seed=seed))
+    dblock = DataBlock(blocks=block, get_x=ColReader("text"), splitter=lambda _: (train_idx, valid_idx))
     return dblock.dataloaders(frame, bs=bs, seq_len=seq_len, device=device, num_workers=0)

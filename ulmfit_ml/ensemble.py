@@ -20,10 +20,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from . import heads  # noqa: F401 - registers the category / regression model kinds that load_predictor loads
 from .base import MultiLabelPredictorMixin
 from .model import MultiLabelClassifier, load_classifier
 from .thresholds import check_thresholds
 from .validation import check_texts, suppress_empty_text_warning
+from .valuetypes import user_path
 
 __all__ = ["MultiLabelEnsemble", "average_probabilities", "resolve_model_dirs", "load_predictor"]
 
@@ -121,7 +123,7 @@ class MultiLabelEnsemble(MultiLabelPredictorMixin):
 def resolve_model_dirs(path: str | Path) -> list[Path]:
     """The model directories behind ``path``: a model directory, a ``train`` run directory
     (``model/``) or a ``cv`` run directory (``folds/*/model``)."""
-    p = Path(path)
+    p = user_path(path)
     if (p / "config.json").is_file() and (p / "model.safetensors").is_file():
         return [p]
     if (p / "model" / "model.safetensors").is_file():

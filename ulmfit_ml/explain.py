@@ -38,6 +38,8 @@ EXPLAIN_METHODS = ("grad_x_input", "integrated_gradients")
 
 # rows of one forward/backward pass when integrated gradients replicates a text
 _MAX_ROWS = 256
+#: integrated-gradients path points (the rows of every label are listed up front)
+_MAX_N_STEPS = 10_000
 
 
 def _check_clf(clf: Any) -> None:
@@ -136,6 +138,10 @@ def explain(clf: Any, texts: Sequence[str], labels: str | Sequence[str] | None =
         raise ValueError(f"method must be one of {list(EXPLAIN_METHODS)}, got {method!r}.")
     if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1:
         raise ValueError(f"n_steps must be a positive int, got {n_steps!r}.")
+    if n_steps > _MAX_N_STEPS:
+        raise ValueError(f"n_steps = {n_steps!r} is more than the limit of {_MAX_N_STEPS:,}: the path points are "
+                         "listed (and run) per label before the first backward pass, and integrated gradients "
+                         f"converge with 20 to 300. Use at most {_MAX_N_STEPS:,}.")
     texts = check_texts(texts)
     columns = ["text_id", "label", "position", "token", "attribution"]
     if not texts:

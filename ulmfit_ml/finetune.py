@@ -21,7 +21,7 @@ from .config import LMConfig, config_to_dict, merge_config, scale_dropouts
 from .data import MultiLabelData
 from .distrib import distributed_ctx, init_distributed
 from .lm import LanguageModel, lm_arch_config, pretrained_tokenizer, pretrained_weights
-from .runtime import history_frame, quiet_mode, resolve_device, seed_everything, use_fp16
+from .runtime import fit_one_cycle_checked, history_frame, progress_mode, resolve_device, seed_everything, use_fp16
 
 __all__ = ["LMTrainer", "finetune_lm", "build_lm_learner"]
 
@@ -104,15 +104,16 @@ class LMTrainer:
         hist = []
         batch_losses: list[float] = []
         t0 = time.perf_counter()
-        with distributed_ctx(learn), quiet_mode(learn, cfg.quiet):
+        with distributed_ctx(learn), progress_mode(learn, cfg.quiet):
             if frozen:
                 learn.freeze()
-                learn.fit_one_cycle(frozen, lr * 10, moms=cfg.moms)
+                fit_one_cycle_checked(learn, frozen, lr * 10, moms=cfg.moms, lr=lr,
+                                      lr_option="lm.lr (x10 in the frozen epochs)")
                 batch_losses += [float(v) for v in learn.recorder.losses]
                 hist.append(history_frame(learn, "frozen"))
             learn.unfreeze()
             if cfg.epochs:
-                learn.fit_one_cycle(cfg.epochs, lr, moms=cfg.moms)
+                fit_one_cycle_checked(learn, cfg.epochs, lr, moms=cfg.moms, lr=lr, lr_option="lm.lr")
                 batch_losses += [float(v) for v in learn.recorder.losses]
                 hist.append(history_frame(learn, "unfrozen", start_epoch=frozen))
         seconds = time.perf_counter() - t0

@@ -15,6 +15,7 @@ from typing import Any, Iterator
 import pandas as pd
 
 from .persist import atomic_file
+from .valuetypes import user_path
 
 __all__ = ["read_table", "iter_table", "table_columns", "table_bytes", "write_table", "check_output_file",
            "TABLE_FORMATS", "table_format", "pandas_read_options", "named_columns"]
@@ -105,7 +106,7 @@ def _read_error(path: Path, fmt: str, e: BaseException) -> Exception:
 
 
 def _checked_path(path: str | Path) -> tuple[Path, str]:
-    path = Path(path)
+    path = user_path(path)
     fmt = table_format(path)
     if not path.is_file():
         raise FileNotFoundError(f"No such data file: {path}")
@@ -207,7 +208,7 @@ def write_table(df: pd.DataFrame, path: str | Path) -> Path:
     Returns:
         ``path`` as a :class:`~pathlib.Path`.
     """
-    path = Path(path)
+    path = user_path(path)
     fmt = table_format(path)
     with atomic_file(path) as tmp:
         if fmt == "csv":
@@ -246,9 +247,9 @@ def check_output_file(path: str | Path, *, overwrite: bool = False, inputs: Any 
         FileExistsError: ``path`` is an input, lies inside one, is a directory, or exists
             without ``overwrite``. Nothing is written then.
     """
-    path = Path(path)
+    path = user_path(path)
     for inp in inputs or ():
-        if inp is not None and _same_or_inside(path, Path(inp)):
+        if inp is not None and _same_or_inside(path, user_path(inp)):
             what = "is the input" if path.resolve() == Path(inp).resolve() or not Path(inp).is_dir() else "lies inside the input"
             raise FileExistsError(f"Refusing to write {path}: it {what} {inp} of this command (even with --overwrite); "
                                   "choose another output file.")

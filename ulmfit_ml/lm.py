@@ -19,8 +19,10 @@ import pandas as pd
 import torch
 
 from .config import resolve_arch
+from .manifest import verify_files
 from .persist import FORMAT_VERSION, atomic_dir, read_json, versions, write_json
 from .tokens import TextTokenizer
+from .valuetypes import user_path
 
 __all__ = ["LanguageModel", "load_lm", "save_lm", "lm_arch_config", "PRETRAINED_MODELS", "pretrained_model_dir",
            "pretrained_weights", "pretrained_tokenizer"]
@@ -109,12 +111,16 @@ def save_lm(lm: LanguageModel, path: str | Path, *, overwrite: bool = False, hal
 
 
 def load_lm(path: str | Path) -> LanguageModel:
-    """Load a :class:`LanguageModel` saved with :meth:`LanguageModel.save` (no pickle)."""
+    """Load a :class:`LanguageModel` saved with :meth:`LanguageModel.save` (no pickle); a file
+    changed after saving raises (:func:`~ulmfit_ml.manifest.verify_files`)."""
     from safetensors.torch import load_file
 
-    path = Path(path)
+    path = user_path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"No language-model directory at {path}.")
+    if not (path / "lm.json").exists() and (path / "lm" / "lm.json").is_file():
+        raise FileNotFoundError(f"{path} is a run directory, not a language-model directory: its language model is "
+                                f"in {path / 'lm'}. Load that: load_lm({str(path / 'lm')!r}).")
     meta = read_json(path / "lm.json")
     if not isinstance(meta, dict) or meta.get("kind") != "language_model":
         raise ValueError(f"{path / 'lm.json'} is not a ulmfit_ml language-model config.")
@@ -135,9 +141,12 @@ def load_lm(path: str | Path) -> LanguageModel:
     for k in _TIED_LM_KEYS:
         state.setdefault(k, state["0.encoder.weight"])
     history = pd.read_csv(path / "history.csv") if (path / "history.csv").exists() else None
+    tokenizer = TextTokenizer.load(meta.get("tokenizer"), path)
+    # every file against the sha256 recorded at save time (a flipped "backwards" loads silently otherwise);
+    # the shipped models and LMs saved before format 2 have none
+    verify_files(path, "language_model", format_version=meta.get("format_version", 0))
     return LanguageModel(vocab, meta["arch"], state, backwards=meta.get("backwards", False), history=history,
-                         metrics=meta.get("metrics"), config=meta.get("config"),
-                         tokenizer=TextTokenizer.load(meta.get("tokenizer"), path))
+                         metrics=meta.get("metrics"), config=meta.get("config"), tokenizer=tokenizer)
 
 
 # ---------------------------------------------------------------------- pretrained weights

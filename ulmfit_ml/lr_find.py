@@ -15,9 +15,12 @@ from .classifier import ClassifierTrainer
 from .data import MultiLabelData
 from .finetune import LMTrainer
 from .plots import plot_lr_find
-from .runtime import quiet_mode
+from .runtime import progress_mode
 
 __all__ = ["lr_find", "LRFindResult"]
+
+#: lr_find iterations (batches); fastai's default is 100
+_MAX_NUM_IT = 10_000
 
 
 @dataclass
@@ -66,6 +69,10 @@ def lr_find(data: MultiLabelData, *, stage: str = "classifier", encoder: Any = N
         raise ValueError(f"Need 0 < start_lr < end_lr, got start_lr={start_lr!r}, end_lr={end_lr!r}.")
     if isinstance(num_it, bool) or not isinstance(num_it, int) or num_it < 6:
         raise ValueError(f"num_it must be an int >= 6, got {num_it!r}.")
+    if num_it > _MAX_NUM_IT:
+        raise ValueError(f"num_it = {num_it!r} is more than the limit of {_MAX_NUM_IT:,}: each iteration is one training "
+                         "batch, fastai sets up the epochs they span before the first one (its progress bar lists them) "
+                         f"and the sweep needs ~100 (fastai's default). Use at most {_MAX_NUM_IT:,}.")
     if stage == "lm":
         if encoder is not None:
             raise ValueError("encoder= is for stage='classifier'; the LM stage starts from pretrained= weights.")
@@ -83,7 +90,7 @@ def lr_find(data: MultiLabelData, *, stage: str = "classifier", encoder: Any = N
     workdir = Path(tempfile.mkdtemp(prefix="ulmfit_ml_lrfind_"))
     learn.path = workdir  # fastai saves the weights to restore them after the sweep
     try:
-        with quiet_mode(learn, quiet):
+        with progress_mode(learn, quiet):
             learn.lr_find(start_lr=start_lr, end_lr=end_lr, num_it=num_it, show_plot=False, suggest_funcs=None)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)  # our own mkdtemp directory (fastai's saved weights)

@@ -13,7 +13,8 @@ A classifier directory holds::
     labels.json         label names (column order of predict_proba); category / target columns
     thresholds.json     per-label decision thresholds (multi-label only)
     history.csv         per-epoch training table (informational)
-    .ulmfit_ml.json     the ownership marker (see :mod:`ulmfit_ml.persist`)
+    .ulmfit_ml.json     the ownership marker, with the sha256 of every file (checked at load;
+                        see :mod:`ulmfit_ml.persist`)
 """
 from __future__ import annotations
 
@@ -29,7 +30,8 @@ from torch import nn
 
 from .base import MultiLabelPredictorMixin
 from .config import resolve_arch, scale_dropouts
-from .valuetypes import check_value, describe_type
+from .valuetypes import check_value, describe_type, user_path
+from .manifest import verify_files
 from .persist import (FORMAT_VERSION, atomic_dir, file_sha256, load_weights, read_json, save_weights, versions,
                       write_json)
 from .runtime import resolve_device
@@ -225,7 +227,7 @@ class MultiLabelClassifier(MultiLabelPredictorMixin, TextModel):
                  thresholds: np.ndarray | None = None, history: pd.DataFrame | None = None,
                  valid_data: tuple[np.ndarray, np.ndarray] | None = None, tokenizer: TextTokenizer | None = None) -> None:
         super().__init__(model, vocab, labels, meta=meta, history=history, tokenizer=tokenizer)
-        self.thresholds = check_thresholds(0.5 if thresholds is None else thresholds, len(self.labels))
+        self.thresholds = check_thresholds(0.5 if thresholds is None else thresholds, len(self.labels), name="thresholds")
         self._valid = valid_data  # (y_true, probs) of the validation split, for tune_thresholds
 
     def predict_proba(self, texts: Sequence[str], *, bs: int = 128) -> np.ndarray:
@@ -258,7 +260,7 @@ def save_classifier(clf: Any, path: str | Path, *, overwrite: bool = False, inpu
                          "float model it was made from, and quantize again after loading.")
     multilabel = getattr(clf, "task", "multilabel") == "multilabel"
     try:
-        thresholds = check_thresholds(clf.thresholds, len(clf.labels)) if multilabel else None
+        thresholds = check_thresholds(clf.thresholds, len(clf.labels), name="clf.thresholds") if multilabel else None
     except (ValueError, TypeError) as e:
         raise ValueError(f"Cannot save to {path}: clf.thresholds is invalid ({e}) Set it to {len(clf.labels)} numbers "
                          "in [0, 1], one per label (or call clf.tune_thresholds()); nothing was written.") from e
@@ -314,19 +316,42 @@ def _check_config_values(cfg: dict[str, Any], where: Path) -> None:
             raise ValueError(f"{where}: {key} = {cfg[key]!r} should be >= 1.")
 
 
+def _not_a_run_directory(path: Path) -> None:
+    """A run directory (``ulmfit-ml train``/``cv``) holds its model in ``model/`` (or
+    ``folds/*/model``): name that directory instead of failing on the run's own config.json."""
+    cfg = path / "config.json"
+    try:
+        is_model = cfg.is_file() and read_json(cfg).get("kind") == "classifier"
+    except (ValueError, AttributeError):  # corrupt / not a dict: the checks below name the file
+        return
+    if is_model:
+        return
+    inner = path / "model"
+    if (inner / "config.json").is_file():
+        raise FileNotFoundError(f"{path} is a run directory, not a model directory: its model is in {inner}. "
+                                f"Load that: load_classifier({str(inner)!r}) (the CLI takes the run directory itself).")
+    folds = sorted(path.glob("folds/fold*/model"))
+    if folds:
+        raise FileNotFoundError(f"{path} is a cv run directory: its fold models are in {folds[0].parent.parent}/fold*/model "
+                                f"(e.g. load_classifier({str(folds[0])!r})); um.load_predictor({str(path)!r}) averages them.")
+
+
 def load_classifier(path: str | Path, *, device: str | None = "cpu") -> Any:
     """Rebuild a saved model: a :class:`MultiLabelClassifier`, or for ``config.json``'s ``"task"``
     ``"multicategory"`` / ``"regression"`` a :class:`~ulmfit_ml.heads.MultiCategoryClassifier` /
     :class:`~ulmfit_ml.heads.TextRegressor`.
 
-    Nothing is unpickled. Missing or corrupt files, and weights that do not fit the saved
-    architecture, raise with the file's name.
+    Nothing is unpickled. Missing or corrupt files, weights that do not fit the saved
+    architecture, and any file changed after saving (its sha256 differs from the one the
+    directory's ``.ulmfit_ml.json`` recorded: :func:`~ulmfit_ml.manifest.verify_files`) raise
+    with the file's name.
     """
-    path = Path(path)
+    path = user_path(path)
     if not path.is_dir():
         left = sorted(path.parent.glob(f".{path.name}.old-*")) if not path.exists() else []
         hint = f" An interrupted save left the previous model at {left[-1]}: rename it to {path}." if left else ""
         raise FileNotFoundError(f"No model directory at {path}.{hint}")
+    _not_a_run_directory(path)
     cfg = read_json(path / "config.json")
     if not isinstance(cfg, dict) or cfg.get("kind") != "classifier":
         raise ValueError(f"{path / 'config.json'} is not a ulmfit_ml classifier config.")
@@ -368,7 +393,8 @@ def load_classifier(path: str | Path, *, device: str | None = "cpu") -> Any:
         raise ValueError(f"{path / 'config.json'} has invalid architecture values ({type(e).__name__}: {e}).") from e
     load_weights(model, path / "model.safetensors")  # unreadable or misshapen weights: its own message
     want = cfg.get("weights_sha256")  # models saved before checksums existed have none
-    if want is not None and file_sha256(path / "model.safetensors") != want:
+    weights_sha = file_sha256(path / "model.safetensors") if want is not None else None
+    if want is not None and weights_sha != want:
         raise ValueError(f"{path / 'model.safetensors'} does not match the checksum stored in config.json: the "
                          "weights were changed or corrupted after saving. Restore the file or save the model again.")
     model.eval()
@@ -382,6 +408,10 @@ def load_classifier(path: str | Path, *, device: str | None = "cpu") -> Any:
             if k not in ("format_version", "kind", "n_labels", "n_out", "vocab_size", "tokenizer", "versions",
                          "weights_sha256")}
     tokenizer = TextTokenizer.load(cfg.get("tokenizer"), path)
+    # last, after the checks that name a specific problem: every file against the sha256
+    # recorded at save time (a swapped label name or a flipped "backwards" passes all of them)
+    verify_files(path, "classifier", format_version=cfg.get("format_version", 0),
+                 known={"model.safetensors": weights_sha} if weights_sha else None)
     if task != "multilabel":
         return MODEL_KINDS[task](model, vocab, labels, meta=meta, history=history, tokenizer=tokenizer)
     return MultiLabelClassifier(model, vocab, labels, meta=meta, thresholds=np.asarray(thresholds, dtype=np.float64),

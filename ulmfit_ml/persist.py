@@ -9,8 +9,8 @@ The model directories themselves are laid out by their owners: :mod:`ulmfit_ml.m
 Every directory ulmfit_ml writes also holds the ownership marker ``.ulmfit_ml.json`` (kind,
 version, the files written). ``overwrite=True`` replaces only a directory that carries it (or
 has the exact layout of a model saved before the marker existed) and holds nothing else, never
-the current directory or one that holds an input: see :func:`check_replaceable`. Loading does
-not need the marker.
+the current directory or one that holds an input: see :func:`check_replaceable`. A model's
+marker also holds the sha256 of each file, checked at load by :mod:`ulmfit_ml.manifest`.
 
 Saving writes everything into a temporary sibling directory and renames it into place, so a
 crash leaves either the previous complete directory or the new complete one. Loading never
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import fnmatch
 import hashlib
 import json
@@ -33,13 +34,15 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
+from .valuetypes import user_path
 from .version import __version__
 
 __all__ = ["atomic_file", "write_text_atomic", "write_json_atomic", "atomic_dir", "check_replaceable",
            "remove_owned_dir", "write_marker", "MARKER", "FORMAT_VERSION", "versions", "read_json", "write_json",
-           "save_weights", "load_weights", "file_sha256"]
+           "save_weights", "load_weights", "file_sha256", "raise_if_disk_full", "HASHED_KINDS"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: a model's marker holds the sha256 of its files (checked by ulmfit_ml.manifest)
+HASHED_KINDS = frozenset({"classifier", "language_model"})  #: the kinds whose marker records sha256s
 
 
 def versions() -> dict[str, str]:
@@ -90,6 +93,8 @@ def write_marker(path: str | Path, kind: str, files: list[str] | None = None) ->
                            "ulmfit_ml": __version__}
     if files is not None:
         obj["files"] = sorted(files)
+        if kind in HASHED_KINDS:
+            obj["sha256"] = {f: file_sha256(Path(path) / f) for f in sorted(files) if (Path(path) / f).is_file()}
     p = Path(path) / MARKER
     p.write_text(json.dumps(obj, indent=2), encoding="utf-8")
     return p
@@ -201,7 +206,7 @@ def check_replaceable(path: str | Path, *, inputs: Any = ()) -> Path:
     Raises:
         FileExistsError: the message names ``path``, the reason and the fix.
     """
-    path = Path(path)
+    path = user_path(path)
     real = path.resolve()
     fix = "choose another output directory, or move or delete it yourself"
     if _same_or_inside(Path.cwd().resolve(), real):
@@ -210,10 +215,13 @@ def check_replaceable(path: str | Path, *, inputs: Any = ()) -> Path:
     for inp in inputs or ():
         if inp is None:
             continue
-        if _same_or_inside(Path(inp).expanduser().resolve(), real):
+        if _same_or_inside(user_path(inp).resolve(), real):
             raise FileExistsError(f"Refusing to replace {path}: it holds the input {inp} of this run. "
                                   f"Nothing was deleted; {fix}.")
-    if path.is_symlink() or not path.is_dir():
+    if path.is_symlink():
+        raise FileExistsError(f"Refusing to replace {path}: it is a symbolic link (to {os.readlink(path)}); ulmfit_ml "
+                              "will not replace a link. Nothing was deleted; save to its target, or remove the link.")
+    if not path.is_dir():
         raise FileExistsError(f"{path} exists and is not a directory: {fix}.")
     foreign = _foreign_entries(path)
     if foreign is None:
@@ -249,7 +257,7 @@ def atomic_dir(path: str | Path, write: Callable[[Path], None], *, overwrite: bo
     Raises:
         FileExistsError: ``path`` exists and ``overwrite`` is false, or it may not be replaced.
     """
-    path = Path(path)
+    path = user_path(path)
     exists = path.exists() or path.is_symlink()
     if exists and not overwrite:
         raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it.")
@@ -280,8 +288,9 @@ def atomic_dir(path: str | Path, write: Callable[[Path], None], *, overwrite: bo
                 raise
             shutil.rmtree(old, ignore_errors=True)
         _fsync_dir(path.parent)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        raise_if_disk_full(e, path)
         raise
     return path
 
@@ -296,7 +305,7 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
     Callers check first that ``path`` may be written (:func:`ulmfit_ml.io.check_output_file`
     for user-named files).
     """
-    path = Path(path)
+    path = user_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".tmp-{os.getpid()}-{uuid.uuid4().hex[:6]}-{path.name}")
     try:
@@ -304,10 +313,32 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)  # callers checked path first (io.check_output_file or their own directory)
-    except BaseException:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)  # our own temporary file
+        raise_if_disk_full(e, path)
         raise
     _fsync_dir(path.parent)
+
+
+#: errnos and words of a full disk or a file-size limit (torch.save's zip writer: "enforce fail at
+#: inline_container.cc", "PytorchStreamWriter failed"; safetensors: "No space left on device (os error 28)")
+_FULL_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+_FULL_WORDS = ("no space left", "file too large", "quota exceeded", "os error 28", "os error 27",
+               "inline_container.cc", "pytorchstreamwriter failed")
+
+
+def raise_if_disk_full(e: BaseException, path: str | Path) -> None:
+    """Re-raise ``e``, met while writing ``path``, as one clear ``OSError`` (ENOSPC / EFBIG) naming
+    the path when it means "no space left" or "file too large"; return for any other error. The one
+    check of :func:`atomic_file` and :func:`atomic_dir`, so every save gets it."""
+    text, code = " ".join(str(e).split()), getattr(e, "errno", None)
+    if not isinstance(e, (OSError, RuntimeError)) and type(e).__name__ != "SafetensorError" or not (
+            code in _FULL_ERRNOS or any(w in text.lower() for w in _FULL_WORDS)):
+        return
+    code = errno.EFBIG if code == errno.EFBIG or "too large" in text.lower() or "error 27" in text else errno.ENOSPC
+    raise OSError(code, f"Could not write {path}: no space left on the device / file too large ({type(e).__name__}: "
+                        f"{text[:300]}). Nothing was replaced; free some space (or raise the file-size limit, "
+                        "ulimit -f) or write to another disk, then run again.") from e
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:

@@ -17,7 +17,7 @@ import pandas as pd
 from .classifier import train_classifier
 from .checkpoint import load_checkpoint
 from .config import DataConfig, RunConfig
-from .config_files import ConfigError, config_sections
+from .config_files import ConfigError, check_run_keys, config_sections
 from .cv import CVResult, cross_validate
 from .data import MultiLabelData
 from .distrib import barrier, broadcast_object, init_distributed
@@ -31,10 +31,11 @@ from .persist import remove_owned_dir, write_json_atomic
 from .runs import RunDir
 from .runtime import resolve_device
 from .targets import CategoryReport, RegressionReport
-from .validation import check_columns, check_texts, text_cells
+from .validation import check_columns, check_texts, extra_text_list, text_cells
 
 __all__ = ["run_lm", "run_train", "run_cv", "evaluate_file", "EvaluateFileResult", "run_inputs", "default_out",
-           "load_run_data", "report_table", "require_train", "require_labels", "resolve_lm_dir", "saved_encoder"]
+           "load_run_data", "read_run_table", "report_table", "require_train", "require_labels", "resolve_lm_dir",
+           "saved_encoder"]
 
 
 def require_labels(data_cfg: DataConfig) -> None:
@@ -65,19 +66,26 @@ def default_out(command: str) -> str:
     return str(Path("runs") / f"{command}-{time.strftime('%Y%m%d-%H%M%S')}")
 
 
-def _read_extra_texts(run_cfg: RunConfig, text_col: str) -> list[str]:
+def read_run_table(run_cfg: RunConfig, path: str | Path) -> pd.DataFrame:
+    """A file of the run (train, test, extra texts): :func:`~ulmfit_ml.io.read_table` with the
+    run's ``sep`` / ``header`` (CLI ``--sep`` / ``--no-header``)."""
+    return read_table(path, sep=run_cfg.sep, header=run_cfg.header)
+
+
+def _read_extra_texts(run_cfg: RunConfig, data_cfg: DataConfig) -> list[str]:
     texts: list[str] = []
-    for f in run_cfg.extra_texts:
-        df = read_table(f)
-        check_columns(df, [text_col])
-        texts += [t for t in df[text_col].tolist() if isinstance(t, str) and t.strip()]
+    for f in run_cfg.extra_texts:  # each file under the text column's policy (non-strings raise, empties warn)
+        df = read_run_table(run_cfg, f)
+        check_columns(df, [data_cfg.text_col])
+        texts += extra_text_list(df[data_cfg.text_col], empty_text=data_cfg.empty_text,
+                                 col=f"{data_cfg.text_col} (in {Path(f).name})")
     return texts
 
 
 def load_run_data(cfgs: dict[str, Any], *, labelled: bool = True) -> MultiLabelData:
     """The training file as a MultiLabelData (``labelled=False``: texts only, for the LM)."""
-    df = read_table(require_train(cfgs["run"]))
-    extra = _read_extra_texts(cfgs["run"], cfgs["data"].text_col)
+    df = read_run_table(cfgs["run"], require_train(cfgs["run"]))
+    extra = _read_extra_texts(cfgs["run"], cfgs["data"])
     if labelled:
         return MultiLabelData.from_df(df, config=cfgs["data"], extra_texts=extra)
     # LM fine-tuning reads no labels: give the texts one constant placeholder label so the
@@ -151,6 +159,7 @@ def run_lm(cfgs: dict[str, Any], *, inputs: Sequence[str] = ()) -> RunDir:
         inputs: every file the run reads (:func:`run_inputs`); never replaced.
     """
     require_train(cfgs["run"])
+    check_run_keys("lm", cfgs["run"])
     if saved_encoder(cfgs["run"]):
         raise ConfigError("run.encoder is a saved LM: `ulmfit-ml lm` fine-tunes a new LM; start it from saved weights with "
                           "lm.pretrained = \"DIR\" instead.")
@@ -198,6 +207,7 @@ def run_train(cfgs: dict[str, Any], *, resume: bool = False, inputs: Sequence[st
     else:
         require_train(cfgs["run"])
         require_labels(cfgs["data"])
+        check_run_keys("train", cfgs["run"])
         if cfgs["run"].out is None:
             out = broadcast_object(str(Path(default_out("train")).resolve()))  # one directory (rank 0's clock)
             cfgs["run"] = dataclasses.replace(cfgs["run"], out=out)
@@ -323,6 +333,7 @@ def run_cv(cfgs: dict[str, Any], *, inputs: Sequence[str] = ()) -> tuple[RunDir,
     """``ulmfit-ml cv``: k-fold CV with one shared LM, OOF probabilities, mean/std metrics."""
     require_train(cfgs["run"])
     require_labels(cfgs["data"])
+    check_run_keys("cv", cfgs["run"])
     rc = cfgs["run"]
     if rc.out is None:
         cfgs["run"] = rc = dataclasses.replace(rc, out=str(Path(default_out("cv")).resolve()))
@@ -332,7 +343,7 @@ def run_cv(cfgs: dict[str, Any], *, inputs: Sequence[str] = ()) -> tuple[RunDir,
     log = run.logger(quiet=cfgs["classifier"].quiet)
     run.set_status("running")
     try:
-        df = read_table(rc.train)
+        df = read_run_table(rc, rc.train)
         if rc.id_col is not None:
             check_columns(df, [rc.id_col])
         data = load_run_data(cfgs)
@@ -358,7 +369,7 @@ def run_cv(cfgs: dict[str, Any], *, inputs: Sequence[str] = ()) -> tuple[RunDir,
             for k, m in enumerate(res.models):
                 m.save(run.path / "folds" / f"fold{k}" / "model", overwrite=True, inputs=inputs)
         if rc.test:
-            test = read_table(rc.test)
+            test = read_run_table(rc, rc.test)
             check_columns(test, [cfgs["data"].text_col])
             probs = res.predict_proba(check_texts(test[cfgs["data"].text_col], col=cfgs["data"].text_col,
                                                   where=Path(rc.test).name))

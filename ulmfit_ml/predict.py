@@ -33,7 +33,9 @@ from .io import check_output_file, iter_table, table_bytes, table_columns, table
 from .model import TextModel
 from .persist import write_json_atomic
 from .runtime import patch_fastai
+from .thresholds import check_thresholds
 from .validation import check_bs, check_columns, suppress_empty_text_warning, text_cells, warn_empty_texts
+from .valuetypes import user_path
 
 __all__ = ["predict_file", "predict_frame", "quantized_predictor", "PredictFileResult", "load_fastai_learner",
            "PROGRESS_SUFFIX", "OUTPUTS"]
@@ -138,6 +140,8 @@ def predict_frame(predictor: Any, chunk: pd.DataFrame, *, start: int, text_col: 
     The one place a table chunk becomes predictions: :func:`predict_file` and distributed
     batch prediction both call it, so their outputs are identical.
     """
+    _header(predictor, id_col, output)  # an id column named like an output column: refused, never overwritten
+    _check_threshold(predictor, threshold)
     texts, empty = text_cells(chunk[text_col], col=text_col)
     with suppress_empty_text_warning():  # counted here, warned once per file by predict_file
         table = predictor.output_table(texts, output=output, threshold=threshold, at_least_one=at_least_one, bs=bs)
@@ -153,9 +157,29 @@ def predict_frame(predictor: Any, chunk: pd.DataFrame, *, start: int, text_col: 
 
 
 def _header(predictor: Any, id_col: str | None, output: str) -> list[str]:
+    """The output columns of every :func:`predict_file` output, in order.
+
+    Raises:
+        ValueError: ``id_col`` has the name of a column the output writes (``row``, ``labels``,
+            ``proba_<label>``, a label name in a submission): its ids would replace that column.
+    """
+    own = predictor.output_columns(output) if output == "submission" else ["row"] + predictor.output_columns(output)
+    if id_col is not None and str(id_col) in own:
+        what = {"row": "the input row number", "labels": "the predicted labels"}.get(str(id_col), "a prediction column")
+        raise ValueError(f"id_col={id_col!r} clashes with the output column {str(id_col)!r} ({what}) that the "
+                         f"{output!r} output writes: the ids would replace it. Rename that column of the input (e.g. "
+                         f"df.rename(columns={{{str(id_col)!r}: '{id_col}_id'}})), choose another output, or leave "
+                         "id_col unset.")
     if output == "submission":
-        return [str(id_col)] + predictor.output_columns(output)
-    return ["row"] + ([id_col] if id_col is not None else []) + predictor.output_columns(output)
+        return [str(id_col)] + own
+    return own[:1] + ([id_col] if id_col is not None else []) + own[1:]
+
+
+def _check_threshold(predictor: Any, threshold: Any) -> None:
+    """A threshold given to predict_file / predict_dask: checked whatever the output (a bool or a
+    string raises), for multi-label models (the others refuse any threshold themselves)."""
+    if threshold is not None and getattr(predictor, "task", "multilabel") == "multilabel":
+        check_thresholds(threshold, len(predictor.labels))
 
 
 def predict_file(model: Any, input_path: str | Path, output_path: str | Path, *, text_col: str | None = None,
@@ -216,7 +240,7 @@ def predict_file(model: Any, input_path: str | Path, output_path: str | Path, *,
         TypeError: a non-string text column.
     """
     t0 = time.perf_counter()
-    input_path, output_path = Path(input_path), Path(output_path)
+    input_path, output_path = user_path(input_path), user_path(output_path)
     if output not in OUTPUTS:
         raise ValueError(f"output must be one of {list(OUTPUTS)}, got {output!r}.")
     if output == "submission" and id_col is None:
@@ -240,6 +264,8 @@ def predict_file(model: Any, input_path: str | Path, output_path: str | Path, *,
     text_col = predictor.meta.get("text_col", "text") if text_col is None else text_col
     if id_col is not None and id_col == text_col:
         raise ValueError(f"id_col and text_col are both {text_col!r}: name the id column, or leave id_col=None.")
+    _header(predictor, id_col, output)  # before anything is written
+    _check_threshold(predictor, threshold)
     cols = [text_col] + ([id_col] if id_col is not None else [])
     read = {"sep": sep, "header": header, "encoding": encoding, "encoding_errors": encoding_errors}  # io checks them
     check_columns(pd.DataFrame(columns=table_columns(input_path, **read)), cols)

@@ -34,11 +34,11 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .runtime import resolve_device, seed_everything
+from .runtime import divergence_message, loss_diverged, resolve_device, seed_everything
 from .config import PretrainConfig, config_to_dict, merge_config, scale_dropouts
 from .corpus import TokenCorpus, corpus_texts, tokenize_corpus
 from .distrib import barrier, broadcast_object, init_distributed, is_main, on_main, rank, world_size
-from .lm import LanguageModel, lm_arch_config
+from .lm import PRETRAINED_MODELS, LanguageModel, load_lm, lm_arch_config, pretrained_model_dir
 from .persist import atomic_dir
 from .tokens import TextTokenizer
 
@@ -202,6 +202,27 @@ def _average_gradients(model: torch.nn.Module, n_ranks: int) -> None:
 
 
 # ---------------------------------------------------------------------- the loop
+def _start_lm(cfg: PretrainConfig) -> LanguageModel | None:
+    """The language model a continued run starts from (``init_from``), checked against the config."""
+    if cfg.init_from is None:
+        return None
+    src = cfg.init_from
+    path = pretrained_model_dir(src, backwards=cfg.backwards) if src in PRETRAINED_MODELS else Path(src).expanduser()
+    if not (path / "lm.json").exists():
+        raise FileNotFoundError(f"init_from={src!r}: no language model there (expected a shipped name "
+                                f"{sorted(PRETRAINED_MODELS)} or a directory saved by ulmfit_ml with lm.json).")
+    lm = load_lm(path)
+    if lm.backwards != cfg.backwards:
+        raise ValueError(f"init_from={src!r} is a {'backward' if lm.backwards else 'forward'} model but this run has "
+                         f"backwards={cfg.backwards}: pass backwards={lm.backwards} or start from the other direction.")
+    want = lm_arch_config(cfg.arch)
+    sizes = {k: lm.arch[k] for k in ("emb_sz", "n_hid", "n_layers")}
+    if any(want[k] != v for k, v in sizes.items()):
+        raise ValueError(f"init_from={src!r} has arch {sizes} but this run asks for "
+                         f"{ {k: want[k] for k in sizes} }: pass arch={sizes}.")
+    return lm
+
+
 def _fmt_secs(s: float) -> str:
     s = int(max(s, 0))
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
@@ -236,11 +257,15 @@ def pretrain_lm(corpus: str | Path | Sequence[str | Path] | TokenCorpus, *, conf
         raise ValueError("resume=True needs out_dir= (the folder holding the checkpoint).")
     distributed = init_distributed()  # launched by torchrun / accelerate: data-parallel, see _average_gradients
     n_ranks, me = (world_size(), rank()) if distributed else (1, 0)
+    start = _start_lm(cfg)
     if isinstance(corpus, TokenCorpus):
         tc = corpus
     else:
         def tokenised() -> str:
             tokenizer = None
+            if start is not None:  # the ids must be the start model's: its tokenizer and vocabulary
+                return str(tokenize_corpus(corpus, valid_pct=cfg.valid_pct, quiet=cfg.quiet, tokenizer=start.tokenizer,
+                                           vocab=start.vocab).path)
             if cfg.tokenizer == "sentencepiece":  # trained on the corpus's first lines, then kept with the LM
                 tokenizer = TextTokenizer.train_sentencepiece(corpus_texts(corpus, limit=cfg.sp_train_lines),
                                                               vocab_size=cfg.sp_vocab_size, max_texts=cfg.sp_train_lines)
@@ -249,7 +274,10 @@ def pretrain_lm(corpus: str | Path | Sequence[str | Path] | TokenCorpus, *, conf
 
         # rank 0 tokenises (and trains the SentencePiece model) once; every rank reads its cache
         tc = TokenCorpus.load(broadcast_object(on_main(tokenised)))
-    if tc.tokenizer.name != cfg.tokenizer:
+    if start is not None and list(tc.vocab) != list(start.vocab):
+        raise ValueError(f"The corpus {tc.path} was tokenised with another vocabulary than init_from={cfg.init_from!r}: "
+                         "pass the corpus files, so that they are tokenised with the start model's vocabulary.")
+    if start is None and tc.tokenizer.name != cfg.tokenizer:
         raise ValueError(f"The corpus was tokenised with {tc.tokenizer.name!r} but tokenizer={cfg.tokenizer!r}: "
                          "tokenise it again with this tokenizer (pass the corpus files), or change tokenizer.")
     out = Path(out_dir) if out_dir is not None else None
@@ -266,9 +294,12 @@ def pretrain_lm(corpus: str | Path | Sequence[str | Path] | TokenCorpus, *, conf
     V = len(tc.vocab)
     device = resolve_device(cfg.device)
     model = build_pretrain_model(V, arch, cfg.drop_mult)
-    with torch.no_grad():  # start the decoder bias at the log unigram frequencies
-        freq = torch.tensor(tc.counts, dtype=torch.float64) + 1.0
-        model[1].decoder.bias.copy_((freq / freq.sum()).log().float())
+    if start is not None:  # a continued run: the start model's weights (tied embedding/decoder included)
+        model.load_state_dict(start.state_dict)
+    else:
+        with torch.no_grad():  # start the decoder bias at the log unigram frequencies
+            freq = torch.tensor(tc.counts, dtype=torch.float64) + 1.0
+            model[1].decoder.bias.copy_((freq / freq.sum()).log().float())
     model.to(device)
     if distributed:  # one start for every rank; then each rank its own dropout masks and sampled negatives
         for prm in model.parameters():
@@ -293,6 +324,8 @@ def pretrain_lm(corpus: str | Path | Sequence[str | Path] | TokenCorpus, *, conf
     probs = (probs / probs.sum()).float()
     probs, log_q = probs.to(device), probs.log().to(device)
     config_dict = {**config_to_dict(cfg), "corpus": tc.meta.get("sources"), "corpus_tokens": len(tc.train)}
+    offset = int(round(cfg.data_offset * per_epoch))
+    tokens_before = 0 if start is None else int(start.metrics.get("tokens_seen_total", start.metrics.get("tokens_seen", 0)))
     step, start_step, seconds_before, history = 0, 0, 0.0, []
     model.train()
     model[0].reset()
@@ -307,15 +340,17 @@ def pretrain_lm(corpus: str | Path | Sequence[str | Path] | TokenCorpus, *, conf
     t0 = time.perf_counter()
     last_ckpt = last_log = t0
     run_loss, n_run = 0.0, 0
+    start_loss: float | None = None  # this run's first loss: the divergence check's reference
     tokens_per_step = cfg.bs * cfg.seq_len * n_ranks  # every rank's batch
     while step < total:
         pos = step / total
         for g in opt.param_groups:
             g["lr"] = float(lr_sched(pos))
             g["betas"] = (float(mom_sched(pos)), 0.99)
-        if step % per_epoch == 0:
+        b = (step + offset) % per_epoch
+        if b == 0:
             model[0].reset()
-        x, y = (t.to(device) for t in stream.batch(step % per_epoch))
+        x, y = (t.to(device) for t in stream.batch(b))
         h = _forward_hidden(model, x).reshape(-1, arch["emb_sz"])
         dec = model[1].decoder
         if cfg.softmax == "sampled":
@@ -330,7 +365,11 @@ def pretrain_lm(corpus: str | Path | Sequence[str | Path] | TokenCorpus, *, conf
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
         opt.step()
         step += 1
-        run_loss += float(loss.detach())
+        loss_value = float(loss.detach())
+        diverged = loss_diverged(loss_value, start_loss)
+        if start_loss is None and not diverged:
+            start_loss = loss_value
+        run_loss += loss_value
         n_run += 1
         now = time.perf_counter()
         if now - last_log >= cfg.log_every or step == total:
@@ -341,13 +380,16 @@ def pretrain_lm(corpus: str | Path | Sequence[str | Path] | TokenCorpus, *, conf
                 print(f"pretrain step {step:,}/{total:,} ({100 * step / total:.1f}%) train loss {run_loss / n_run:.3f} "
                       f"| {tps:,.0f} tokens/s | elapsed {_fmt_secs(seconds_before + done_here)} | ETA {_fmt_secs(eta)}",
                       file=sys.stdout, flush=True)
-            history.append({"step": step, "train_loss": run_loss / n_run, "tokens_per_s": tps,
-                            "seconds": seconds_before + done_here})
+            history.append({"step": step, "train_loss": run_loss / n_run, "lr": opt.param_groups[0]["lr"],
+                            "tokens_per_s": tps, "seconds": seconds_before + done_here})
             run_loss, n_run, last_log = 0.0, 0, now
         due = cfg.checkpoint_every_steps and step % cfg.checkpoint_every_steps == 0
         due = due or (cfg.checkpoint_every and now - last_ckpt >= cfg.checkpoint_every)
-        if distributed:  # every rank's clock decides alike: rank 0's
-            due = broadcast_object(due)
+        if distributed:  # every rank's clock (and divergence check) decides alike: rank 0's
+            due, diverged = broadcast_object((due, diverged))
+        if diverged:  # a NaN/inf or exploding loss: stop before a checkpoint keeps the broken weights
+            raise ValueError(divergence_message(f"at pretraining step {step:,}/{total:,}", loss_value, start_loss,
+                                                "pretrain.lr", cfg.lr))
         if out is not None and due and step < total:
             _save_checkpoint(out, model, opt, step, {"total_steps": total, "vocab_size": V, "history": history,
                                                      "seconds": seconds_before + now - t0})
@@ -365,6 +407,7 @@ def pretrain_lm(corpus: str | Path | Sequence[str | Path] | TokenCorpus, *, conf
 
     ev = broadcast_object(on_main(held_out))  # the weights are the same on every rank: rank 0 scores them
     metrics = {"train_seconds": round(train_seconds, 1), "tokens_seen": step * tokens_per_step,
+               "tokens_seen_total": tokens_before + step * tokens_per_step,
                "tokens_per_s": round(step * tokens_per_step / max(train_seconds, 1e-9), 1), "steps": step, **ev}
     if not cfg.quiet and ev and is_main():
         print(f"held-out perplexity {ev['perplexity']:.1f} (accuracy {ev['accuracy']:.3f}, "

@@ -37,6 +37,7 @@ from .config_files import to_toml
 from .distrib import is_main, on_main, world_size
 from .io import write_table
 from .persist import atomic_dir, atomic_file, write_json_atomic, write_marker, write_text_atomic
+from .valuetypes import user_path
 from .version import __version__
 
 __all__ = ["RunDir", "environment_info"]
@@ -124,7 +125,7 @@ class RunDir:
                 not be replaced (not ulmfit_ml's, holds other files, the current directory or
                 an input). Nothing is deleted then.
         """
-        p = Path(path)
+        p = user_path(path)
         on_main(lambda: cls._make(p, overwrite, inputs))  # rank 0 makes it; its refusal stops every rank
         return cls(p)
 
@@ -143,7 +144,7 @@ class RunDir:
     @classmethod
     def open(cls, path: str | Path) -> "RunDir":
         """An existing run directory (one with ``config.json``)."""
-        p = Path(path)
+        p = user_path(path)
         if not (p / "config.json").is_file():
             raise FileNotFoundError(f"{p} is not a run directory (no config.json); pass the --out of an earlier run.")
         return cls(p)

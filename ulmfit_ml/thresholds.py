@@ -1,10 +1,12 @@
 """Decision thresholds on predicted probabilities: checks, application and F1 search."""
 from __future__ import annotations
 
+import numbers
 import warnings
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
+import pandas as pd
 
 __all__ = ["check_thresholds", "apply_thresholds", "tune_thresholds", "f1_vs_threshold", "DEFAULT_GRID"]
 
@@ -12,8 +14,56 @@ __all__ = ["check_thresholds", "apply_thresholds", "tune_thresholds", "f1_vs_thr
 DEFAULT_GRID = np.round(np.arange(0.02, 0.96, 0.01), 2)
 
 
-def check_thresholds(thresholds: float | Sequence[float] | np.ndarray, n_labels: int) -> np.ndarray:
-    """Broadcast a scalar or check a per-label array; return float64 shape ``(n_labels,)``."""
+def _not_a_number(x: Any) -> bool:
+    """True for what numpy would read as a threshold without being a number: bools (True is
+    1.0), strings ('0.3'), bytes, None and other objects."""
+    if isinstance(x, (bool, np.bool_, str, bytes, np.str_, np.bytes_)):
+        return True
+    return not isinstance(x, (numbers.Real, np.integer, np.floating))
+
+
+def _check_threshold_types(thresholds: Any, name: str) -> None:
+    """The type half of :func:`check_thresholds`: numbers only, never a bool or a string."""
+    if isinstance(thresholds, np.ndarray) and thresholds.dtype.kind in "iuf":
+        return
+    if isinstance(thresholds, (np.ndarray, list, tuple, pd.Series, pd.Index)):
+        items = list(np.asarray(thresholds, dtype=object).ravel()) if isinstance(thresholds, np.ndarray) \
+            else list(thresholds)
+        where = [(f"{name}[{i}]", x) for i, x in enumerate(items) if _not_a_number(x)]
+    else:
+        where = [(name, thresholds)] if _not_a_number(thresholds) else []
+    if not where:
+        return
+    label, x = where[0]
+    more = f" ({len(where)} such values)" if len(where) > 1 else ""
+    if isinstance(x, (bool, np.bool_)):
+        fix = (f"{bool(x)} is not read as {float(x)}: pass a number, e.g. {name}=0.5 (one for every label) or one "
+               "number per label")
+    elif isinstance(x, (str, bytes, np.str_, np.bytes_)):
+        try:
+            num = float(x)
+        except ValueError:
+            num = None
+        fix = (f"convert it first: {name}={num!r}" if num is not None and np.isfinite(num) else
+               f"pass a number, e.g. {name}=0.5") + " (strings are not read as numbers)"
+    else:
+        fix = f"pass a number in [0, 1], e.g. {name}=0.5, or one number per label"
+    raise TypeError(f"{label} = {x!r}{more}: a threshold must be a number in [0, 1], got {type(x).__name__}; {fix}.")
+
+
+def check_thresholds(thresholds: float | Sequence[float] | np.ndarray, n_labels: int, *,
+                     name: str = "threshold") -> np.ndarray:
+    """Broadcast a scalar or check a per-label array; return float64 shape ``(n_labels,)``.
+
+    The one check of every threshold a user gives (``predict``, ``predict_file``, ``evaluate``,
+    ``report``, the CLI's ``--threshold``, ``cross_validate``, ``clf.thresholds`` at save).
+
+    Raises:
+        TypeError: a bool (``True`` would be read as 1.0), a string (``'0.3'``) or another
+            non-number, named with the fix.
+        ValueError: the wrong number of thresholds, or one outside [0, 1].
+    """
+    _check_threshold_types(thresholds, name)
     t = np.asarray(thresholds, dtype=np.float64)
     if t.ndim == 0:
         t = np.full(n_labels, float(t))
@@ -110,8 +160,17 @@ def _check_pair(y_true: np.ndarray, y_prob: np.ndarray) -> tuple[np.ndarray, np.
 
 
 def tune_thresholds(y_true: np.ndarray, y_prob: np.ndarray, *, strategy: str = "per_label",
-                    min_positives: int = 5, grid: Sequence[float] | None = None) -> np.ndarray:
+                    min_positives: int = 5, grid: Sequence[float] | None = None,
+                    labels: Sequence[str] | None = None) -> np.ndarray:
     """Thresholds that maximise F1 on ``(y_true, y_prob)``.
+
+    Data too small to tune on is never used silently (a ``UserWarning`` with the count says
+    what is kept):
+
+    - no positive at all, or fewer than ``min_positives`` positives over all labels (e.g. a
+      1-row frame): every threshold stays 0.5 (untuned);
+    - ``"per_label"``: labels with fewer than ``min_positives`` positives (a label without
+      positives always) keep the global threshold.
 
     Args:
         strategy: ``"global"``: one threshold for all labels maximising macro-F1;
@@ -119,6 +178,7 @@ def tune_thresholds(y_true: np.ndarray, y_prob: np.ndarray, *, strategy: str = "
             fewer than ``min_positives`` positives, which fall back to the global one
             (a threshold fitted on 1-2 positives is noise).
         grid: candidate thresholds (default 0.02 .. 0.95 step 0.01).
+        labels: the label names, for the warnings.
 
     Returns:
         float64 array ``(n_labels,)``.
@@ -135,12 +195,29 @@ def tune_thresholds(y_true: np.ndarray, y_prob: np.ndarray, *, strategy: str = "
                       "the thresholds are 0.5 (untuned). Tune them on labelled data with positives.",
                       UserWarning, stacklevel=2)
         return np.full(y_true.shape[1], 0.5)
+    n_rows, n_labels = y_true.shape
+    pos = y_true.sum(0).astype(np.int64)
+    if pos.sum() < min_positives:
+        warnings.warn(f"Only {int(pos.sum())} positive example(s) in the {n_rows} row(s) the thresholds are tuned "
+                      f"on (fewer than min_positives={min_positives}): a threshold fitted on so few is noise, so "
+                      f"all {n_labels} thresholds stay 0.5 (untuned). Tune them on more labelled rows (or lower "
+                      "min_positives).", UserWarning, stacklevel=2)
+        return np.full(n_labels, 0.5)
     global_t = _plateau_middle(g, per.mean(1))
-    out = np.full(y_true.shape[1], global_t)
+    out = np.full(n_labels, global_t)
     if strategy == "per_label":
-        pos = y_true.sum(0)
-        for j in np.flatnonzero(pos >= min_positives):
+        for j in np.flatnonzero(pos >= max(min_positives, 1)):  # a label without positives has no F1 to maximise
             out[j] = _plateau_middle(g, per[:, j])
+        few = np.flatnonzero(pos < max(min_positives, 1))
+        if len(few):
+            named = labels is not None and len(labels) == n_labels
+            names = [labels[j] for j in few] if named else few.tolist()
+            shown = ("" if named else "at column(s) ") + ", ".join(map(repr, names[:5])) + \
+                (f" and {len(names) - 5} more" if len(names) > 5 else "")
+            warnings.warn(f"{len(few)} of {n_labels} label(s) have fewer than min_positives={max(min_positives, 1)} "
+                          f"positive example(s) in the {n_rows} row(s) the thresholds are tuned on ({shown}): they "
+                          f"keep the global threshold {global_t:.2f} instead of one of their own.",
+                          UserWarning, stacklevel=2)
     return out
 
 

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = [
+    "as_frame",
     "labelled_rows",
     "check_columns",
     "column_keys",
@@ -37,6 +38,7 @@ __all__ = [
     "check_bs",
     "LabelSpec",
     "parse_label_matrix",
+    "extra_text_list",
     "label_delim_of",
 ]
 
@@ -103,6 +105,34 @@ def validate_texts(texts: pd.Series, *, empty_text: str = "drop", col: str = "te
     return ~empty
 
 
+def extra_text_list(texts: Any, *, empty_text: str = "drop", col: str = "extra_texts") -> list[str]:
+    """Unlabelled language-model texts (``extra_texts=``) under the text policy of the text column:
+    a list (or Series) of strings; missing, empty or whitespace-only ones are dropped with a warning
+    giving the count (``empty_text="raise"``: refused).
+
+    Raises:
+        TypeError: a single string (it would become one-character texts) or a DataFrame; a
+            non-string value (:func:`text_cells`).
+    """
+    if texts is None:
+        return []
+    if isinstance(texts, (str, bytes)):
+        raise TypeError(f"{col} must be a list of texts, not a single {type(texts).__name__} (it would be read as "
+                        f"{len(texts)} one-character texts): pass {col}=[text].")
+    if isinstance(texts, pd.DataFrame):
+        raise TypeError(f"{col} must be a list or Series of texts, not a DataFrame: pass df['text'].")
+    if not isinstance(texts, Iterable):
+        raise TypeError(f"{col} must be a list of texts, got {type(texts).__name__}.")
+    out, empty = text_cells(texts, col=col)
+    if empty.any():
+        n = int(empty.sum())
+        if empty_text == "raise":
+            raise ValueError(f"Text column {col!r} has {n} NaN or empty text(s) (first at position "
+                             f"{int(np.flatnonzero(empty)[0])}). Drop them, or use empty_text='drop'.")
+        warnings.warn(f"Dropping {n} row(s) with NaN or empty text in column {col!r}.", UserWarning, stacklevel=3)
+    return [t for t, e in zip(out, empty) if not e]
+
+
 def warn_empty_texts(n_empty: int, *, where: str = "the input", col: str | None = None) -> None:
     """The one warning of the prediction side of the text policy."""
     if n_empty:
@@ -128,7 +158,7 @@ def check_texts(texts: Any, *, col: str = "texts", where: str = "the input") -> 
     """
     if isinstance(texts, str):
         raise TypeError("Pass a list of texts, not a single string: clf.predict([text]).")
-    if isinstance(texts, pd.DataFrame):
+    if isinstance(texts, pd.DataFrame) or (hasattr(texts, "to_pandas") and hasattr(texts, "columns")):
         raise TypeError("Pass a list or Series of texts, e.g. clf.predict_proba(df['text']), not a DataFrame.")
     out, empty = text_cells(texts, col=col)
     warn_empty_texts(int(empty.sum()), where=where)
@@ -181,8 +211,50 @@ def column_keys(df: pd.DataFrame, names: Sequence[Any]) -> list[Any]:
     return [_column_key(df, n) for n in names]
 
 
+def as_frame(df: Any, *, who: str = "This function") -> pd.DataFrame:
+    """``df`` as a pandas DataFrame: itself, or the conversion of a frame that has ``.to_pandas()``
+    (polars, pyarrow tables, cuDF, Dask's computed frames ...), so that no other frame library is a
+    dependency. Anything else raises ``TypeError`` naming what was given."""
+    if isinstance(df, pd.DataFrame):
+        return df
+    mod = type(df).__module__.split(".")[0]
+    kind = type(df).__name__ if mod == "builtins" else f"{type(df).__name__} (from {mod})"
+    to_pandas = getattr(df, "to_pandas", None)
+    if callable(to_pandas):
+        try:
+            out = to_pandas()
+        except Exception as e:  # noqa: BLE001 - e.g. polars needs pyarrow for it
+            raise TypeError(f"{who} expects a pandas DataFrame, got {kind} and its .to_pandas() failed "
+                            f"({type(e).__name__}: {e}): convert it yourself, e.g. df.to_pandas().") from e
+        if isinstance(out, pd.DataFrame):
+            return out
+    raise TypeError(f"{who} expects a pandas DataFrame, got {kind}"
+                    + (": convert it with .to_pandas()." if callable(to_pandas) else "."))
+
+
+def _layout_hint(found: list[str]) -> str:
+    """Why the expected columns may be missing from a file's frame: a header that is one column
+    holding another separator, numbered columns (read without a header), or a first row of data
+    read as the header. The fix names the reader options (sep=, header=) and the CLI flags."""
+    if len(found) == 1:
+        for d, flag in ((";", "--sep ';'"), ("\t", "--sep $'\\t' (or name the file .tsv)"), ("|", "--sep '|'"),
+                        (",", "--sep ','")):
+            if d in found[0]:
+                return (f" The file was read as one column {found[0]!r}: its separator looks like {d!r}. Read it with "
+                        f"sep={d!r} (read_table(path, sep={d!r}); CLI {flag}).")
+    if found and all(c.isdigit() for c in found):
+        return (" The columns are numbered: the file was read without a header row (header=False, CLI --no-header). "
+                "Name the columns by position, e.g. text_col='0' (CLI --text-col 0), or read it with its header.")
+    wordy = [c for c in found if len(c.split()) >= 4 or len(c) > 60]
+    if wordy and len(wordy) * 2 >= len(found):
+        return (f" The header {found[:3]} looks like a row of data: if the file has no header row, read it with "
+                "header=False (CLI --no-header) and name the columns by position (text_col='0', CLI --text-col 0).")
+    return ""
+
+
 def check_columns(df: pd.DataFrame, expected: Sequence[str], *, what: str = "column") -> None:
-    """Raise a ValueError naming expected vs found columns (with spelling hints)."""
+    """Raise a ValueError naming expected vs found columns (with spelling hints, and when the
+    frame looks misread: the separator / header option that fixes it)."""
     if not isinstance(df, pd.DataFrame):
         raise TypeError(f"Expected a pandas DataFrame, got {type(df).__name__}.")
     dup = df.columns[df.columns.duplicated()].unique().tolist()
@@ -202,7 +274,7 @@ def check_columns(df: pd.DataFrame, expected: Sequence[str], *, what: str = "col
         hint = (" " + "; ".join(hints)) if hints else ""
         raise ValueError(
             f"Missing {what}(s) {_fmt_cols(missing)}. Expected {_fmt_cols(expected)}, "
-            f"found {_fmt_cols(found)}.{hint}"
+            f"found {_fmt_cols(found)}.{hint}{_layout_hint(found)}"
         )
 
 
@@ -210,6 +282,7 @@ def labelled_rows(df: pd.DataFrame, text_col: str, target_cols: Sequence[str]) -
     """The rows of a labelled frame a model is scored on (``report``/``evaluate`` of every kind):
     the text and target columns checked, an empty frame refused, rows with an empty text dropped
     with a warning. Returns the kept rows and their texts."""
+    df = as_frame(df, who="evaluate/report")
     check_columns(df, [text_col] + list(target_cols))
     if len(df) == 0:
         raise ValueError("The DataFrame is empty: nothing to evaluate.")

@@ -6,6 +6,9 @@ tuple, ``1`` is accepted for a float, a string that spells a number (``"3"`` fro
 line) becomes that number; ``true`` is refused for an int or a float and a string for a list.
 This module only words the refusal for users (``classifier.epochs = 'abc': expected a list of
 int, got str``): jsonargparse's own message spans several lines and names Python classes.
+
+It also holds :func:`user_path`, the one normalisation of a path a user gives (a config value,
+a flag, ``save``/``load`` arguments): ``~`` is expanded there and nowhere else.
 """
 from __future__ import annotations
 
@@ -15,11 +18,19 @@ import os
 import re
 import types
 import typing
+from pathlib import Path
 from typing import Any
 
 from jsonargparse import ArgumentError, ArgumentParser
 
-__all__ = ["describe_type", "check_value", "check_keys", "check_config_types", "key_of_error"]
+__all__ = ["describe_type", "check_value", "check_keys", "check_config_types", "key_of_error", "user_path"]
+
+
+def user_path(path: str | os.PathLike[str]) -> Path:
+    """A path given by a user, as a :class:`~pathlib.Path` with ``~`` / ``~user`` expanded: the one
+    place every reader, writer, ``save``/``load`` and the CLI normalise their paths (``save("~/m")``
+    used to create a folder literally named ``~``)."""
+    return Path(path).expanduser()
 
 
 def describe_type(hint: Any) -> str:

@@ -145,7 +145,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         raise ConfigError(f"pretrain only uses [pretrain] options; got {bad}.")
     flags = [("pretrain", k, v) for k, v in (("arch", args.arch), ("epochs", args.epochs), ("max_tokens", args.max_tokens),
                                               ("backwards", args.backwards), ("seed", args.seed),
-                                              ("device", args.device), ("quiet", args.quiet)) if v is not None]
+                                              ("init_from", args.init_from), ("device", args.device), ("quiet", args.quiet)) if v is not None]
     cfg = resolve_config({"pretrain": base.get("pretrain", {})}, sets + flags, flags=args.config_flags,
                          sections=("pretrain",))["pretrain"]
     out = Path(args.out)

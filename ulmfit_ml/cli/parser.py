@@ -35,6 +35,7 @@ FLAG_KEYS: dict[str, list[tuple[str, str]]] = {
     "category_cols": [("data", "category_cols")], "target_cols": [("data", "target_cols")],
     "arch": [("lm", "arch")], "lm_epochs": [("lm", "epochs")], "epochs": [("classifier", "epochs")],
     "device": [("lm", "device"), ("classifier", "device")], "quiet": [("lm", "quiet"), ("classifier", "quiet")],
+    "sep": [("run", "sep")], "no_header": [("run", "header")],
 }
 
 
@@ -47,6 +48,8 @@ def flag_overrides(args: argparse.Namespace) -> list[tuple[str, str, Any]]:
         v = getattr(args, dest, None)
         if v is None or v is False:
             continue
+        if dest == "no_header":  # --no-header sets run.header = false
+            v = False
         for section, key in keys:
             out.append((section, key, v))
         if dest in _TARGET_FLAGS:  # one target kind on the command line replaces the config file's
@@ -165,6 +168,11 @@ def build_parser() -> argparse.ArgumentParser:
     one.add_argument("--target-cols", type=_comma_list(str), metavar="A,B,...",
                      help="numeric columns to predict (regression) ([data] target_cols)")
     g.add_argument("--label-delim", help="delimiter of --label-col (default ';')")
+    g.add_argument("--sep", help="separator of the CSV/TSV files read (--train, --test, extra texts; default ',' or "
+                                 "a tab for .tsv), e.g. --sep ';' ([run] sep)")
+    g.add_argument("--no-header", action="store_true", default=None,
+                   help="those CSV/TSV files have no header row: columns are named 0, 1, ... (e.g. --text-col 1 "
+                        "--label-col 2) ([run] header = false)")
 
     lmf = argparse.ArgumentParser(add_help=False)
     g = lmf.add_argument_group("language model")
@@ -269,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("pretrain", parents=[common], formatter_class=fmt,
                        help="pretrain a general-domain language model on a raw text corpus",
-                       description="Pretrain an AWD-LSTM LM from scratch on a general-domain corpus (.txt files "
+                       description="Pretrain an AWD-LSTM LM (from scratch, or on from --init-from) on a general-domain corpus (.txt files "
                                    "with one paragraph per line, or folders of them): tokenised once into cached "
                                    "memory-mapped ids, trained with a sampled softmax, checkpointed to "
                                    "OUT/checkpoint every [pretrain] checkpoint_every seconds, saved to OUT/model. "
@@ -286,6 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-tokens", type=int, metavar="N", help="training tokens for the whole schedule ([pretrain] max_tokens)")
     p.add_argument("--backwards", action="store_true", default=None, help="a backward language model ([pretrain] backwards)")
     p.add_argument("--seed", type=int, help="random seed ([pretrain] seed)")
+    p.add_argument("--init-from", metavar="LM", help="continue pretraining a language model: a shipped name (en-small) "
+                                                     "or a saved LM directory ([pretrain] init_from)")
     p.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint after an interruption")
     p.set_defaults(command_name="pretrain")
     return parser
