@@ -32,7 +32,7 @@ import ulmfit_ml as um
 from ulmfit_ml.config import PretrainConfig
 from ulmfit_ml.corpus import tokenize_corpus
 from ulmfit_ml.lm import lm_arch_config
-from ulmfit_ml.pretrain import _forward_hidden, _sampled_loss, _Stream, build_pretrain_model
+from ulmfit_ml.lmsteps import TokenStream, build_pretrain_model, decoder_input, sampled_softmax_loss
 
 HERE = Path(__file__).resolve().parent
 CORPUS = HERE.parent.parent / "shared" / "corpora" / "english-web"
@@ -45,17 +45,17 @@ def time_ulmfit_loop(tc, cfg: PretrainConfig, softmax: str, n: int, start: int) 
     probs = torch.tensor(tc.counts, dtype=torch.float64).clamp_min(1) ** 0.75
     probs = (probs / probs.sum()).float()
     log_q = probs.log()
-    stream = _Stream(tc.train, cfg.bs, cfg.seq_len, False)
+    stream = TokenStream(tc.train, cfg.bs, cfg.seq_len, False)
     model.train()
     model[0].reset()
     times = []
     for i in range(start, start + n):
         t0 = time.perf_counter()
         x, y = stream.batch(i)
-        h = _forward_hidden(model, x).reshape(-1, arch["emb_sz"])
+        h = decoder_input(model, x).reshape(-1, arch["emb_sz"])
         dec = model[1].decoder
         if softmax == "sampled":
-            loss = _sampled_loss(h, y.reshape(-1), dec.weight, dec.bias, log_q, probs, cfg.n_samples)
+            loss = sampled_softmax_loss(h, y.reshape(-1), dec.weight, dec.bias, log_q, probs, cfg.n_samples)
         else:
             loss = F.cross_entropy(F.linear(h, dec.weight, dec.bias), y.reshape(-1))
         opt.zero_grad(set_to_none=True)
@@ -72,7 +72,7 @@ def fastai_learner(tc, cfg: PretrainConfig, n_tokens: int):
     from fastai.text.learner import language_model_learner
     from fastai.text.models.awdlstm import AWD_LSTM
 
-    from ulmfit_ml.config import scale_dropouts
+    from ulmfit_ml.arch import scale_dropouts
     from ulmfit_ml.data import lm_dataloaders_from_tokens
 
     ids = np.asarray(tc.train[:n_tokens])

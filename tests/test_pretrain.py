@@ -334,11 +334,11 @@ def test_continued_pretraining_errors(corpus, tmp_path):
 
 
 def test_data_offset_starts_reading_inside_the_epoch(corpus, monkeypatch):
-    from ulmfit_ml import pretrain as pt
+    from ulmfit_ml.lmsteps import TokenStream
 
     seen: list[int] = []
-    real = pt._Stream.batch
-    monkeypatch.setattr(pt._Stream, "batch", lambda self, i: (seen.append(i), real(self, i))[1])
+    real = TokenStream.batch
+    monkeypatch.setattr(TokenStream, "batch", lambda self, i: (seen.append(i), real(self, i))[1])
     um.pretrain_lm(corpus, epochs=1, data_offset=0.5, **dict(TINY_PT, valid_pct=0.0))  # no held-out batches
     n = len(seen)
     assert seen[0] == round(0.5 * n) and sorted(seen) == list(range(n))  # every batch once, from the middle on
@@ -356,3 +356,23 @@ def test_appending_a_corpus_file_keeps_the_held_out_lines(tmp_path, monkeypatch)
     assert one.meta["valid_block_lines"] == two.meta["valid_block_lines"] == 500
     assert two.vocab == vocab and len(two.valid) > len(one.valid) > 0
     assert np.array_equal(np.asarray(two.valid[:len(one.valid)]), np.asarray(one.valid))
+
+
+def test_warmup_stable_decay_schedule_holds_the_peak_then_decays(corpus):
+    from ulmfit_ml.pretrain import lr_schedule
+
+    cfg = um.PretrainConfig(lr=1e-2, div=10.0, div_final=100.0, pct_start=0.1, schedule="wsd", decay_pct=0.2)
+    lr, mom = lr_schedule(cfg)
+    assert lr(0.0) == pytest.approx(1e-3) and lr(0.05) < 1e-2 < lr(0.05) * 2.5  # cosine warm-up
+    assert lr(0.1) == lr(0.5) == lr(0.79) == pytest.approx(1e-2)  # held at the peak
+    assert lr(0.9) == pytest.approx((1e-2 + 1e-4) / 2) and lr(0.999) == pytest.approx(1e-4, rel=0.01)
+    assert mom(0.5) == pytest.approx(0.7) and mom(0.999) == pytest.approx(0.8, rel=0.01)
+    one, _ = lr_schedule(um.PretrainConfig(lr=1e-2, div=10.0, div_final=100.0, pct_start=0.1))
+    assert one(0.5) < 1e-2 * 0.9  # one-cycle decays from the warm-up's end on
+    lm = um.pretrain_lm(corpus, epochs=2, schedule="wsd", decay_pct=0.3, **dict(TINY_PT, log_every=1e-6))
+    lrs = lm.history["lr"].to_numpy()
+    assert (lrs == lrs.max()).sum() >= 0.4 * len(lrs) - 2  # the stable part
+    with pytest.raises(ValueError, match="schedule must be 'one_cycle' or 'wsd'"):
+        um.PretrainConfig(schedule="cosine")
+    with pytest.raises(ValueError, match=r"decay_pct must be in \(0, 1 - pct_start\]"):
+        um.PretrainConfig(schedule="wsd", pct_start=0.5, decay_pct=0.6)

@@ -23,7 +23,7 @@ _EXPORTS: dict[str, str] = {
     "TfidfBaseline": "baseline",
     "ClassifierTrainer": "classifier",
     "train_classifier": "classifier",
-    "ARCH_PRESETS": "config",
+    "ARCH_PRESETS": "arch",
     "ClassifierConfig": "config",
     "DataConfig": "config",
     "LMConfig": "config",

@@ -22,7 +22,8 @@ import numpy as np
 import pandas as pd
 
 from .checkpoint import checkpoint_callback, load_checkpoint, restore_rng_states, resumable_save_model_callback
-from .config import ClassifierConfig, config_to_dict, merge_config, resolve_arch, scale_dropouts
+from .arch import resolve_arch, scale_dropouts
+from .config import ClassifierConfig, config_to_dict, merge_config
 from .data import MultiLabelData
 from .distrib import distributed_ctx, init_distributed, is_main, local_only, rank
 from .heads import MultiCategoryClassifier, TextRegressor

@@ -10,12 +10,10 @@ import dataclasses
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from .arch import check_at_most, resolve_arch
 from .valuetypes import check_config_types
 
 __all__ = [
-    "ARCH_PRESETS",
-    "resolve_arch",
-    "scale_dropouts",
     "DataConfig",
     "LMConfig",
     "ClassifierConfig",
@@ -27,80 +25,14 @@ __all__ = [
     "merge_config",
 ]
 
-#: Named AWD-LSTM sizes. ``paper`` is fastai's/ULMFiT's (the only size the WikiText-103
-#: weights fit); ``cpu`` trains in minutes on two CPU cores; ``tiny`` is for tests.
-ARCH_PRESETS: dict[str, dict[str, int]] = {
-    "tiny": {"emb_sz": 16, "n_hid": 32, "n_layers": 2},
-    "small": {"emb_sz": 100, "n_hid": 256, "n_layers": 2},
-    "cpu": {"emb_sz": 200, "n_hid": 512, "n_layers": 2},
-    "paper": {"emb_sz": 400, "n_hid": 1152, "n_layers": 3},
-}
-
-_ARCH_KEYS = {"emb_sz", "n_hid", "n_layers", "output_p", "hidden_p", "input_p", "embed_p", "weight_p"}
-
 # Bounds on counts that size memory up front, checked before anything is allocated: a typo (``epochs = 10**9``: fastai's
 # progress bar grew by ~370 MB/s listing the epochs, then an IndexError) fails naming the key, value, bound and why.
 MAX_EPOCHS = 10_000  #: epochs of one fit (LM, frozen LM, each classifier stage) and pretraining passes
-MAX_ARCH = {"emb_sz": 8192, "n_hid": 8192, "n_layers": 16}  #: AWD-LSTM sizes (paper: 400, 1152, 3)
 MAX_LIN_FTRS = 16_384  #: units of each hidden layer of the classifier head (fastai's default is 50)
 MAX_N_SAMPLES = 65_536  #: sampled-softmax negatives: the logits are (bs x seq_len) x n_samples floats
 MAX_THREADS = 1024  #: torch CPU threads
 _EPOCHS_WHY = ("fastai sets up per-epoch state before the first batch (its progress bar lists every epoch), so "
                "memory grows with this count, and one that large is most likely a step or token count")
-
-
-def _check_at_most(key: str, value: Any, bound: int, why: str) -> None:
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > bound:
-        raise ValueError(f"{key} = {value!r} is more than the limit of {bound:,}: {why}. "
-                         f"Use at most {bound:,} (see MAX_* in ulmfit_ml/config.py).")
-
-
-def resolve_arch(arch: str | dict[str, Any]) -> dict[str, Any]:
-    """Turn a preset name or a partial config dict into an AWD-LSTM size dict.
-
-    Args:
-        arch: a key of :data:`ARCH_PRESETS`, or a dict with some of ``emb_sz``, ``n_hid``,
-            ``n_layers`` (missing keys come from the ``paper`` preset) and dropout overrides.
-
-    Returns:
-        A new dict with at least ``emb_sz``, ``n_hid`` and ``n_layers``.
-    """
-    if isinstance(arch, str):
-        if arch not in ARCH_PRESETS:
-            raise ValueError(
-                f"Unknown arch preset {arch!r}: expected one of {sorted(ARCH_PRESETS)} "
-                "or a dict like {'emb_sz': 400, 'n_hid': 1152, 'n_layers': 3}."
-            )
-        return dict(ARCH_PRESETS[arch])
-    if not isinstance(arch, dict):
-        raise TypeError(f"arch must be a preset name or a dict, got {type(arch).__name__}.")
-    unknown = set(arch) - _ARCH_KEYS
-    if unknown:
-        raise ValueError(f"Unknown arch keys {sorted(unknown)}: expected some of {sorted(_ARCH_KEYS)}.")
-    out = dict(ARCH_PRESETS["paper"])
-    out.update(arch)
-    for k in ("emb_sz", "n_hid", "n_layers"):
-        if not isinstance(out[k], int) or out[k] < 1:
-            raise ValueError(f"arch[{k!r}] must be a positive int, got {out[k]!r}.")
-        _check_at_most(f"arch[{k!r}]", out[k], MAX_ARCH[k], "the AWD-LSTM's weights are allocated at once (ULMFiT's "
-                       "paper size is emb_sz 400, n_hid 1152, n_layers 3)")
-    return out
-
-
-def scale_dropouts(cfg: dict[str, Any], drop_mult: float) -> dict[str, Any]:
-    """Multiply every ``*_p`` dropout of an AWD-LSTM config by ``drop_mult`` (as fastai does).
-
-    ``weight_p`` is kept >= 1e-6: with ``weight_p == 0`` fastai's ``WeightDropout`` breaks on
-    recent torch (``F.dropout(p=0)`` returns the Parameter itself, which then gets registered
-    and the next reset fails), so ``drop_mult=0`` would crash.
-    """
-    out = dict(cfg)
-    for k in out:
-        if k.endswith("_p"):
-            out[k] = out[k] * drop_mult
-    if "weight_p" in out:
-        out["weight_p"] = max(out["weight_p"], 1e-6)
-    return out
 
 
 def _check_positive(name: str, value: Any, *, allow_zero: bool = False) -> None:
@@ -210,7 +142,7 @@ class LMConfig:
         if self.frozen_epochs is not None:
             _check_positive("frozen_epochs", self.frozen_epochs, allow_zero=True)
         for name in ("epochs", "frozen_epochs"):
-            _check_at_most(f"lm.{name}", getattr(self, name), MAX_EPOCHS, _EPOCHS_WHY)
+            check_at_most(f"lm.{name}", getattr(self, name), MAX_EPOCHS, _EPOCHS_WHY)
         self.moms = tuple(self.moms)
 
 
@@ -273,10 +205,10 @@ class ClassifierConfig:
                 raise ValueError(f"unfreeze entries must be ints >= 0 (0 = all layers), got {u!r}.")
         for i, e in enumerate(self.epochs):
             _check_positive("epochs entries", e, allow_zero=True)
-            _check_at_most(f"classifier.epochs[{i}]", e, MAX_EPOCHS, _EPOCHS_WHY)
+            check_at_most(f"classifier.epochs[{i}]", e, MAX_EPOCHS, _EPOCHS_WHY)
         for i, n in enumerate(self.lin_ftrs):
             _check_positive("lin_ftrs entries (units of each hidden layer of the head)", n)
-            _check_at_most(f"classifier.lin_ftrs[{i}]", n, MAX_LIN_FTRS, "the head's weights are allocated at once")
+            check_at_most(f"classifier.lin_ftrs[{i}]", n, MAX_LIN_FTRS, "the head's weights are allocated at once")
         for lr in self.lrs:
             _check_positive("lrs entries", lr)
         if not (len(self.unfreeze) == len(self.epochs) == len(self.lrs)) or not self.unfreeze:
@@ -327,6 +259,10 @@ class PretrainConfig:
     div: float = 25.0  #: one-cycle: start at lr / div
     div_final: float = 1e4  #: one-cycle: end at lr / div_final
     pct_start: float = 0.25
+    #: "one_cycle" (fastai's: cosine warm-up over pct_start, cosine decay over the rest) or "wsd"
+    #: (warmup-stable-decay: cosine warm-up over pct_start, lr held, cosine decay over the last decay_pct)
+    schedule: str = "one_cycle"
+    decay_pct: float = 0.2  #: wsd: share of the run spent decaying to lr / div_final
     moms: tuple[float, float, float] = (0.8, 0.7, 0.8)
     drop_mult: float = 0.1  #: light dropout: < 1 epoch over a large corpus underfits, it does not overfit
     wd: float = 0.01
@@ -355,15 +291,20 @@ class PretrainConfig:
         for name in ("max_tokens", "clip", "threads", "checkpoint_every", "checkpoint_every_steps", "valid_max_tokens"):
             if getattr(self, name) is not None:
                 _check_positive(name, getattr(self, name))
-        _check_at_most("pretrain.epochs", self.epochs, MAX_EPOCHS, "passes over the whole corpus; that many is most "
+        check_at_most("pretrain.epochs", self.epochs, MAX_EPOCHS, "passes over the whole corpus; that many is most "
                        "likely a step or token count (max_tokens= stops after a number of tokens)")
-        _check_at_most("pretrain.n_samples", self.n_samples, MAX_N_SAMPLES, "the sampled logits are (bs x seq_len) "
+        check_at_most("pretrain.n_samples", self.n_samples, MAX_N_SAMPLES, "the sampled logits are (bs x seq_len) "
                        "x n_samples floats; beyond a vocabulary's size use softmax='full'")
-        _check_at_most("pretrain.threads", self.threads, MAX_THREADS, "more threads than cores only slow training")
+        check_at_most("pretrain.threads", self.threads, MAX_THREADS, "more threads than cores only slow training")
         if not (isinstance(self.valid_pct, (int, float)) and 0 <= self.valid_pct < 1):
             raise ValueError(f"valid_pct must be in [0, 1), got {self.valid_pct!r}.")
         if not (isinstance(self.pct_start, (int, float)) and 0 < self.pct_start < 1):
             raise ValueError(f"pct_start must be in (0, 1), got {self.pct_start!r}.")
+        if self.schedule not in ("one_cycle", "wsd"):
+            raise ValueError(f"schedule must be 'one_cycle' or 'wsd', got {self.schedule!r}.")
+        if self.schedule == "wsd" and not (isinstance(self.decay_pct, (int, float)) and 0 < self.decay_pct
+                                           and self.pct_start + self.decay_pct <= 1):
+            raise ValueError(f"decay_pct must be in (0, 1 - pct_start], got {self.decay_pct!r} (pct_start {self.pct_start}).")
         if not (isinstance(self.data_offset, (int, float)) and not isinstance(self.data_offset, bool)
                 and 0 <= self.data_offset < 1):
             raise ValueError(f"data_offset must be a fraction of an epoch in [0, 1), got {self.data_offset!r}.")

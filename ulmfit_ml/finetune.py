@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .config import LMConfig, config_to_dict, merge_config, scale_dropouts
+from .arch import scale_dropouts
+from .config import LMConfig, config_to_dict, merge_config
 from .data import MultiLabelData
 from .distrib import distributed_ctx, init_distributed
 from .lm import LanguageModel, lm_arch_config, pretrained_tokenizer, pretrained_weights

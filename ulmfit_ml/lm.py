@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .config import resolve_arch
+from .arch import resolve_arch
 from .manifest import verify_files
 from .persist import FORMAT_VERSION, atomic_dir, read_json, versions, write_json
 from .tokens import TextTokenizer

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from .base import MultiLabelPredictorMixin
-from .config import resolve_arch, scale_dropouts
+from .arch import resolve_arch, scale_dropouts
 from .valuetypes import check_value, describe_type, user_path
 from .manifest import verify_files
 from .persist import (FORMAT_VERSION, atomic_dir, file_sha256, load_weights, read_json, save_weights, versions,

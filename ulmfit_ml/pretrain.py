@@ -17,113 +17,37 @@ measured reasons (written down because the project otherwise trains with fastai)
   ``LinearDecoder`` and held-out perplexity is measured with the full softmax.
 
 The schedule is fastai's one-cycle (``combined_cos``: warm-up over ``pct_start``, cosine
-annealing, momentum cycled inversely), the optimizer AdamW (decoupled weight decay, as fastai's
-``Adam``).
+annealing, momentum cycled inversely) or warmup-stable-decay (``schedule="wsd"``), the optimizer
+AdamW (decoupled weight decay, as fastai's ``Adam``). ``init_from`` continues a language model
+(the shipped one, or a saved directory) with its vocabulary: a new schedule over new tokens.
+The model, token stream, sampled softmax and perplexity live in :mod:`ulmfit_ml.lmsteps`.
 """
 from __future__ import annotations
 
 import json
-import math
 import sys
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
-import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
 
 from .runtime import divergence_message, loss_diverged, resolve_device, seed_everything
-from .config import PretrainConfig, config_to_dict, merge_config, scale_dropouts
+from .config import PretrainConfig, config_to_dict, merge_config
 from .corpus import TokenCorpus, corpus_texts, tokenize_corpus
 from .distrib import barrier, broadcast_object, init_distributed, is_main, on_main, rank, world_size
 from .lm import PRETRAINED_MODELS, LanguageModel, load_lm, lm_arch_config, pretrained_model_dir
 from .persist import atomic_dir
+from .lmsteps import TokenStream, build_pretrain_model, decoder_input, evaluate_perplexity, sampled_softmax_loss
 from .tokens import TextTokenizer
 
-__all__ = ["pretrain_lm", "build_pretrain_model", "evaluate_perplexity"]
+__all__ = ["pretrain_lm", "lr_schedule"]
 
 _CKPT = "checkpoint"
 
 
-def build_pretrain_model(vocab_size: int, arch: dict[str, Any], drop_mult: float) -> torch.nn.Module:
-    """fastai's AWD-LSTM language model (encoder ``0.*``, tied ``LinearDecoder`` ``1.*``)."""
-    from fastai.text.models.awdlstm import AWD_LSTM
-    from fastai.text.models.core import get_language_model
-
-    return get_language_model(AWD_LSTM, vocab_size, config=scale_dropouts(arch, drop_mult))
-
-
-class _Stream:
-    """``bs`` contiguous streams over a 1-d id array, cut into ``seq_len`` windows (as fastai's
-    ``LMDataLoader`` does for one epoch without shuffling); reversed for a backward model."""
-
-    def __init__(self, ids: np.ndarray, bs: int, seq_len: int, backwards: bool) -> None:
-        self.ids, self.bs, self.seq_len, self.backwards = ids, bs, seq_len, backwards
-        self.row_len = len(ids) // bs
-        self.n_batches = (self.row_len - 1) // seq_len
-        if self.n_batches < 1:
-            raise ValueError(f"The corpus has {len(ids):,} tokens: too few for bs={bs} x seq_len={seq_len}; "
-                             "lower bs or seq_len, or add text.")
-
-    def batch(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        s = i * self.seq_len
-        n = len(self.ids)
-        rows = []
-        for r in range(self.bs):
-            a = r * self.row_len + s
-            if self.backwards:  # position p of the reversed array is n-1-p of the stored one
-                rows.append(np.asarray(self.ids[n - 1 - a - self.seq_len:n - a])[::-1])
-            else:
-                rows.append(np.asarray(self.ids[a:a + self.seq_len + 1]))
-        arr = torch.from_numpy(np.stack(rows).astype(np.int64))
-        return arr[:, :-1], arr[:, 1:]
-
-
-def _sampled_loss(h: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
-                  log_q: torch.Tensor, probs: torch.Tensor, n_samples: int) -> torch.Tensor:
-    """Sampled softmax cross-entropy with shared negatives and log-Q correction; the true class
-    is masked out of the negatives (accidental hits)."""
-    neg = torch.multinomial(probs, n_samples, replacement=True)
-    corr = math.log(n_samples)
-    true_logit = (h * weight[y]).sum(1) + bias[y] - (log_q[y] + corr)
-    neg_logit = h @ weight[neg].t() + bias[neg] - (log_q[neg] + corr)
-    neg_logit = neg_logit.masked_fill(neg[None, :] == y[:, None], float("-inf"))
-    logits = torch.cat([true_logit[:, None], neg_logit], 1)
-    return F.cross_entropy(logits, torch.zeros(len(y), dtype=torch.long, device=logits.device))
-
-
-def _forward_hidden(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Encoder output after the decoder's output dropout (what the decoder multiplies)."""
-    enc, dec = model[0], model[1]
-    return dec.output_dp(enc(x))
-
-
-@torch.no_grad()
-def evaluate_perplexity(model: torch.nn.Module, ids: np.ndarray, *, bs: int = 32, seq_len: int = 70,
-                        max_tokens: int | None = None, backwards: bool = False) -> dict[str, float]:
-    """Full-softmax loss, perplexity and next-token accuracy of ``model`` on held-out ``ids``."""
-    ids = ids[:max_tokens] if max_tokens else ids
-    stream = _Stream(ids, bs, seq_len, backwards)
-    was_training = model.training
-    model.eval()
-    model[0].reset()
-    tot_loss, tot_correct, n = 0.0, 0, 0
-    for i in range(stream.n_batches):
-        x, y = (t.to(next(model.parameters()).device) for t in stream.batch(i))
-        out = model(x)[0]
-        tot_loss += float(F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1), reduction="sum"))
-        tot_correct += int((out.argmax(-1) == y).sum())
-        n += y.numel()
-    model[0].reset()
-    model.train(was_training)
-    loss = tot_loss / max(n, 1)
-    return {"valid_loss": loss, "perplexity": math.exp(min(loss, 50)), "accuracy": tot_correct / max(n, 1),
-            "valid_tokens": n}
-
-
-# ---------------------------------------------------------------------- checkpoints
 def _save_checkpoint(out: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, step: int,
                      extra: dict[str, Any]) -> None:
     """Weights, AdamW moments, LSTM hidden state and torch RNG state as safetensors, the rest as
@@ -228,36 +152,9 @@ def _fmt_secs(s: float) -> str:
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
-def pretrain_lm(corpus: str | Path | Sequence[str | Path] | TokenCorpus, *, config: PretrainConfig | None = None,
-                out_dir: str | Path | None = None, resume: bool = False, **options: Any) -> LanguageModel:
-    """Pretrain an AWD-LSTM language model from scratch on a general-domain corpus.
-
-    The result is ULMFiT's stage-1 model: save it (``lm.save(dir)``) and pass the directory as
-    ``pretrained=`` to :func:`~ulmfit_ml.finetune_lm`.
-
-    Args:
-        corpus: a ``.txt`` file (one paragraph per line), a folder of ``.txt`` files, a list of
-            either, a list of texts, or a :class:`~ulmfit_ml.corpus.TokenCorpus`. Tokenised once and cached
-            (memory-mapped ids).
-        config: a :class:`~ulmfit_ml.config.PretrainConfig`; keyword ``options`` override its
-            fields (``arch``, ``max_vocab``, ``epochs``, ``max_tokens``, ``bs``, ``seq_len``,
-            ``lr``, ``softmax``, ``n_samples``, ``backwards``, ``checkpoint_every`` ...).
-        out_dir: where checkpoints (and nothing else) are written while training; needed for
-            ``resume``. A finished run leaves ``out_dir/checkpoint`` in place.
-        resume: continue from ``out_dir/checkpoint`` (same corpus and config) instead of
-            starting over.
-
-    Returns:
-        :class:`~ulmfit_ml.lm.LanguageModel` with held-out perplexity in ``metrics``.
-    """
-    from fastai.callback.schedule import combined_cos
-
-    cfg = merge_config(PretrainConfig, config, options)
-    if resume and out_dir is None:
-        raise ValueError("resume=True needs out_dir= (the folder holding the checkpoint).")
-    distributed = init_distributed()  # launched by torchrun / accelerate: data-parallel, see _average_gradients
-    n_ranks, me = (world_size(), rank()) if distributed else (1, 0)
-    start = _start_lm(cfg)
+def _token_corpus(corpus: str | Path | Sequence[str | Path] | TokenCorpus, cfg: PretrainConfig,
+                  start: LanguageModel | None) -> TokenCorpus:
+    """The corpus as cached token ids: the start model's vocabulary for a continued run, else a new one."""
     if isinstance(corpus, TokenCorpus):
         tc = corpus
     else:
@@ -280,24 +177,27 @@ def pretrain_lm(corpus: str | Path | Sequence[str | Path] | TokenCorpus, *, conf
     if start is None and tc.tokenizer.name != cfg.tokenizer:
         raise ValueError(f"The corpus was tokenised with {tc.tokenizer.name!r} but tokenizer={cfg.tokenizer!r}: "
                          "tokenise it again with this tokenizer (pass the corpus files), or change tokenizer.")
-    out = Path(out_dir) if out_dir is not None else None
+    return tc
+
+
+def _checked_out_dir(out_dir: str | Path | None, resume: bool) -> Path | None:
+    out = Path(out_dir).expanduser() if out_dir is not None else None
     if out is not None and (out / _CKPT).exists() and not resume:
         raise FileExistsError(f"{out / _CKPT} already holds a pretraining checkpoint: pass resume=True "
                               "(CLI: --resume) to continue it, or choose another out_dir.")
     if resume and not (out / _CKPT / "state.json").exists():
         raise FileNotFoundError(f"No pretraining checkpoint in {out}: nothing to resume.")
-    barrier()  # every rank checked out_dir before rank 0 writes into it
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    seed_everything(cfg.seed)
-    arch = lm_arch_config(cfg.arch)
-    V = len(tc.vocab)
-    device = resolve_device(cfg.device)
-    model = build_pretrain_model(V, arch, cfg.drop_mult)
+    return out
+
+
+def _start_model(tc: TokenCorpus, arch: dict[str, Any], cfg: PretrainConfig, start: LanguageModel | None,
+                 device: torch.device, distributed: bool, me: int) -> torch.nn.Module:
+    """The model at step 0: the start model's weights, or new ones with the decoder bias at the log unigram frequencies."""
+    model = build_pretrain_model(len(tc.vocab), arch, cfg.drop_mult)
     if start is not None:  # a continued run: the start model's weights (tied embedding/decoder included)
         model.load_state_dict(start.state_dict)
     else:
-        with torch.no_grad():  # start the decoder bias at the log unigram frequencies
+        with torch.no_grad():
             freq = torch.tensor(tc.counts, dtype=torch.float64) + 1.0
             model[1].decoder.bias.copy_((freq / freq.sum()).log().float())
     model.to(device)
@@ -305,113 +205,208 @@ def pretrain_lm(corpus: str | Path | Sequence[str | Path] | TokenCorpus, *, conf
         for prm in model.parameters():
             torch.distributed.broadcast(prm.data, 0)
         torch.manual_seed(cfg.seed + me)
-    # each rank reads its own contiguous 1/n_ranks of the training ids (bs is per process)
-    share = len(tc.train) // n_ranks
-    stream = _Stream(tc.train[me * share:(me + 1) * share] if distributed else tc.train, cfg.bs, cfg.seq_len,
-                     cfg.backwards)
-    per_epoch = stream.n_batches
-    total = int(per_epoch * cfg.epochs)
-    if cfg.max_tokens:
-        total = min(total, max(1, cfg.max_tokens // (cfg.bs * cfg.seq_len * n_ranks)))
-    if total < 1:
-        raise ValueError(f"epochs={cfg.epochs} gives no training step ({per_epoch} batches per epoch).")
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(cfg.moms[0], 0.99), eps=1e-5,
-                            weight_decay=cfg.wd)
-    lr_sched = combined_cos(cfg.pct_start, cfg.lr / cfg.div, cfg.lr, cfg.lr / cfg.div_final)
-    mom_sched = combined_cos(cfg.pct_start, *cfg.moms)
-    counts = torch.tensor(tc.counts, dtype=torch.float64).clamp_min(1)
-    probs = (counts ** 0.75)
-    probs = (probs / probs.sum()).float()
-    probs, log_q = probs.to(device), probs.log().to(device)
-    config_dict = {**config_to_dict(cfg), "corpus": tc.meta.get("sources"), "corpus_tokens": len(tc.train)}
-    offset = int(round(cfg.data_offset * per_epoch))
-    tokens_before = 0 if start is None else int(start.metrics.get("tokens_seen_total", start.metrics.get("tokens_seen", 0)))
-    step, start_step, seconds_before, history = 0, 0, 0.0, []
-    model.train()
-    model[0].reset()
-    if resume:
-        info = _load_checkpoint(out, model, opt, me)
-        if info.get("total_steps") != total or info.get("vocab_size") != V:
-            raise ValueError(f"The checkpoint in {out} was made with {info.get('total_steps')} steps and a "
-                             f"{info.get('vocab_size')}-token vocab; this run has {total} and {V}: resume with "
-                             "the same corpus and options.")
-        step, seconds_before, history = info["step"], info["seconds"], info.get("history", [])
-        start_step = step
-    t0 = time.perf_counter()
-    last_ckpt = last_log = t0
-    run_loss, n_run = 0.0, 0
-    start_loss: float | None = None  # this run's first loss: the divergence check's reference
-    tokens_per_step = cfg.bs * cfg.seq_len * n_ranks  # every rank's batch
-    while step < total:
-        pos = step / total
-        for g in opt.param_groups:
-            g["lr"] = float(lr_sched(pos))
-            g["betas"] = (float(mom_sched(pos)), 0.99)
-        b = (step + offset) % per_epoch
+    return model
+
+
+def _warmup_stable_decay(pct_start: float, decay_pct: float, start: float, peak: float, end: float) -> Callable[[float], float]:
+    """Cosine warm-up to ``peak`` over ``pct_start``, ``peak`` held, cosine decay to ``end`` over the last
+    ``decay_pct``. Written with fastai's ``sched_cos`` rather than ``combine_scheds``, which asserts that
+    the phases sum to exactly 1.0 and fails on float sums such as 0.1 + 0.7 + 0.2."""
+    from fastai.callback.schedule import sched_cos
+
+    def at(pos: float) -> float:
+        if pos < pct_start:
+            return sched_cos(start, peak, pos / pct_start)
+        if pos < 1 - decay_pct:
+            return peak
+        return sched_cos(peak, end, (pos - (1 - decay_pct)) / decay_pct)
+    return at
+
+
+def lr_schedule(cfg: PretrainConfig) -> tuple[Callable[[float], float], Callable[[float], float]]:
+    """The learning-rate and momentum schedules of a run (position in [0, 1] -> value): fastai's one-cycle
+    (``combined_cos``) or warmup-stable-decay (``schedule="wsd"``)."""
+    from fastai.callback.schedule import combined_cos
+
+    lo, end = cfg.lr / cfg.div, cfg.lr / cfg.div_final
+    if cfg.schedule == "wsd":
+        return (_warmup_stable_decay(cfg.pct_start, cfg.decay_pct, lo, cfg.lr, end),
+                _warmup_stable_decay(cfg.pct_start, cfg.decay_pct, *cfg.moms))
+    return combined_cos(cfg.pct_start, lo, cfg.lr, end), combined_cos(cfg.pct_start, *cfg.moms)
+
+
+class _Loop:
+    """The training loop's state (optimizer, schedules, step, clocks, history) and its steps."""
+
+    def __init__(self, model: torch.nn.Module, tc: TokenCorpus, cfg: PretrainConfig, arch: dict[str, Any],
+                 device: torch.device, out: Path | None, distributed: bool, n_ranks: int, me: int) -> None:
+        self.model, self.cfg, self.arch, self.device, self.out = model, cfg, arch, device, out
+        self.distributed, self.n_ranks, self.me, self.V = distributed, n_ranks, me, len(tc.vocab)
+        # each rank reads its own contiguous 1/n_ranks of the training ids (bs is per process)
+        share = len(tc.train) // n_ranks
+        self.stream = TokenStream(tc.train[me * share:(me + 1) * share] if distributed else tc.train, cfg.bs, cfg.seq_len,
+                              cfg.backwards)
+        self.per_epoch = self.stream.n_batches
+        total = int(self.per_epoch * cfg.epochs)
+        if cfg.max_tokens:
+            total = min(total, max(1, cfg.max_tokens // (cfg.bs * cfg.seq_len * n_ranks)))
+        if total < 1:
+            raise ValueError(f"epochs={cfg.epochs} gives no training step ({self.per_epoch} batches per epoch).")
+        self.total = total
+        self.opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(cfg.moms[0], 0.99), eps=1e-5,
+                                     weight_decay=cfg.wd)
+        self.lr_sched, self.mom_sched = lr_schedule(cfg)
+        probs = torch.tensor(tc.counts, dtype=torch.float64).clamp_min(1) ** 0.75
+        probs = (probs / probs.sum()).float()
+        self.probs, self.log_q = probs.to(device), probs.log().to(device)
+        self.offset = int(round(cfg.data_offset * self.per_epoch))
+        self.step = self.start_step = 0
+        self.seconds_before, self.history = 0.0, []
+        self.tokens_per_step = cfg.bs * cfg.seq_len * n_ranks  # every rank's batch
+        self.start_loss: float | None = None  # this run's first loss: the divergence check's reference
+        model.train()
+        model[0].reset()
+
+    def resume(self) -> None:
+        info = _load_checkpoint(self.out, self.model, self.opt, self.me)
+        if info.get("total_steps") != self.total or info.get("vocab_size") != self.V:
+            raise ValueError(f"The checkpoint in {self.out} was made with {info.get('total_steps')} steps and a "
+                             f"{info.get('vocab_size')}-token vocab; this run has {self.total} and {self.V}: resume "
+                             "with the same corpus and options.")
+        self.step, self.seconds_before, self.history = info["step"], info["seconds"], info.get("history", [])
+        self.start_step = self.step
+
+    def train_step(self) -> float:
+        """One batch at the schedule's position; the loss."""
+        cfg, model = self.cfg, self.model
+        pos = self.step / self.total
+        for g in self.opt.param_groups:
+            g["lr"] = float(self.lr_sched(pos))
+            g["betas"] = (float(self.mom_sched(pos)), 0.99)
+        b = (self.step + self.offset) % self.per_epoch
         if b == 0:
             model[0].reset()
-        x, y = (t.to(device) for t in stream.batch(b))
-        h = _forward_hidden(model, x).reshape(-1, arch["emb_sz"])
+        x, y = (t.to(self.device) for t in self.stream.batch(b))
+        h = decoder_input(model, x).reshape(-1, self.arch["emb_sz"])
         dec = model[1].decoder
         if cfg.softmax == "sampled":
-            loss = _sampled_loss(h, y.reshape(-1), dec.weight, dec.bias, log_q, probs, cfg.n_samples)
+            loss = sampled_softmax_loss(h, y.reshape(-1), dec.weight, dec.bias, self.log_q, self.probs, cfg.n_samples)
         else:
             loss = F.cross_entropy(F.linear(h, dec.weight, dec.bias), y.reshape(-1))
-        opt.zero_grad(set_to_none=True)
+        self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        if distributed:
-            _average_gradients(model, n_ranks)
+        if self.distributed:
+            _average_gradients(model, self.n_ranks)
         if cfg.clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
-        opt.step()
-        step += 1
-        loss_value = float(loss.detach())
-        diverged = loss_diverged(loss_value, start_loss)
-        if start_loss is None and not diverged:
-            start_loss = loss_value
-        run_loss += loss_value
-        n_run += 1
-        now = time.perf_counter()
-        if now - last_log >= cfg.log_every or step == total:
-            done_here = now - t0
-            tps = (step - start_step) * tokens_per_step / max(done_here, 1e-9)
-            eta = (total - step) * tokens_per_step / max(tps, 1e-9)
-            if not cfg.quiet and is_main():
-                print(f"pretrain step {step:,}/{total:,} ({100 * step / total:.1f}%) train loss {run_loss / n_run:.3f} "
-                      f"| {tps:,.0f} tokens/s | elapsed {_fmt_secs(seconds_before + done_here)} | ETA {_fmt_secs(eta)}",
-                      file=sys.stdout, flush=True)
-            history.append({"step": step, "train_loss": run_loss / n_run, "lr": opt.param_groups[0]["lr"],
-                            "tokens_per_s": tps, "seconds": seconds_before + done_here})
-            run_loss, n_run, last_log = 0.0, 0, now
-        due = cfg.checkpoint_every_steps and step % cfg.checkpoint_every_steps == 0
-        due = due or (cfg.checkpoint_every and now - last_ckpt >= cfg.checkpoint_every)
-        if distributed:  # every rank's clock (and divergence check) decides alike: rank 0's
-            due, diverged = broadcast_object((due, diverged))
-        if diverged:  # a NaN/inf or exploding loss: stop before a checkpoint keeps the broken weights
-            raise ValueError(divergence_message(f"at pretraining step {step:,}/{total:,}", loss_value, start_loss,
-                                                "pretrain.lr", cfg.lr))
-        if out is not None and due and step < total:
-            _save_checkpoint(out, model, opt, step, {"total_steps": total, "vocab_size": V, "history": history,
-                                                     "seconds": seconds_before + now - t0})
-            last_ckpt = now
-    train_seconds = seconds_before + time.perf_counter() - t0
-    if out is not None:
-        _save_checkpoint(out, model, opt, step, {"total_steps": total, "vocab_size": V, "history": history,
-                                                 "seconds": train_seconds, "finished": True})
+        self.opt.step()
+        self.step += 1
+        return float(loss.detach())
 
-    def held_out() -> dict[str, Any]:
-        if len(tc.valid) <= 4 * cfg.seq_len:
-            return {}
-        return evaluate_perplexity(model, tc.valid, bs=max(1, min(32, len(tc.valid) // (2 * cfg.seq_len))),
-                                   seq_len=cfg.seq_len, max_tokens=cfg.valid_max_tokens, backwards=cfg.backwards)
+    def log(self, mean_loss: float, seconds_here: float) -> None:
+        tps = (self.step - self.start_step) * self.tokens_per_step / max(seconds_here, 1e-9)
+        eta = (self.total - self.step) * self.tokens_per_step / max(tps, 1e-9)
+        if not self.cfg.quiet and is_main():
+            print(f"pretrain step {self.step:,}/{self.total:,} ({100 * self.step / self.total:.1f}%) train loss "
+                  f"{mean_loss:.3f} | {tps:,.0f} tokens/s | elapsed {_fmt_secs(self.seconds_before + seconds_here)} "
+                  f"| ETA {_fmt_secs(eta)}", file=sys.stdout, flush=True)
+        self.history.append({"step": self.step, "train_loss": mean_loss, "lr": self.opt.param_groups[0]["lr"],
+                             "tokens_per_s": tps, "seconds": self.seconds_before + seconds_here})
 
-    ev = broadcast_object(on_main(held_out))  # the weights are the same on every rank: rank 0 scores them
-    metrics = {"train_seconds": round(train_seconds, 1), "tokens_seen": step * tokens_per_step,
-               "tokens_seen_total": tokens_before + step * tokens_per_step,
-               "tokens_per_s": round(step * tokens_per_step / max(train_seconds, 1e-9), 1), "steps": step, **ev}
+    def save(self, seconds: float, **extra: Any) -> None:
+        _save_checkpoint(self.out, self.model, self.opt, self.step, {"total_steps": self.total, "vocab_size": self.V,
+                                                                     "history": self.history, "seconds": seconds, **extra})
+
+    def run(self) -> float:
+        """Train to the end of the schedule, logging and checkpointing by the clock; the training seconds."""
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        last_ckpt = last_log = t0
+        run_loss, n_run = 0.0, 0
+        while self.step < self.total:
+            loss_value = self.train_step()
+            diverged = loss_diverged(loss_value, self.start_loss)
+            if self.start_loss is None and not diverged:
+                self.start_loss = loss_value
+            run_loss, n_run = run_loss + loss_value, n_run + 1
+            now = time.perf_counter()
+            if now - last_log >= cfg.log_every or self.step == self.total:
+                self.log(run_loss / n_run, now - t0)
+                run_loss, n_run, last_log = 0.0, 0, now
+            due = cfg.checkpoint_every_steps and self.step % cfg.checkpoint_every_steps == 0
+            due = due or (cfg.checkpoint_every and now - last_ckpt >= cfg.checkpoint_every)
+            if self.distributed:  # every rank's clock (and divergence check) decides alike: rank 0's
+                due, diverged = broadcast_object((due, diverged))
+            if diverged:  # a NaN/inf or exploding loss: stop before a checkpoint keeps the broken weights
+                raise ValueError(divergence_message(f"at pretraining step {self.step:,}/{self.total:,}", loss_value,
+                                                    self.start_loss, "pretrain.lr", cfg.lr))
+            if self.out is not None and due and self.step < self.total:
+                self.save(self.seconds_before + now - t0)
+                last_ckpt = now
+        seconds = self.seconds_before + time.perf_counter() - t0
+        if self.out is not None:
+            self.save(seconds, finished=True)
+        return seconds
+
+
+def _held_out(model: torch.nn.Module, tc: TokenCorpus, cfg: PretrainConfig) -> dict[str, Any]:
+    if len(tc.valid) <= 4 * cfg.seq_len:
+        return {}
+    return evaluate_perplexity(model, tc.valid, bs=max(1, min(32, len(tc.valid) // (2 * cfg.seq_len))),
+                               seq_len=cfg.seq_len, max_tokens=cfg.valid_max_tokens, backwards=cfg.backwards)
+
+
+def pretrain_lm(corpus: str | Path | Sequence[str | Path] | TokenCorpus, *, config: PretrainConfig | None = None,
+                out_dir: str | Path | None = None, resume: bool = False, **options: Any) -> LanguageModel:
+    """Pretrain an AWD-LSTM language model on a general-domain corpus, from scratch or on from a
+    language model (``init_from``).
+
+    The result is ULMFiT's stage-1 model: save it (``lm.save(dir)``) and pass the directory as
+    ``pretrained=`` to :func:`~ulmfit_ml.finetune_lm`.
+
+    Args:
+        corpus: a ``.txt`` file (one paragraph per line), a folder of ``.txt`` files, a list of
+            either, a list of texts, or a :class:`~ulmfit_ml.corpus.TokenCorpus`. Tokenised once and cached
+            (memory-mapped ids).
+        config: a :class:`~ulmfit_ml.config.PretrainConfig`; keyword ``options`` override its
+            fields (``arch``, ``init_from``, ``max_vocab``, ``epochs``, ``max_tokens``, ``bs``, ``seq_len``,
+            ``lr``, ``schedule``, ``softmax``, ``n_samples``, ``backwards``, ``checkpoint_every`` ...).
+        out_dir: where checkpoints (and nothing else) are written while training; needed for
+            ``resume``. A finished run leaves ``out_dir/checkpoint`` in place.
+        resume: continue from ``out_dir/checkpoint`` (same corpus and config) instead of
+            starting over.
+
+    Returns:
+        :class:`~ulmfit_ml.lm.LanguageModel` with held-out perplexity in ``metrics``
+        (``tokens_seen`` this run, ``tokens_seen_total`` with the start model's).
+    """
+    cfg = merge_config(PretrainConfig, config, options)
+    if resume and out_dir is None:
+        raise ValueError("resume=True needs out_dir= (the folder holding the checkpoint).")
+    distributed = init_distributed()  # launched by torchrun / accelerate: data-parallel, see _average_gradients
+    n_ranks, me = (world_size(), rank()) if distributed else (1, 0)
+    start = _start_lm(cfg)
+    tc = _token_corpus(corpus, cfg, start)
+    out = _checked_out_dir(out_dir, resume)
+    barrier()  # every rank checked out_dir before rank 0 writes into it
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    seed_everything(cfg.seed)
+    arch = lm_arch_config(cfg.arch)
+    model = _start_model(tc, arch, cfg, start, resolve_device(cfg.device), distributed, me)
+    loop = _Loop(model, tc, cfg, arch, resolve_device(cfg.device), out, distributed, n_ranks, me)
+    if resume:
+        loop.resume()
+    train_seconds = loop.run()
+    ev = broadcast_object(on_main(lambda: _held_out(model, tc, cfg)))  # same weights on every rank: rank 0 scores
+    seen = loop.step * loop.tokens_per_step
+    before = 0 if start is None else int(start.metrics.get("tokens_seen_total", start.metrics.get("tokens_seen", 0)))
+    metrics = {"train_seconds": round(train_seconds, 1), "tokens_seen": seen, "tokens_seen_total": before + seen,
+               "tokens_per_s": round(seen / max(train_seconds, 1e-9), 1), "steps": loop.step, **ev}
     if not cfg.quiet and ev and is_main():
         print(f"held-out perplexity {ev['perplexity']:.1f} (accuracy {ev['accuracy']:.3f}, "
               f"{ev['valid_tokens']:,} tokens)", flush=True)
     state = {k: v.detach().float().cpu().clone() for k, v in model.state_dict().items()}
-    return LanguageModel(tc.vocab, arch, state, backwards=cfg.backwards, history=pd.DataFrame(history),
+    config_dict = {**config_to_dict(cfg), "corpus": tc.meta.get("sources"), "corpus_tokens": len(tc.train)}
+    return LanguageModel(tc.vocab, arch, state, backwards=cfg.backwards, history=pd.DataFrame(loop.history),
                          metrics=metrics, config=config_dict, tokenizer=tc.tokenizer)
