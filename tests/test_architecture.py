@@ -61,3 +61,31 @@ def test_the_contract_catches_a_back_edge(tmp_path):
     r = subprocess.run([exe], cwd=tmp_path, capture_output=True, text=True, timeout=300,
                        env={"PYTHONPATH": str(tmp_path), "PATH": str(Path(sys.executable).parent)})
     assert r.returncode != 0 and "BROKEN" in r.stdout.upper(), r.stdout[-2000:] + r.stderr[-2000:]
+
+
+MAX_FUNCTION_LINES = 60
+LONG_REASON = "# long function:"
+
+
+def _long_functions(path: Path) -> list[str]:
+    """``file:line name (n lines)`` for each function or method over MAX_FUNCTION_LINES lines
+    whose ``def`` (or first decorator) is not right under a ``# long function: <reason>`` line."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    found = []
+    for node in ast.walk(ast.parse("\n".join(lines))):
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        n = node.end_lineno - node.lineno + 1
+        first = min([node.lineno] + [d.lineno for d in node.decorator_list])
+        above = lines[first - 2].strip() if first >= 2 else ""
+        if n > MAX_FUNCTION_LINES and not (above.startswith(LONG_REASON) and above[len(LONG_REASON):].strip()):
+            found.append(f"{path.relative_to(PKG)}:{node.lineno} {node.name} ({n} lines)")
+    return found
+
+
+def test_no_function_over_60_lines_without_a_reason():
+    """fastai's text modules keep functions to about a screen (issue 23): split a longer one into
+    named helpers, or put ``# long function: <reason>`` on the line right above its ``def``."""
+    long = [f for path in MODULES for f in _long_functions(path)]
+    assert not long, (f"{len(long)} function(s) over {MAX_FUNCTION_LINES} lines; split them or add a "
+                      f"'{LONG_REASON} <reason>' line above the def:\n" + "\n".join(long))

@@ -15,6 +15,7 @@ import tempfile
 import time
 import warnings
 from collections import Counter
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -169,63 +170,14 @@ class ClassifierTrainer:
     def train(self) -> TextModel:
         """Gradual unfreezing with discriminative rates and one-cycle; thresholds tuned on the
         validation split (``thresholds`` option). Resumes from the checkpoint when asked."""
-        data, cfg, checkpoint_dir, ckpt, ckpt_info = self.data, self.config, self.checkpoint_dir, self._ckpt, self._ckpt_info
-        learn = self.learner
+        cfg, learn = self.config, self.learner
         dls = learn.dls
         if use_fp16(cfg.fp16, self.device):
             learn = self.learner = learn.to_fp16()
         learn.freeze()
-        hist = [pd.DataFrame(ckpt["history"])] if ckpt is not None and ckpt["history"] else []
-        epoch = 0
         t0 = time.perf_counter()
-        n_stages = len(cfg.unfreeze)
-        restored = False
-        batch_losses: list[float] = []  # fastai's recorder forgets them at the next fit / get_preds
         with distributed_ctx(learn), progress_mode(learn, cfg.quiet):
-            for i, (k, ep, lr) in enumerate(zip(cfg.unfreeze, cfg.epochs, cfg.lrs)):
-                if k == 0:
-                    learn.unfreeze()
-                else:
-                    learn.freeze_to(-k)
-                if not ep:
-                    continue
-                start = 0
-                if ckpt is not None and not restored:
-                    if (i, ep) <= (ckpt["stage"], ckpt["epoch"]):  # stage finished before the interruption
-                        epoch += ep
-                        continue
-                    start = ckpt["epoch"] if i == ckpt["stage"] else 0
-                    _restore_checkpoint(learn, ckpt, with_opt=start > 0)  # freeze_to cleared the optimizer at stage start
-                    restored = True
-                lr_arg = lr if k == 1 else slice(lr / cfg.lr_div, lr)
-                cbs = []
-                tracker = None
-                if cfg.save_best_by and i == n_stages - 1:
-                    best = ckpt.get("tracker_best") if ckpt is not None and start > 0 else None
-                    lower = any(k in cfg.save_best_by for k in ("loss", "mae", "rmse"))
-                    tracker = resumable_save_model_callback(monitor=cfg.save_best_by, comp=np.less if lower else np.greater,
-                                                            fname="best", start_epoch=start, best=best)
-                    cbs.append(tracker)
-                name = f"stage{i + 1}:" + ("all" if k == 0 else f"last{k}")
-                if checkpoint_dir is not None:
-                    def info(learn: Any, _done: list = list(hist), _name: str = name, _off: int = epoch + start,
-                             _tracker: Any = tracker) -> dict[str, Any]:
-                        frames = _done + [_stage_history(learn, _name, _off)]
-                        frames = [f for f in frames if len(f)]
-                        return {**ckpt_info, "history": pd.concat(frames, ignore_index=True).to_dict(orient="records"),
-                                "tracker_best": None if _tracker is None else float(_tracker.best)}
-                    cbs.append(checkpoint_callback(checkpoint_dir, stage=i, start_epoch=start, info=info,
-                                                   resume_state=ckpt["tensors"] if start > 0 else None))
-                fit_one_cycle_checked(learn, ep, lr_arg, moms=cfg.moms, cbs=cbs, start_epoch=start, lr=lr,
-                                      lr_option=f"classifier.lrs[{i}]")
-                batch_losses += [float(v) for v in learn.recorder.losses]
-                hist.append(_stage_history(learn, name, epoch + start))
-                hist = [f for f in hist if len(f)]
-                epoch += ep
-            if ckpt is not None and not restored:  # every epoch was done before the interruption
-                _restore_checkpoint(learn, ckpt, with_opt=False)
-                if cfg.save_best_by and (Path(checkpoint_dir) / "models" / "best.pth").exists():
-                    learn.load("best", with_opt=False)
+            hist, batch_losses = self._fit_stages(learn)
         seconds = time.perf_counter() - t0
         history = pd.concat(hist, ignore_index=True) if hist else pd.DataFrame()
         # outside distributed_ctx and without fastai's gathering: every rank predicts the whole
@@ -233,6 +185,70 @@ class ClassifierTrainer:
         with progress_mode(learn, cfg.quiet), local_only():
             probs, targs = learn.get_preds(dl=dls.valid)
         learn.model.float()
+        clf = self._trained_model(learn, history, probs, targs, seconds)
+        clf.batch_losses = np.asarray(batch_losses, dtype=np.float32)
+        return clf
+
+    def _fit_stages(self, learn: Any) -> tuple[list[pd.DataFrame], list[float]]:
+        """Every unfreezing stage in turn, skipping what the checkpoint to resume from already did;
+        ``(history frames, batch losses)``."""
+        cfg, ckpt = self.config, self._ckpt
+        hist = [pd.DataFrame(ckpt["history"])] if ckpt is not None and ckpt["history"] else []
+        epoch, restored = 0, False
+        batch_losses: list[float] = []  # fastai's recorder forgets them at the next fit / get_preds
+        for i, (k, ep, lr) in enumerate(zip(cfg.unfreeze, cfg.epochs, cfg.lrs)):
+            if k == 0:
+                learn.unfreeze()
+            else:
+                learn.freeze_to(-k)
+            if not ep:
+                continue
+            start = 0
+            if ckpt is not None and not restored:
+                if (i, ep) <= (ckpt["stage"], ckpt["epoch"]):  # stage finished before the interruption
+                    epoch += ep
+                    continue
+                start = ckpt["epoch"] if i == ckpt["stage"] else 0
+                _restore_checkpoint(learn, ckpt, with_opt=start > 0)  # freeze_to cleared the optimizer at stage start
+                restored = True
+            name = f"stage{i + 1}:" + ("all" if k == 0 else f"last{k}")
+            self._fit_stage(learn, i, name, start=start, offset=epoch + start, done=hist)
+            batch_losses += [float(v) for v in learn.recorder.losses]
+            hist.append(_stage_history(learn, name, epoch + start))
+            hist = [f for f in hist if len(f)]
+            epoch += ep
+        if ckpt is not None and not restored:  # every epoch was done before the interruption
+            _restore_checkpoint(learn, ckpt, with_opt=False)
+            if cfg.save_best_by and (Path(self.checkpoint_dir) / "models" / "best.pth").exists():
+                learn.load("best", with_opt=False)
+        return hist, batch_losses
+
+    def _fit_stage(self, learn: Any, i: int, name: str, *, start: int, offset: int, done: list[pd.DataFrame]) -> None:
+        """One-cycle over stage ``i`` from its epoch ``start``, with the best-model tracker (last
+        stage) and the epoch checkpoints (``offset``: the run's epoch of this stage's ``start``)."""
+        cfg, ckpt = self.config, self._ckpt
+        k, ep, lr = cfg.unfreeze[i], cfg.epochs[i], cfg.lrs[i]
+        lr_arg = lr if k == 1 else slice(lr / cfg.lr_div, lr)
+        cbs = []
+        tracker = None
+        if cfg.save_best_by and i == len(cfg.unfreeze) - 1:
+            best = ckpt.get("tracker_best") if ckpt is not None and start > 0 else None
+            lower = any(k in cfg.save_best_by for k in ("loss", "mae", "rmse"))
+            tracker = resumable_save_model_callback(monitor=cfg.save_best_by, comp=np.less if lower else np.greater,
+                                                    fname="best", start_epoch=start, best=best)
+            cbs.append(tracker)
+        if self.checkpoint_dir is not None:
+            info = partial(_checkpoint_payload, info=self._ckpt_info, done=list(done), name=name, offset=offset,
+                           tracker=tracker)
+            cbs.append(checkpoint_callback(self.checkpoint_dir, stage=i, start_epoch=start, info=info,
+                                           resume_state=ckpt["tensors"] if start > 0 else None))
+        fit_one_cycle_checked(learn, ep, lr_arg, moms=cfg.moms, cbs=cbs, start_epoch=start, lr=lr,
+                              lr_option=f"classifier.lrs[{i}]")
+
+    def _trained_model(self, learn: Any, history: pd.DataFrame, probs: Any, targs: Any, seconds: float) -> TextModel:
+        """The model of the data's task around ``learn.model``, with its validation outputs
+        (multi-label: thresholds tuned on them)."""
+        data, cfg = self.data, self.config
         meta = {
             "arch": {k: self.arch[k] for k in ("emb_sz", "n_hid", "n_layers")},
             "seq_len": cfg.seq_len, "max_len": cfg.max_len, "lin_ftrs": list(cfg.lin_ftrs), "drop_mult": cfg.drop_mult,
@@ -248,12 +264,21 @@ class ClassifierTrainer:
                                                   tokenizer=data.tokenizer)
             if cfg.thresholds != "none":
                 clf.tune_thresholds(strategy=cfg.thresholds)
-        else:  # raw outputs (the spec's losses have no activation) against targets in their own units
-            kind = MultiCategoryClassifier if data.task == "multicategory" else TextRegressor
-            clf = kind(learn.model, self.vocab, data.labels, meta=meta, history=history,
-                       valid_data=(data.y_valid, probs.float().numpy()), tokenizer=data.tokenizer)
-        clf.batch_losses = np.asarray(batch_losses, dtype=np.float32)
-        return clf
+            return clf
+        # raw outputs (the spec's losses have no activation) against targets in their own units
+        kind = MultiCategoryClassifier if data.task == "multicategory" else TextRegressor
+        return kind(learn.model, self.vocab, data.labels, meta=meta, history=history,
+                    valid_data=(data.y_valid, probs.float().numpy()), tokenizer=data.tokenizer)
+
+
+def _checkpoint_payload(learn: Any, *, info: dict[str, Any], done: list[pd.DataFrame], name: str, offset: int,
+                        tracker: Any) -> dict[str, Any]:
+    """What an epoch checkpoint records besides the tensors: ``info`` (config, data hash), the
+    history so far (``done`` then this stage's epochs) and the best-model tracker's best value."""
+    frames = done + [_stage_history(learn, name, offset)]
+    frames = [f for f in frames if len(f)]
+    return {**info, "history": pd.concat(frames, ignore_index=True).to_dict(orient="records"),
+            "tracker_best": None if tracker is None else float(tracker.best)}
 
 
 def _warn_long_texts(data: MultiLabelData, max_len: int) -> None:

@@ -174,6 +174,28 @@ def resolve_config(file_sections: dict[str, dict[str, Any]] | None = None,
     """
     sections = tuple(sections)
     file_sections = {s: dict(v) for s, v in (file_sections or {}).items()}
+    given_flags = _check_given_keys(file_sections, overrides, flags, sections)
+    cfg = _layer(sections_parser(sections), sections, file_sections, overrides, flags, given_flags)
+    out: dict[str, Any] = {}
+    for section in sections:
+        values = cfg[section].as_dict()
+        if section == "run":
+            values = _resolved_run_paths(values)
+        try:
+            out[section] = config_from_dict(SECTIONS[section], values, section=section)
+        except (ValueError, TypeError) as e:
+            raise ConfigError(f"[{section}] {e}") from e
+    seed = out["run"].seed if "run" in out else None
+    if seed is not None:
+        for section in ("data", "lm", "classifier"):
+            out[section] = dataclasses.replace(out[section], seed=seed)
+    return out
+
+
+def _check_given_keys(file_sections: dict[str, dict[str, Any]], overrides: Sequence[tuple[str, str, Any]],
+                      flags: Sequence[str], sections: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """Every section and key given (file, overrides, flags) is known and read by this command;
+    returns the flags' ``{section: {key: raw value}}``."""
     for section, values in file_sections.items():
         _check_keys(section, list(values))
     for section, key, _ in overrides:
@@ -190,7 +212,14 @@ def resolve_config(file_sections: dict[str, dict[str, Any]] | None = None,
                      | {s for s, _, _ in overrides if s not in sections} | {s for s in given_flags if s not in sections})
     if outside:
         raise ConfigError(f"this command uses [{'], ['.join(sections)}] options only; drop [{'], ['.join(outside)}].")
-    parser = sections_parser(sections)
+    return given_flags
+
+
+def _layer(parser: ArgumentParser, sections: tuple[str, ...], file_sections: dict[str, dict[str, Any]],
+           overrides: Sequence[tuple[str, str, Any]], flags: Sequence[str],
+           given_flags: dict[str, dict[str, Any]]) -> Any:
+    """jsonargparse's namespace of defaults < file < overrides (in order) < flags; a refusal
+    names ``section.key``."""
     try:
         cfg = parser.parse_object({s: v for s, v in file_sections.items() if s in sections})
     except ArgumentError as e:
@@ -205,27 +234,20 @@ def resolve_config(file_sections: dict[str, dict[str, Any]] | None = None,
             cfg = parser.parse_args(list(flags), namespace=cfg, defaults=False)
         except ArgumentError as e:
             raise _refused(e, given_flags) from None
-    out: dict[str, Any] = {}
-    for section in sections:
-        values = cfg[section].as_dict()
-        if section == "run":
-            for key in _RUN_PATHS:
-                if values.get(key) is not None:
-                    values[key] = str(user_path(values[key]).resolve())
-            if isinstance(values.get("encoder"), str) and values["encoder"] not in ("lm", "random", ""):
-                # a saved language model (a missing one fails when the run loads it, naming the fix)
-                values["encoder"] = str(user_path(values["encoder"]).resolve())
-            if values.get("extra_texts"):
-                values["extra_texts"] = [str(user_path(v).resolve()) for v in values["extra_texts"]]
-        try:
-            out[section] = config_from_dict(SECTIONS[section], values, section=section)
-        except (ValueError, TypeError) as e:
-            raise ConfigError(f"[{section}] {e}") from e
-    seed = out["run"].seed if "run" in out else None
-    if seed is not None:
-        for section in ("data", "lm", "classifier"):
-            out[section] = dataclasses.replace(out[section], seed=seed)
-    return out
+    return cfg
+
+
+def _resolved_run_paths(values: dict[str, Any]) -> dict[str, Any]:
+    """``[run]``'s file options as absolute paths (``~`` expanded): a run reads them from anywhere."""
+    for key in _RUN_PATHS:
+        if values.get(key) is not None:
+            values[key] = str(user_path(values[key]).resolve())
+    if isinstance(values.get("encoder"), str) and values["encoder"] not in ("lm", "random", ""):
+        # a saved language model (a missing one fails when the run loads it, naming the fix)
+        values["encoder"] = str(user_path(values["encoder"]).resolve())
+    if values.get("extra_texts"):
+        values["extra_texts"] = [str(user_path(v).resolve()) for v in values["extra_texts"]]
+    return values
 
 
 def check_run_keys(command: str, run_cfg: RunConfig) -> None:

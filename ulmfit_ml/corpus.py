@@ -194,8 +194,6 @@ def tokenize_corpus(corpus: str | Path | Sequence[str | Path], *, max_vocab: int
     Returns:
         A :class:`TokenCorpus`.
     """
-    from fastai.text.data import make_vocab
-
     files = corpus_files(corpus)
     if not 0 <= valid_pct < 1:
         raise ValueError(f"valid_pct must be in [0, 1), got {valid_pct!r}.")
@@ -211,55 +209,17 @@ def tokenize_corpus(corpus: str | Path | Sequence[str | Path], *, max_vocab: int
     root.mkdir(parents=True, exist_ok=True)
     tmp = root / f".{key}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
-    every = int(round(1 / valid_pct)) if valid_pct > 0 else 0
-    # blocks of 500 lines on a large corpus; smaller blocks when the corpus has under 4 x 500
-    # blocks per held-out block, so a small corpus still gets a held-out part
-    n_est = sum(1 for _ in _iter_texts(files)) if every else 0
-    block = min(_BLOCK_LINES, max(1, n_est // (every * 4))) if every else _BLOCK_LINES
+    every, block = _held_out_blocks(files, valid_pct)
     t0 = time.perf_counter()
-    # pass 1: provisional ids in order of first appearance (the vocabulary is not known yet)
-    prov: dict[str, int] = {}
-    counts = np.zeros(0, dtype=np.int64)
-    n_lines = n_tok = 0
     try:
-        with open(tmp / "train.raw", "wb") as ftr, open(tmp / "valid.raw", "wb") as fva:
-            for chunk in _chunks(_iter_texts(files), chunk_lines):
-                toks = tokenizer([t for _, t in chunk], n_workers=n_workers)
-                parts: dict[bool, list[int]] = {False: [], True: []}
-                for (line_no, _), tl in zip(chunk, toks):
-                    held = bool(every) and (line_no // block) % every == every - 1
-                    parts[held] += [prov.setdefault(t, len(prov)) for t in tl]
-                tr = np.asarray(parts[False], dtype=np.uint32)
-                counts = np.concatenate([counts, np.zeros(len(prov) - len(counts), dtype=np.int64)])
-                counts += np.bincount(tr, minlength=len(prov))
-                ftr.write(tr.tobytes())
-                fva.write(np.asarray(parts[True], dtype=np.uint32).tobytes())
-                n_tok += len(parts[False]) + len(parts[True])
-                n_lines += len(chunk)
-                if not quiet:
-                    dt = time.perf_counter() - t0
-                    print(f"tokenised {n_lines:,} lines, {n_tok:,} tokens ({n_tok / dt:,.0f} tokens/s)", flush=True)
-        if not n_tok:
-            raise ValueError(f"The corpus at {', '.join(map(str, files))} has no non-empty text.")
+        prov, counts, n_lines = _tokenize_to_raw(files, tmp, tokenizer, n_workers=n_workers, chunk_lines=chunk_lines,
+                                                 every=every, block=block, quiet=quiet, t0=t0)
         # pass 2: fastai's vocabulary, then provisional -> final ids (unknown -> xxunk = 0)
         words = list(prov)
-        vocab = (list(vocab) if vocab is not None else
-                 make_vocab(Counter(dict(zip(words, counts.tolist()))), min_freq=min_freq, max_vocab=max_vocab))
-        index = {t: i for i, t in enumerate(vocab)}
-        unk = index.get("xxunk", 0)
-        remap = np.array([index.get(w, unk) for w in words], dtype=np.int64)
-        dtype = np.uint16 if len(vocab) <= np.iinfo(np.uint16).max else np.uint32
-        sizes = {}
-        for part in ("train", "valid"):
-            raw = np.memmap(tmp / f"{part}.raw", dtype=np.uint32, mode="r") if (tmp / f"{part}.raw").stat().st_size else np.zeros(0, np.uint32)
-            with open(tmp / f"{part}.ids", "wb") as out:
-                for s in range(0, len(raw), 1 << 22):
-                    out.write(remap[raw[s:s + (1 << 22)]].astype(dtype).tobytes())
-            sizes[part] = len(raw)
-            del raw
-            (tmp / f"{part}.raw").unlink()  # our own temporary file, inside our own temporary directory
-        final_counts = np.bincount(remap, weights=counts.astype(np.float64),
-                                   minlength=len(vocab)).astype(np.int64)
+        vocab = _final_vocab(words, counts, vocab, min_freq=min_freq, max_vocab=max_vocab)
+        remap, dtype = _id_map(words, vocab)
+        sizes = {part: _remap_part(tmp, part, remap, dtype) for part in ("train", "valid")}
+        final_counts = np.bincount(remap, weights=counts.astype(np.float64), minlength=len(vocab)).astype(np.int64)
         meta = {"format": _FORMAT, "dtype": np.dtype(dtype).name, "n_train_tokens": sizes["train"],
                 "n_valid_tokens": sizes["valid"], "n_lines": n_lines, "n_types": len(words),
                 "sources": [str(f.resolve()) for f in files], "max_vocab": max_vocab, "min_freq": min_freq,
@@ -267,12 +227,89 @@ def tokenize_corpus(corpus: str | Path | Sequence[str | Path], *, max_vocab: int
                 "counts": final_counts.tolist(), "tokenizer": tokenizer.save(tmp)}
         (tmp / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
         (tmp / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
-        try:
-            os.rename(tmp, final)
-        except OSError:  # another process cached the same corpus first: use theirs
-            if not (final / "meta.json").exists():
-                raise
+        _publish(tmp, final)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)  # only our own temporary directory
     return TokenCorpus.load(final)
+
+
+def _held_out_blocks(files: Sequence[Path], valid_pct: float) -> tuple[int, int]:
+    """``(every, block)``: every ``every``-th block of ``block`` lines is held out (``every`` 0: none).
+    Blocks of 500 lines on a large corpus; smaller blocks when the corpus has under 4 x 500
+    blocks per held-out block, so a small corpus still gets a held-out part."""
+    every = int(round(1 / valid_pct)) if valid_pct > 0 else 0
+    n_est = sum(1 for _ in _iter_texts(files)) if every else 0
+    block = min(_BLOCK_LINES, max(1, n_est // (every * 4))) if every else _BLOCK_LINES
+    return every, block
+
+
+def _tokenize_to_raw(files: Sequence[Path], tmp: Path, tokenizer: TextTokenizer, *, n_workers: int | None,
+                     chunk_lines: int, every: int, block: int, quiet: bool,
+                     t0: float) -> tuple[dict[str, int], np.ndarray, int]:
+    """Pass 1: every line's tokens as provisional ids (in order of first appearance: the vocabulary
+    is not known yet) into ``tmp``'s ``train.raw`` / ``valid.raw``; ``(provisional ids, training
+    counts per provisional id, lines)``."""
+    prov: dict[str, int] = {}
+    counts = np.zeros(0, dtype=np.int64)
+    n_lines = n_tok = 0
+    with open(tmp / "train.raw", "wb") as ftr, open(tmp / "valid.raw", "wb") as fva:
+        for chunk in _chunks(_iter_texts(files), chunk_lines):
+            toks = tokenizer([t for _, t in chunk], n_workers=n_workers)
+            parts: dict[bool, list[int]] = {False: [], True: []}
+            for (line_no, _), tl in zip(chunk, toks):
+                held = bool(every) and (line_no // block) % every == every - 1
+                parts[held] += [prov.setdefault(t, len(prov)) for t in tl]
+            tr = np.asarray(parts[False], dtype=np.uint32)
+            counts = np.concatenate([counts, np.zeros(len(prov) - len(counts), dtype=np.int64)])
+            counts += np.bincount(tr, minlength=len(prov))
+            ftr.write(tr.tobytes())
+            fva.write(np.asarray(parts[True], dtype=np.uint32).tobytes())
+            n_tok += len(parts[False]) + len(parts[True])
+            n_lines += len(chunk)
+            if not quiet:
+                dt = time.perf_counter() - t0
+                print(f"tokenised {n_lines:,} lines, {n_tok:,} tokens ({n_tok / dt:,.0f} tokens/s)", flush=True)
+    if not n_tok:
+        raise ValueError(f"The corpus at {', '.join(map(str, files))} has no non-empty text.")
+    return prov, counts, n_lines
+
+
+def _final_vocab(words: list[str], counts: np.ndarray, vocab: Sequence[str] | None, *, min_freq: int,
+                 max_vocab: int) -> list[str]:
+    """The fixed ``vocab``, or fastai's ``make_vocab`` over the training counts."""
+    from fastai.text.data import make_vocab
+
+    return (list(vocab) if vocab is not None else
+            make_vocab(Counter(dict(zip(words, counts.tolist()))), min_freq=min_freq, max_vocab=max_vocab))
+
+
+def _id_map(words: list[str], vocab: list[str]) -> tuple[np.ndarray, Any]:
+    """``(provisional id -> final id, the id dtype)``: tokens outside ``vocab`` become ``xxunk``."""
+    index = {t: i for i, t in enumerate(vocab)}
+    unk = index.get("xxunk", 0)
+    remap = np.array([index.get(w, unk) for w in words], dtype=np.int64)
+    return remap, (np.uint16 if len(vocab) <= np.iinfo(np.uint16).max else np.uint32)
+
+
+def _remap_part(tmp: Path, part: str, remap: np.ndarray, dtype: Any) -> int:
+    """``<part>.raw`` (provisional ids) -> ``<part>.ids`` (final ids, ``dtype``), in slices; its
+    token count. The raw file (our own, in our own temporary directory) is removed."""
+    raw_path = tmp / f"{part}.raw"
+    raw = np.memmap(raw_path, dtype=np.uint32, mode="r") if raw_path.stat().st_size else np.zeros(0, np.uint32)
+    with open(tmp / f"{part}.ids", "wb") as out:
+        for s in range(0, len(raw), 1 << 22):
+            out.write(remap[raw[s:s + (1 << 22)]].astype(dtype).tobytes())
+    size = len(raw)
+    del raw
+    raw_path.unlink()
+    return size
+
+
+def _publish(tmp: Path, final: Path) -> None:
+    """Rename the finished cache into place; another process that cached the same corpus first wins."""
+    try:
+        os.rename(tmp, final)
+    except OSError:  # another process cached the same corpus first: use theirs
+        if not (final / "meta.json").exists():
+            raise

@@ -155,6 +155,24 @@ def cross_validate(data: MultiLabelData, *, n_folds: int = 5, seed: int | None =
     Returns:
         :class:`CVResult`.
     """
+    cfg = _checked_cv_config(data, config)
+    fold_cfg = dataclasses.replace(cfg, thresholds="none")  # thresholds are tuned once, on the OOF probabilities
+    fixed = check_thresholds(threshold, data.n_labels)
+    folds = kfold_assignments(data.y, n_folds=n_folds, seed=data.config.seed if seed is None else seed)
+    lm = _shared_lm(data, encoder, finetune, lm_config)
+    oof, rows, models = _train_folds(data, folds, n_folds, lm=lm, config=fold_cfg, arch=arch, fixed=fixed,
+                                     keep_models=keep_models, on_fold=on_fold)
+    thresholds = fixed if cfg.thresholds == "none" else tune_thresholds(data.y, oof, strategy=cfg.thresholds)
+    for m in models:
+        m.thresholds = thresholds.copy()
+    oof_metrics = dict(multilabel_report(data.y, oof, thresholds, labels=data.labels).summary)
+    return CVResult(labels=list(data.labels), folds=folds, oof=oof, y=data.y.copy(), index=data.index,
+                    fold_metrics=pd.DataFrame(rows), thresholds=thresholds, oof_metrics=oof_metrics,
+                    lm=lm, models=models)
+
+
+def _checked_cv_config(data: Any, config: ClassifierConfig | None) -> ClassifierConfig:
+    """The classifier options, once ``data`` is multi-label data."""
     if not isinstance(data, MultiLabelData):
         raise TypeError(f"cross_validate expects a MultiLabelData, got {type(data).__name__}.")
     if data.task != "multilabel":
@@ -163,18 +181,29 @@ def cross_validate(data: MultiLabelData, *, n_folds: int = 5, seed: int | None =
     cfg = config if config is not None else ClassifierConfig()
     if not isinstance(cfg, ClassifierConfig):
         raise TypeError(f"config must be a ClassifierConfig, got {type(cfg).__name__}.")
-    fold_cfg = dataclasses.replace(cfg, thresholds="none")  # thresholds are tuned once, on the OOF probabilities
-    fixed = check_thresholds(threshold, data.n_labels)
-    folds = kfold_assignments(data.y, n_folds=n_folds, seed=data.config.seed if seed is None else seed)
+    return cfg
+
+
+def _shared_lm(data: MultiLabelData, encoder: LanguageModel | str | Path | None, finetune: bool,
+               lm_config: LMConfig | None) -> LanguageModel | None:
+    """The one language model of every fold: ``encoder`` (loaded if a directory), else one
+    fine-tuned on all texts, or ``None`` (random encoders) without ``finetune``."""
     if isinstance(encoder, (str, Path)):
         encoder = load_lm(encoder)
-    lm = encoder if encoder is not None or not finetune else finetune_lm(data, config=lm_config)
+    return encoder if encoder is not None or not finetune else finetune_lm(data, config=lm_config)
+
+
+def _train_folds(data: MultiLabelData, folds: np.ndarray, n_folds: int, *, lm: LanguageModel | None,
+                 config: ClassifierConfig, arch: str | dict[str, Any], fixed: np.ndarray, keep_models: bool,
+                 on_fold: Callable[..., None] | None) -> tuple[np.ndarray, list[dict[str, Any]], list[Any]]:
+    """One classifier per fold, validated on its fold: ``(OOF probabilities, per-fold metric rows
+    at the ``fixed`` thresholds, the models kept)``."""
     oof = np.full(data.y.shape, np.nan, dtype=np.float32)
     rows, models = [], []
     for k in range(n_folds):
         valid = folds == k
         fold_data = data.with_split(valid)
-        clf = train_classifier(fold_data, encoder=lm, config=fold_cfg, arch=arch)
+        clf = train_classifier(fold_data, encoder=lm, config=config, arch=arch)
         probs = clf.predict_proba(fold_data.valid_texts)
         oof[valid] = probs
         summary = multilabel_report(data.y[valid], probs, fixed, labels=data.labels).summary
@@ -183,10 +212,4 @@ def cross_validate(data: MultiLabelData, *, n_folds: int = 5, seed: int | None =
             on_fold(k, clf, summary)
         if keep_models:
             models.append(clf)
-    thresholds = fixed if cfg.thresholds == "none" else tune_thresholds(data.y, oof, strategy=cfg.thresholds)
-    for m in models:
-        m.thresholds = thresholds.copy()
-    oof_metrics = dict(multilabel_report(data.y, oof, thresholds, labels=data.labels).summary)
-    return CVResult(labels=list(data.labels), folds=folds, oof=oof, y=data.y.copy(), index=data.index,
-                    fold_metrics=pd.DataFrame(rows), thresholds=thresholds, oof_metrics=oof_metrics,
-                    lm=lm, models=models)
+    return oof, rows, models

@@ -108,66 +108,37 @@ class MultiLabelData:
                 no labels at all, bad split options.
             TypeError: non-string texts, wrong argument types.
         """
-        if config is None:
-            if split is None:
-                split = "column" if valid_col is not None else "stratified"
-            config = DataConfig(text_col=text_col, label_cols=list(label_cols) if label_cols is not None and not isinstance(label_cols, str) else label_cols,
-                                label_col=label_col, label_delim=label_delim, category_cols=category_cols,
-                                max_categories=max_categories, target_cols=target_cols, tokenizer=tokenizer,
-                                sp_vocab_size=sp_vocab_size, split=split,
-                                valid_pct=valid_pct, valid_col=valid_col, seed=seed,
-                                empty_text=empty_text, unlabelled=unlabelled)
-        elif not isinstance(config, DataConfig):
-            raise TypeError(f"config must be a DataConfig, got {type(config).__name__}.")
-        c = config
+        c = _data_config(config, text_col=text_col, label_cols=label_cols, label_col=label_col, label_delim=label_delim,
+                         category_cols=category_cols, max_categories=max_categories, target_cols=target_cols,
+                         tokenizer=tokenizer, sp_vocab_size=sp_vocab_size, split=split, valid_pct=valid_pct,
+                         valid_col=valid_col, seed=seed, empty_text=empty_text, unlabelled=unlabelled)
         df = as_frame(df, who="from_df")  # a polars (or other) frame with .to_pandas() is converted
         if len(df) == 0:
             raise ValueError("The DataFrame is empty: nothing to train on.")
-        if c.task == "multicategory":
-            spec: Any = CategorySpec(c.category_cols, max_categories=c.max_categories)
-        elif c.task == "regression":
-            spec = RegressionSpec(c.target_cols)
-        else:
-            spec = LabelSpec(label_cols=c.label_cols, label_col=c.label_col, label_delim=c.label_delim)
-        needed = [c.text_col] + spec.columns + ([c.valid_col] if c.valid_col else [])
-        check_columns(df, needed)
-        rename = {k: n for n, k in zip(needed, column_keys(df, needed)) if k != n}
-        if rename:  # a column named 0 given as "0" (or back): one name from here on
-            df = df.rename(columns=rename)
-        if c.split == "column" and c.valid_col is None:
-            raise ValueError("split='column' needs valid_col= naming a boolean column (True = validation row).")
-
-        keep = validate_texts(df[c.text_col], empty_text=c.empty_text, col=c.text_col)
+        spec = _target_spec(c)
+        df = _checked_columns(df, c, spec)
+        keep = validate_texts(df[c.text_col], empty_text=c.empty_text, col=c.text_col)  # warns from_df's caller
         df = df.loc[keep]
         extra = extra_text_list(extra_texts, empty_text=c.empty_text)  # the text column's policy
         if c.task != "multilabel":
             return cls._from_targets(df, spec, c, extra)
         y, labs = fit_label_matrix(df, spec, labels)
+        return cls._from_labels(df, y, labs, spec, c, extra)
 
-        no_label = y.sum(axis=1) == 0
-        if no_label.all():
-            raise ValueError(
-                "No row has any label: check label_cols/label_col, and for a delimited column its "
-                f"label_delim (now {c.label_delim!r})."
-            )
-        if no_label.any():
-            n = int(no_label.sum())
-            if c.unlabelled == "raise":
-                raise ValueError(f"{n} row(s) have no label. Use unlabelled='keep' (valid multi-label rows) or 'drop'.")
-            if c.unlabelled == "drop":
-                warnings.warn(f"Dropping {n} row(s) that have no label.", UserWarning, stacklevel=2)
-                df, y = df.loc[~no_label], y[~no_label]
+    @classmethod
+    def _from_labels(cls, df: pd.DataFrame, y: np.ndarray, labs: list[str], spec: LabelSpec, c: DataConfig,
+                     extra: list[str]) -> "MultiLabelData":
+        """Multi-label rows: rows without a label handled, the split made (warnings name the caller of from_df)."""
+        df, y = _handle_unlabelled(df, y, c)
         never = [lab for lab, n in zip(labs, y.sum(axis=0)) if n == 0]
         if never:
-            warnings.warn(
-                f"{len(never)} label(s) never occur in the data: {never[:10]}. The model cannot learn "
-                "them; their F1 will be 0.", UserWarning, stacklevel=2)
-
+            warnings.warn(f"{len(never)} label(s) never occur in the data: {never[:10]}. The model cannot learn "
+                          "them; their F1 will be 0.", UserWarning, stacklevel=3)
         texts = df[c.text_col].tolist()
-        is_valid = _keep_duplicates_together(texts, _make_split(df, y, c), moved=c.split != "column")
-        is_valid = train_on_every_label(texts, y, labs, is_valid, moved=c.split != "column")
-        return cls(texts, y, labs, is_valid, text_col=c.text_col, spec=spec, config=c,
-                   extra_texts=extra, index=df.index)
+        moved = c.split != "column"
+        valid = _keep_duplicates_together(texts, _make_split(df, y, c, stacklevel=4), moved=moved, stacklevel=4)
+        valid = train_on_every_label(texts, y, labs, valid, moved=moved, stacklevel=4)
+        return cls(texts, y, labs, valid, text_col=c.text_col, spec=spec, config=c, extra_texts=extra, index=df.index)
 
     @classmethod
     def _from_targets(cls, df: pd.DataFrame, spec: CategorySpec | RegressionSpec, c: DataConfig,
@@ -342,6 +313,56 @@ class MultiLabelData:
                     MultiCategoryBlock(encoded=True, vocab=list(self.labels)) if multilabel else TransformBlock()),
             get_x=ColReader("text"), get_y=ColReader("_y"), splitter=ColSplitter("_is_valid"))
         return dblock.dataloaders(frame, bs=bs, seq_len=seq_len, device=device, num_workers=0)
+
+
+def _data_config(config: DataConfig | None, *, split: str | None, valid_col: str | None, label_cols: Any,
+                 **options: Any) -> DataConfig:
+    """``config``, or the :class:`DataConfig` of from_df's keywords (``split``: by ``valid_col`` if given)."""
+    if config is None:
+        if split is None:
+            split = "column" if valid_col is not None else "stratified"
+        label_cols = list(label_cols) if label_cols is not None and not isinstance(label_cols, str) else label_cols
+        return DataConfig(label_cols=label_cols, split=split, valid_col=valid_col, **options)
+    if not isinstance(config, DataConfig):
+        raise TypeError(f"config must be a DataConfig, got {type(config).__name__}.")
+    return config
+
+
+def _target_spec(c: DataConfig) -> Any:
+    """How the targets of ``c``'s task are read: a category, regression or label spec."""
+    if c.task == "multicategory":
+        return CategorySpec(c.category_cols, max_categories=c.max_categories)
+    if c.task == "regression":
+        return RegressionSpec(c.target_cols)
+    return LabelSpec(label_cols=c.label_cols, label_col=c.label_col, label_delim=c.label_delim)
+
+
+def _checked_columns(df: pd.DataFrame, c: DataConfig, spec: Any) -> pd.DataFrame:
+    """``df`` once every column ``c`` names is there, each under the name ``c`` gives it."""
+    needed = [c.text_col] + spec.columns + ([c.valid_col] if c.valid_col else [])
+    check_columns(df, needed)
+    rename = {k: n for n, k in zip(needed, column_keys(df, needed)) if k != n}
+    if rename:  # a column named 0 given as "0" (or back): one name from here on
+        df = df.rename(columns=rename)
+    if c.split == "column" and c.valid_col is None:
+        raise ValueError("split='column' needs valid_col= naming a boolean column (True = validation row).")
+    return df
+
+
+def _handle_unlabelled(df: pd.DataFrame, y: np.ndarray, c: DataConfig) -> tuple[pd.DataFrame, np.ndarray]:
+    """Rows with no label: kept, dropped with a warning (to from_df's caller) or refused, per ``c.unlabelled``."""
+    no_label = y.sum(axis=1) == 0
+    if no_label.all():
+        raise ValueError("No row has any label: check label_cols/label_col, and for a delimited column its "
+                         f"label_delim (now {c.label_delim!r}).")
+    if no_label.any():
+        n = int(no_label.sum())
+        if c.unlabelled == "raise":
+            raise ValueError(f"{n} row(s) have no label. Use unlabelled='keep' (valid multi-label rows) or 'drop'.")
+        if c.unlabelled == "drop":
+            warnings.warn(f"Dropping {n} row(s) that have no label.", UserWarning, stacklevel=4)
+            df, y = df.loc[~no_label], y[~no_label]
+    return df, y
 
 
 def _make_split(df: pd.DataFrame, y: np.ndarray, c: DataConfig, *, stacklevel: int = 3) -> np.ndarray:

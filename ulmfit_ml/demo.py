@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -51,31 +52,8 @@ def load_demo() -> pd.DataFrame:
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
     """Run the demo; returns the tuned-threshold validation metrics."""
-    ap = argparse.ArgumentParser(prog="python -m ulmfit_ml.demo", description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default="models/demo", help="where to save the classifier (default: models/demo)")
-    ap.add_argument("--arch", default=None, help="AWD-LSTM size preset (tiny, small, cpu, paper); default from data/demo.toml")
-    ap.add_argument("--lm-epochs", type=int, default=None, help="LM epochs (default from data/demo.toml)")
-    ap.add_argument("--rows", type=int, default=None, help="use only the first N rows (quick check)")
-    ap.add_argument("--labels", default=None, choices=["ekman", "emotions"],
-                    help="label scheme: ekman (7 labels, default) or emotions (GoEmotions' 28)")
-    ap.add_argument("--quiet", action="store_true", help="no progress bars")
-    args = ap.parse_args(argv)
-
-
-    sections = load_config_file(demo_config_path())
-    lm_opts = dict(sections.get("lm", {}), quiet=args.quiet)
-    if args.arch:
-        lm_opts["arch"] = args.arch
-        if args.arch != "cpu":  # the shipped LM is arch 'cpu': other sizes start from scratch
-            lm_opts["pretrained"] = False
-    if args.lm_epochs is not None:
-        lm_opts["epochs"] = args.lm_epochs
-    data_sec = dict(sections.get("data", {}))
-    if args.labels:
-        data_sec["label_col"] = args.labels
-    data_cfg = config_from_dict(DataConfig, data_sec, section="data")
-    lm_cfg = config_from_dict(LMConfig, lm_opts, section="lm")
-    clf_cfg = config_from_dict(ClassifierConfig, dict(sections.get("classifier", {}), quiet=args.quiet), section="classifier")
+    args = _parse_args(argv)
+    data_cfg, lm_cfg, clf_cfg = _demo_configs(args)
 
     t0 = time.perf_counter()
     df = load_demo()
@@ -96,7 +74,45 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     print("== 2. Training the classifier (the defaults: all layers at once, discriminative learning rates, one-cycle)")
     clf = train_classifier(data, encoder=lm, config=clf_cfg)
+    tuned = _print_test_metrics(clf, data, test, data_cfg)
+    _save_and_predict(clf, args.out)
+    print(f"\nDone in {time.perf_counter() - t0:.0f} s.")
+    return tuned
 
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m ulmfit_ml.demo", description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="models/demo", help="where to save the classifier (default: models/demo)")
+    ap.add_argument("--arch", default=None, help="AWD-LSTM size preset (tiny, small, cpu, paper); default from data/demo.toml")
+    ap.add_argument("--lm-epochs", type=int, default=None, help="LM epochs (default from data/demo.toml)")
+    ap.add_argument("--rows", type=int, default=None, help="use only the first N rows (quick check)")
+    ap.add_argument("--labels", default=None, choices=["ekman", "emotions"],
+                    help="label scheme: ekman (7 labels, default) or emotions (GoEmotions' 28)")
+    ap.add_argument("--quiet", action="store_true", help="no progress bars")
+    return ap.parse_args(argv)
+
+
+def _demo_configs(args: argparse.Namespace) -> tuple[DataConfig, LMConfig, ClassifierConfig]:
+    """data/demo.toml's sections with the command line's changes."""
+    sections = load_config_file(demo_config_path())
+    lm_opts = dict(sections.get("lm", {}), quiet=args.quiet)
+    if args.arch:
+        lm_opts["arch"] = args.arch
+        if args.arch != "cpu":  # the shipped LM is arch 'cpu': other sizes start from scratch
+            lm_opts["pretrained"] = False
+    if args.lm_epochs is not None:
+        lm_opts["epochs"] = args.lm_epochs
+    data_sec = dict(sections.get("data", {}))
+    if args.labels:
+        data_sec["label_col"] = args.labels
+    data_cfg = config_from_dict(DataConfig, data_sec, section="data")
+    lm_cfg = config_from_dict(LMConfig, lm_opts, section="lm")
+    clf_cfg = config_from_dict(ClassifierConfig, dict(sections.get("classifier", {}), quiet=args.quiet), section="classifier")
+    return data_cfg, lm_cfg, clf_cfg
+
+
+def _print_test_metrics(clf: Any, data: MultiLabelData, test: pd.DataFrame, data_cfg: DataConfig) -> dict[str, float]:
+    """The test table: ULMFiT, the TF-IDF baseline and label frequencies; returns ULMFiT's tuned metrics."""
     at_half = clf.evaluate(test, threshold=0.5)
     tuned = clf.evaluate(test)  # train_classifier tuned per-label thresholds on the validation split
 
@@ -116,16 +132,17 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     print(table.round(3).to_string())
     print("\nPer label (tuned thresholds, test set):")
     print(clf.report(test).per_label.round(3).to_string())
+    return tuned
 
-    out = clf.save(args.out, overwrite=True)
+
+def _save_and_predict(clf: Any, out_dir: str) -> None:
+    out = clf.save(out_dir, overwrite=True)
     print(f"\n== 4. Saved to {out}/ ; reloading it to predict")
     clf2 = load_classifier(out)
     examples = ["Thank you so much, this made my day!", "This is disgusting, I can't believe they got away with it.",
                 "Wait, what? I had no idea that was even possible."]
     for text, labels in zip(examples, clf2.predict(examples)):
         print(f"  {text!r} -> {labels}")
-    print(f"\nDone in {time.perf_counter() - t0:.0f} s.")
-    return tuned
 
 
 if __name__ == "__main__":

@@ -32,15 +32,16 @@ import socket
 import threading
 import time
 from collections import Counter, OrderedDict
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pandas as pd
 
 from .ensemble import load_predictor, resolve_model_dirs
-from .io import (check_output_file, named_columns, pandas_read_options, read_table, table_bytes, table_columns,
-                 write_table)
+from .io import (ReadOptions, check_output_file, named_columns, pandas_read_options, read_table, table_bytes,
+                 table_columns, write_table)
 from .persist import atomic_dir, atomic_file, file_sha256, read_json, write_json_atomic
 from .predict import OUTPUTS, predict_frame, quantized_predictor
 from .validation import check_bs, check_columns, warn_empty_texts
@@ -225,13 +226,26 @@ def _import_dask() -> tuple[Any, Any, Any]:
     return dask, dd, distributed
 
 
-def _read_frame(dd: Any, inputs: list[Path], fmt: str, opts: dict[str, Any], blocksize: int | None) -> Any:
+@dataclass(frozen=True)
+class _Inputs:
+    """The input files of one call (one format) and the pandas options that parse them."""
+
+    paths: list[Path]
+    fmt: str
+    pandas_opts: dict[str, Any]
+    blocksize: int | None
+
+    def describe(self) -> Any:
+        return self.paths[0] if len(self.paths) == 1 else self.paths
+
+
+def _read_frame(dd: Any, src: _Inputs) -> Any:
     """The inputs as one Dask frame, parsed like :func:`~ulmfit_ml.io.read_table`."""
-    files = [str(p) for p in inputs]
-    if fmt in ("csv", "tsv"):
-        packed = any(p.suffixes and p.suffixes[-1].lower() in (".gz", ".bz2", ".zip", ".xz", ".zst") for p in inputs)
+    files, blocksize, opts = [str(p) for p in src.paths], src.blocksize, src.pandas_opts
+    if src.fmt in ("csv", "tsv"):
+        packed = any(p.suffixes and p.suffixes[-1].lower() in (".gz", ".bz2", ".zip", ".xz", ".zst") for p in src.paths)
         ddf = dd.read_csv(files, blocksize=None if packed else blocksize, **opts)  # compressed: one block per file
-    elif fmt == "jsonl":
+    elif src.fmt == "jsonl":
         ddf = dd.read_json(files, blocksize=blocksize, orient="records", **opts)
     else:
         ddf = dd.read_parquet(files, split_row_groups="adaptive" if blocksize else False,
@@ -253,6 +267,103 @@ def _check_options(output: str, id_col: str | None, bs: int, blocksize: Any, ret
         raise ValueError(f"retries must be an int >= 0, got {retries!r}.")
     if part_format not in _PART_FORMATS:
         raise ValueError(f"part_format must be one of {list(_PART_FORMATS)}, got {part_format!r}.")
+
+
+def _check_cluster_and_model(model: Any, client: Any, n_workers: int | None) -> None:
+    if client is not None and n_workers is not None:
+        raise ValueError("Pass client= (an existing cluster) or n_workers= (a local one), not both.")
+    if not isinstance(model, (str, Path)):
+        raise TypeError(f"predict_dask loads the model on every worker: pass a saved model directory (clf.save(dir)), "
+                        f"not a {type(model).__name__}.")
+
+
+def _resolve_inputs(input_path: Any, read: ReadOptions, blocksize: int | None) -> _Inputs:
+    """The input files, all of one format."""
+    inputs = [Path(p) for p in (input_path if isinstance(input_path, (list, tuple)) else [input_path])]
+    if not inputs:
+        raise ValueError("input_path is an empty list.")
+    fmts = {pandas_read_options(p, **read.kwargs())[0] for p in inputs}
+    if len(fmts) > 1:
+        raise ValueError(f"The input files mix formats {sorted(fmts)}: pass files of one format.")
+    fmt, opts = pandas_read_options(inputs[0], **read.kwargs())
+    return _Inputs(inputs, fmt, opts, blocksize)
+
+
+def _check_output_dir(output_dir: Path, overwrite: bool, inputs: list[Path]) -> None:
+    if not (output_dir.exists() or output_dir.is_symlink()):  # an existing one: atomic_dir's replace policy
+        check_output_file(output_dir, inputs=inputs)
+    elif not overwrite:
+        raise FileExistsError(f"{output_dir} already exists: pass overwrite=True (CLI --overwrite) to replace a "
+                              "predict_dask output, or choose another directory.")
+
+
+def _make_job(model: str | Path, model_dirs: list[Path], src: _Inputs, read: ReadOptions, *, text_col: str | None,
+              id_col: str | None, part_format: str, device: str | None, int8: bool, **opts: Any) -> dict[str, Any]:
+    """What every task gets: the model to load, the columns to read, the options of predict_frame."""
+    text_col = read_json(model_dirs[0] / "config.json").get("text_col", "text") if text_col is None else text_col
+    if id_col is not None and id_col == text_col:
+        raise ValueError(f"id_col and text_col are both {text_col!r}: name the id column, or leave id_col=None.")
+    cols = [text_col] + ([id_col] if id_col is not None else [])
+    for p in src.paths:  # also: every file exists and has a readable header
+        check_columns(pd.DataFrame(columns=table_columns(p, **read.kwargs())), cols)
+    fp = _fingerprint(model_dirs)
+    return {"model": {"path": str(Path(model).resolve()), "dirs": [str(d.resolve()) for d in model_dirs],
+                      "fingerprint": fp, "key": f"{fp}:{device}:{int8}", "device": device, "int8": int8},
+            "cols": cols, "format": part_format,
+            "opts": {"text_col": text_col, "id_col": id_col, "output": opts["output"], "threshold": opts["threshold"],
+                     "at_least_one": opts["at_least_one"], "bs": opts["bs"]}}
+
+
+@contextmanager
+def _connected(distributed: Any, client: Any, n_workers: int | None) -> Iterator[Any]:
+    """A client of ``client`` (a Client or a scheduler address) or of a new ``LocalCluster``;
+    closed afterwards (with the cluster) unless it is the caller's."""
+    own = None
+    if client is None:
+        cluster = distributed.LocalCluster(n_workers=n_workers or os.cpu_count() or 1, threads_per_worker=1,
+                                           processes=True, dashboard_address=None)
+        own = distributed.Client(cluster)
+    cl = own or (distributed.Client(client) if isinstance(client, str) else client)
+    try:
+        yield cl
+    finally:
+        if own is not None:
+            cluster = own.cluster
+            own.close()
+            cluster.close()
+        elif cl is not client:
+            cl.close()
+
+
+def _score_all(dask: Any, dd: Any, cl: Any, src: _Inputs, retries: int, job: dict[str, Any]) -> list[dict[str, Any]]:
+    """Count the rows of every partition, then score each one as a task; the tasks' reports, in order."""
+    try:
+        with dask.config.set({"dataframe.convert-string": False}):  # keep pandas' own string cells
+            parts = _read_frame(dd, src)[job["cols"]].to_delayed()
+            lengths = cl.gather(cl.compute([dask.delayed(len)(p) for p in parts], retries=retries))
+            starts = [sum(lengths[:i]) for i in range(len(lengths))]
+            tasks = [dask.delayed(_score_partition)(p, i, starts[i], lengths[i], {**job}) for i, p in enumerate(parts)]
+            futures = cl.compute(tasks, retries=retries)
+            try:
+                return list(cl.gather(futures))
+            except BaseException:
+                _stop(cl, futures, job["out_dir"])
+                raise
+    except pd.errors.ParserError as e:
+        raise ValueError(f"Could not read {src.describe()} as {src.fmt}: {e}. {_BLOCK_HINT}") from e
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{src.paths} is not valid {e.encoding} ({e.reason}): pass the file's real encoding, or "
+                         "encoding_errors='replace'.") from e
+
+
+def _manifest(job: dict[str, Any], src: _Inputs, reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """The manifest of a complete output directory: rows per part, model fingerprint, options."""
+    return {"version": _MANIFEST_VERSION, "kind": "predictions", "format": job["format"],
+            "inputs": [str(p.resolve()) for p in src.paths], "model": job["model"]["path"],
+            "model_fingerprint": job["model"]["fingerprint"], **job["opts"], "int8": job["model"]["int8"],
+            "n_rows": sum(r["rows"] for r in reports), "n_empty": sum(r["n_empty"] for r in reports),
+            "dtypes": reports[0]["dtypes"] if reports else {},
+            "parts": [{k: r[k] for k in ("file", "start", "rows")} for r in reports], "model_loads": _loads(reports)}
 
 
 def predict_dask(model: str | Path, input_path: str | Path | list[str | Path], output_dir: str | Path, *,
@@ -292,83 +403,25 @@ def predict_dask(model: str | Path, input_path: str | Path | list[str | Path], o
     t0 = time.perf_counter()
     dask, dd, distributed = _import_dask()  # first: without Dask nothing else matters
     _check_options(output, id_col, bs, blocksize, retries, part_format)
-    if client is not None and n_workers is not None:
-        raise ValueError("Pass client= (an existing cluster) or n_workers= (a local one), not both.")
-    if not isinstance(model, (str, Path)):
-        raise TypeError(f"predict_dask loads the model on every worker: pass a saved model directory (clf.save(dir)), "
-                        f"not a {type(model).__name__}.")
-    inputs = [Path(p) for p in (input_path if isinstance(input_path, (list, tuple)) else [input_path])]
-    if not inputs:
-        raise ValueError("input_path is an empty list.")
-    read = {"sep": sep, "header": header, "encoding": encoding, "encoding_errors": encoding_errors}
-    fmts = {pandas_read_options(p, **read)[0] for p in inputs}
-    if len(fmts) > 1:
-        raise ValueError(f"The input files mix formats {sorted(fmts)}: pass files of one format.")
-    fmt, opts = pandas_read_options(inputs[0], **read)
+    _check_cluster_and_model(model, client, n_workers)
+    read = ReadOptions(sep=sep, header=header, encoding=encoding, encoding_errors=encoding_errors)
+    src = _resolve_inputs(input_path, read, blocksize)
     model_dirs = resolve_model_dirs(model)
     output_dir = Path(output_dir)
-    if not (output_dir.exists() or output_dir.is_symlink()):  # an existing one: atomic_dir's replace policy
-        check_output_file(output_dir, inputs=[*inputs, *model_dirs])
-    elif not overwrite:
-        raise FileExistsError(f"{output_dir} already exists: pass overwrite=True (CLI --overwrite) to replace a "
-                              "predict_dask output, or choose another directory.")
-    text_col = read_json(model_dirs[0] / "config.json").get("text_col", "text") if text_col is None else text_col
-    if id_col is not None and id_col == text_col:
-        raise ValueError(f"id_col and text_col are both {text_col!r}: name the id column, or leave id_col=None.")
-    cols = [text_col] + ([id_col] if id_col is not None else [])
-    for p in inputs:  # also: every file exists and has a readable header
-        check_columns(pd.DataFrame(columns=table_columns(p, **read)), cols)
-    fp = _fingerprint(model_dirs)
-    job = {"model": {"path": str(Path(model).resolve()), "dirs": [str(d.resolve()) for d in model_dirs],
-                     "fingerprint": fp, "key": f"{fp}:{device}:{int8}", "device": device, "int8": int8},
-           "cols": cols, "format": part_format,
-           "opts": {"text_col": text_col, "id_col": id_col, "output": output, "threshold": threshold,
-                    "at_least_one": at_least_one, "bs": bs}}
+    _check_output_dir(output_dir, overwrite, [*src.paths, *model_dirs])
+    job = _make_job(model, model_dirs, src, read, text_col=text_col, id_col=id_col, part_format=part_format,
+                    device=device, int8=int8, output=output, threshold=threshold, at_least_one=at_least_one, bs=bs)
     reports: list[dict[str, Any]] = []
 
     def write(tmp: Path) -> None:
-        own = None
-        if client is None:
-            cluster = distributed.LocalCluster(n_workers=n_workers or os.cpu_count() or 1, threads_per_worker=1,
-                                               processes=True, dashboard_address=None)
-            own = distributed.Client(cluster)
-        cl = own or (distributed.Client(client) if isinstance(client, str) else client)
-        try:
-            with dask.config.set({"dataframe.convert-string": False}):  # keep pandas' own string cells
-                parts = _read_frame(dd, inputs, fmt, opts, blocksize)[cols].to_delayed()
-                lengths = cl.gather(cl.compute([dask.delayed(len)(p) for p in parts], retries=retries))
-                starts = [sum(lengths[:i]) for i in range(len(lengths))]
-                tasks = [dask.delayed(_score_partition)(p, i, starts[i], lengths[i], {**job, "out_dir": str(tmp)})
-                         for i, p in enumerate(parts)]
-                futures = cl.compute(tasks, retries=retries)
-                try:
-                    reports.extend(cl.gather(futures))
-                except BaseException:
-                    _stop(cl, futures, str(tmp))
-                    raise
-        except pd.errors.ParserError as e:
-            raise ValueError(f"Could not read {inputs[0] if len(inputs) == 1 else inputs} as {fmt}: {e}. "
-                             f"{_BLOCK_HINT}") from e
-        except UnicodeDecodeError as e:
-            raise ValueError(f"{inputs} is not valid {e.encoding} ({e.reason}): pass the file's real encoding, or "
-                             "encoding_errors='replace'.") from e
-        finally:
-            if own is not None:
-                cluster = own.cluster
-                own.close()
-                cluster.close()
-            elif cl is not client:
-                cl.close()
-        manifest = {"version": _MANIFEST_VERSION, "kind": "predictions", "format": part_format,
-                    "inputs": [str(p.resolve()) for p in inputs], "model": job["model"]["path"], "model_fingerprint": fp,
-                    **job["opts"], "int8": int8, "n_rows": sum(r["rows"] for r in reports),
-                    "n_empty": sum(r["n_empty"] for r in reports), "dtypes": reports[0]["dtypes"] if reports else {},
-                    "parts": [{k: r[k] for k in ("file", "start", "rows")} for r in reports],
-                    "model_loads": _loads(reports)}
-        write_json_atomic(tmp / MANIFEST, manifest)  # last: its presence says every part is there
+        with _connected(distributed, client, n_workers) as cl:
+            reports.extend(_score_all(dask, dd, cl, src, retries, {**job, "out_dir": str(tmp)}))
+        write_json_atomic(tmp / MANIFEST, _manifest(job, src, reports))  # last: its presence says every part is there
 
-    atomic_dir(output_dir, write, overwrite=overwrite, kind="predictions", inputs=[*inputs, *model_dirs])
+    atomic_dir(output_dir, write, overwrite=overwrite, kind="predictions", inputs=[*src.paths, *model_dirs])
     n_rows, n_empty = sum(r["rows"] for r in reports), sum(r["n_empty"] for r in reports)
-    warn_empty_texts(n_empty, where=inputs[0].name if len(inputs) == 1 else f"{len(inputs)} files", col=text_col)
+    inputs = src.paths
+    warn_empty_texts(n_empty, where=inputs[0].name if len(inputs) == 1 else f"{len(inputs)} files",
+                     col=job["opts"]["text_col"])
     return PredictDaskResult(output_dir, n_rows, n_empty, [output_dir / r["file"] for r in reports], _loads(reports),
                              time.perf_counter() - t0)

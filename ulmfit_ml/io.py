@@ -9,6 +9,7 @@ chose (CLI ``--out``/``--per-label``, ``predict_file``'s output) first passes
 from __future__ import annotations
 
 import os
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -18,7 +19,7 @@ from .persist import atomic_file
 from .valuetypes import user_path
 
 __all__ = ["read_table", "iter_table", "table_columns", "table_bytes", "write_table", "check_output_file",
-           "TABLE_FORMATS", "table_format", "pandas_read_options", "named_columns"]
+           "TABLE_FORMATS", "table_format", "pandas_read_options", "named_columns", "ReadOptions"]
 
 #: File extensions -> format name. ``.gz``/``.bz2``/``.zip``/``.xz``/``.zst`` after a text
 #: format are decompressed by pandas.
@@ -33,6 +34,21 @@ TABLE_FORMATS: dict[str, str] = {
 }
 
 _COMPRESSIONS = (".gz", ".bz2", ".zip", ".xz", ".zst")
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """The read options that travel together from a caller to the reader (checked by the reader):
+    ``sep``, ``header`` (CSV/TSV only), ``encoding`` and ``encoding_errors``."""
+
+    sep: str | None = None
+    header: bool = True
+    encoding: str = "utf-8"
+    encoding_errors: str = "strict"
+
+    def kwargs(self) -> dict[str, Any]:
+        """The options as the keyword arguments of :func:`read_table`, :func:`iter_table`, ..."""
+        return asdict(self)
 
 
 def table_format(path: str | Path) -> str:

@@ -59,8 +59,22 @@ def lr_find(data: MultiLabelData, *, stage: str = "classifier", encoder: Any = N
         :class:`LRFindResult` with the curve, fastai's ``valley``/``slide``/``minimum``/
         ``steep`` suggestions and ``.figure``.
     """
-    from fastai.callback.schedule import minimum, slide, steep, valley
+    _check_sweep(data, stage, start_lr, end_lr, num_it)
+    learn, quiet = _stage_learner(data, stage, encoder, config, options)
+    workdir = Path(tempfile.mkdtemp(prefix="ulmfit_ml_lrfind_"))
+    learn.path = workdir  # fastai saves the weights to restore them after the sweep
+    try:
+        with progress_mode(learn, quiet):
+            learn.lr_find(start_lr=start_lr, end_lr=end_lr, num_it=num_it, show_plot=False, suggest_funcs=None)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)  # our own mkdtemp directory (fastai's saved weights)
+    rec = learn.recorder
+    lrs = np.asarray([float(v) for v in rec.lrs])
+    losses = np.asarray([float(v) for v in rec.losses])
+    return LRFindResult(stage=stage, lrs=lrs, losses=losses, suggestions=_suggestions(lrs, losses, num_it))
 
+
+def _check_sweep(data: Any, stage: str, start_lr: float, end_lr: float, num_it: int) -> None:
     if not isinstance(data, MultiLabelData):
         raise TypeError(f"lr_find expects a MultiLabelData (um.MultiLabelData.from_df(...)), got {type(data).__name__}.")
     if stage not in ("lm", "classifier"):
@@ -73,31 +87,32 @@ def lr_find(data: MultiLabelData, *, stage: str = "classifier", encoder: Any = N
         raise ValueError(f"num_it = {num_it!r} is more than the limit of {_MAX_NUM_IT:,}: each iteration is one training "
                          "batch, fastai sets up the epochs they span before the first one (its progress bar lists them) "
                          f"and the sweep needs ~100 (fastai's default). Use at most {_MAX_NUM_IT:,}.")
+
+
+def _stage_learner(data: MultiLabelData, stage: str, encoder: Any, config: Any,
+                   options: dict[str, Any]) -> tuple[Any, bool]:
+    """``(learner, quiet)`` built by the stage's trainer, unfrozen as its first stage trains."""
     if stage == "lm":
         if encoder is not None:
             raise ValueError("encoder= is for stage='classifier'; the LM stage starts from pretrained= weights.")
         lm_trainer = LMTrainer(data, config=config, **options)
         learn, quiet = lm_trainer.learner, lm_trainer.config.quiet
         learn.unfreeze()  # the long, unfrozen LM stage
+        return learn, quiet
+    trainer = ClassifierTrainer(data, encoder=encoder, config=config, **options)
+    learn, quiet = trainer.learner, trainer.config.quiet
+    k = trainer.config.unfreeze[0]  # the first gradual-unfreezing stage
+    if k == 0:
+        learn.unfreeze()
     else:
-        trainer = ClassifierTrainer(data, encoder=encoder, config=config, **options)
-        learn, quiet = trainer.learner, trainer.config.quiet
-        k = trainer.config.unfreeze[0]  # the first gradual-unfreezing stage
-        if k == 0:
-            learn.unfreeze()
-        else:
-            learn.freeze_to(-k)
-    workdir = Path(tempfile.mkdtemp(prefix="ulmfit_ml_lrfind_"))
-    learn.path = workdir  # fastai saves the weights to restore them after the sweep
-    try:
-        with progress_mode(learn, quiet):
-            learn.lr_find(start_lr=start_lr, end_lr=end_lr, num_it=num_it, show_plot=False, suggest_funcs=None)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)  # our own mkdtemp directory (fastai's saved weights)
-    rec = learn.recorder
-    lrs = np.asarray([float(v) for v in rec.lrs])
-    losses = np.asarray([float(v) for v in rec.losses])
-    # fastai's own suggestion functions on the window fastai's lr_find uses
+        learn.freeze_to(-k)
+    return learn, quiet
+
+
+def _suggestions(lrs: np.ndarray, losses: np.ndarray, num_it: int) -> dict[str, float]:
+    """fastai's own suggestion functions on the window fastai's lr_find uses (NaN where too few points)."""
+    from fastai.callback.schedule import minimum, slide, steep, valley
+
     a, b = num_it // 10, len(lrs) - 5
     t_lrs, t_losses = torch.tensor(lrs[a:b]), torch.tensor(losses[a:b])
     finite = torch.isfinite(t_losses)
@@ -110,4 +125,4 @@ def lr_find(data: MultiLabelData, *, stage: str = "classifier", encoder: Any = N
             sugg[fn.__name__] = float(fn(t_lrs, t_losses, num_it)[0])
         except (IndexError, RuntimeError, ValueError):  # too few points (a short sweep on tiny data)
             sugg[fn.__name__] = float("nan")
-    return LRFindResult(stage=stage, lrs=lrs, losses=losses, suggestions=sugg)
+    return sugg

@@ -90,6 +90,17 @@ def multilabel_report(y_true: np.ndarray, y_prob: np.ndarray, thresholds: float 
         ROC-AUC, are left out of ``roc_auc_macro`` and are listed in ``auc_skipped``; labels
         without positives are left out of ``average_precision_macro`` (undefined there).
     """
+    y_true, y_prob, k, labels = _checked_report_inputs(y_true, y_prob, k, labels)
+    t = check_thresholds(thresholds, len(labels))
+    y_pred = apply_thresholds(y_prob, t).astype(int)
+    s, skipped = _summary_metrics(y_true, y_prob, y_pred, k)
+    per = _per_label_metrics(y_true, y_prob, y_pred, t, labels)
+    return MultiLabelReport(summary=s, per_label=per, auc_skipped=[labels[j] for j in skipped])
+
+
+def _checked_report_inputs(y_true: Any, y_prob: Any, k: Sequence[int], labels: Sequence[str] | None,
+                           ) -> tuple[np.ndarray, np.ndarray, tuple[int, ...], list[str]]:
+    """``(int 0/1 targets, float64 probabilities, k, label names)``, or a ValueError naming the problem."""
     y_true = np.asarray(y_true)
     y_prob = np.asarray(y_prob, dtype=np.float64)
     if y_true.ndim != 2 or y_true.shape != y_prob.shape:
@@ -108,9 +119,12 @@ def multilabel_report(y_true: np.ndarray, y_prob: np.ndarray, thresholds: float 
     labels = [str(i) for i in range(n_labels)] if labels is None else [str(x) for x in labels]
     if len(labels) != n_labels:
         raise ValueError(f"{len(labels)} label names for {n_labels} columns.")
-    t = check_thresholds(thresholds, n_labels)
-    y_pred = apply_thresholds(y_prob, t).astype(int)
+    return y_true, y_prob, k, labels
 
+
+def _summary_metrics(y_true: np.ndarray, y_prob: np.ndarray, y_pred: np.ndarray,
+                     k: tuple[int, ...]) -> tuple[dict[str, float], list[int]]:
+    """The report's ``summary`` and the columns left out of ``roc_auc_macro`` (one class only)."""
     s: dict[str, float] = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -131,7 +145,13 @@ def multilabel_report(y_true: np.ndarray, y_prob: np.ndarray, thresholds: float 
     s["hamming_loss"] = float(skm.hamming_loss(y_true, y_pred))
     s["subset_accuracy"] = float(skm.accuracy_score(y_true, y_pred))
     s["accuracy_multi"] = float((y_true == y_pred).mean())
+    return s, skipped
 
+
+def _per_label_metrics(y_true: np.ndarray, y_prob: np.ndarray, y_pred: np.ndarray, t: np.ndarray,
+                       labels: list[str]) -> pd.DataFrame:
+    """The report's ``per_label`` table (NaN ROC-AUC for one class, NaN AP without positives)."""
+    n_labels = len(labels)
     p, r, f, sup = _prfs(y_true, y_pred, None)
     auc = np.full(n_labels, np.nan)
     ap = np.full(n_labels, np.nan)
@@ -140,10 +160,9 @@ def multilabel_report(y_true: np.ndarray, y_prob: np.ndarray, thresholds: float 
             auc[j] = skm.roc_auc_score(y_true[:, j], y_prob[:, j])
         if y_true[:, j].sum() > 0:
             ap[j] = skm.average_precision_score(y_true[:, j], y_prob[:, j])
-    per = pd.DataFrame({"support": sup.astype(int), "precision": p, "recall": r, "f1": f, "roc_auc": auc,
-                        "average_precision": ap, "threshold": t, "predicted": y_pred.sum(0)},
-                       index=pd.Index(labels, name="label"))
-    return MultiLabelReport(summary=s, per_label=per, auc_skipped=[labels[j] for j in skipped])
+    return pd.DataFrame({"support": sup.astype(int), "precision": p, "recall": r, "f1": f, "roc_auc": auc,
+                         "average_precision": ap, "threshold": t, "predicted": y_pred.sum(0)},
+                        index=pd.Index(labels, name="label"))
 
 
 def _roc_auc_macro(y_prob: np.ndarray, y_true: np.ndarray) -> float:

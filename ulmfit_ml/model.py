@@ -347,6 +347,30 @@ def load_classifier(path: str | Path, *, device: str | None = "cpu") -> Any:
     with the file's name.
     """
     path = user_path(path)
+    cfg, task = _read_model_config(path)
+    vocab, labels, thresholds = _read_vocab_and_labels(path, cfg, task)
+    _check_config_values(cfg, path / "config.json")
+    model, weights_sha = _load_network(path, cfg, len(vocab), _n_out(path, cfg, labels, task))
+    model.eval()
+    model.to(resolve_device(device))
+    history = _read_history(path)
+    meta = {k: v for k, v in cfg.items()
+            if k not in ("format_version", "kind", "n_labels", "n_out", "vocab_size", "tokenizer", "versions",
+                         "weights_sha256")}
+    tokenizer = TextTokenizer.load(cfg.get("tokenizer"), path)
+    # last, after the checks that name a specific problem: every file against the sha256
+    # recorded at save time (a swapped label name or a flipped "backwards" passes all of them)
+    verify_files(path, "classifier", format_version=cfg.get("format_version", 0),
+                 known={"model.safetensors": weights_sha} if weights_sha else None)
+    if task != "multilabel":
+        return MODEL_KINDS[task](model, vocab, labels, meta=meta, history=history, tokenizer=tokenizer)
+    return MultiLabelClassifier(model, vocab, labels, meta=meta, thresholds=np.asarray(thresholds, dtype=np.float64),
+                                history=history, tokenizer=tokenizer)
+
+
+def _read_model_config(path: Path) -> tuple[dict[str, Any], str]:
+    """``(config.json, task)`` of a model directory, refusing anything that is not one this
+    ulmfit_ml can load (a run directory names the model directory inside it)."""
     if not path.is_dir():
         left = sorted(path.parent.glob(f".{path.name}.old-*")) if not path.exists() else []
         hint = f" An interrupted save left the previous model at {left[-1]}: rename it to {path}." if left else ""
@@ -360,6 +384,11 @@ def load_classifier(path: str | Path, *, device: str | None = "cpu") -> Any:
     task = cfg.get("task", "multilabel")  # models saved before other tasks existed are multi-label
     if task not in MODEL_KINDS:
         raise ValueError(f"{path / 'config.json'} has task={task!r}; this ulmfit_ml knows {sorted(MODEL_KINDS)}.")
+    return cfg, task
+
+
+def _read_vocab_and_labels(path: Path, cfg: dict[str, Any], task: str) -> tuple[list[str], list[str], Any]:
+    """``(vocab, labels, thresholds)`` (``None`` unless multi-label), checked against config.json."""
     vocab = read_json(path / "vocab.json")
     labels = read_json(path / "labels.json")
     thresholds = read_json(path / "thresholds.json") if task == "multilabel" else None
@@ -374,19 +403,28 @@ def load_classifier(path: str | Path, *, device: str | None = "cpu") -> Any:
     if task == "multilabel" and (not isinstance(thresholds, list) or len(thresholds) != len(labels) or not all(
             isinstance(t, (int, float)) and not isinstance(t, bool) and 0 <= t <= 1 for t in thresholds)):
         raise ValueError(f"{path / 'thresholds.json'} must hold {len(labels)} numbers in [0, 1] (one per label).")
-    _check_config_values(cfg, path / "config.json")
-    n_out = len(labels)
-    if task != "multilabel":
-        try:
-            spec = target_spec_from_dict(cfg.get("targets"))
-        except ValueError as e:
-            raise ValueError(f"{path / 'config.json'}: {e} (the file was edited or corrupted; save the model again)") from e
-        if spec.columns != labels:
-            raise ValueError(f"{path / 'labels.json'} lists {labels} but config.json's targets are {spec.columns}: "
-                             "the files come from different models.")
-        n_out = spec.n_out
+    return vocab, labels, thresholds
+
+
+def _n_out(path: Path, cfg: dict[str, Any], labels: list[str], task: str) -> int:
+    """The network's outputs: one per label, or as the saved target spec says (other tasks)."""
+    if task == "multilabel":
+        return len(labels)
     try:
-        model = _model_from_meta(len(vocab), n_out, cfg)
+        spec = target_spec_from_dict(cfg.get("targets"))
+    except ValueError as e:
+        raise ValueError(f"{path / 'config.json'}: {e} (the file was edited or corrupted; save the model again)") from e
+    if spec.columns != labels:
+        raise ValueError(f"{path / 'labels.json'} lists {labels} but config.json's targets are {spec.columns}: "
+                         "the files come from different models.")
+    return spec.n_out
+
+
+def _load_network(path: Path, cfg: dict[str, Any], vocab_size: int, n_out: int) -> tuple[nn.Module, str | None]:
+    """The network rebuilt from config.json with the saved weights; ``(network, weights sha256)``
+    (the sha256 is ``None`` for models saved before checksums existed)."""
+    try:
+        model = _model_from_meta(vocab_size, n_out, cfg)
     except KeyError as e:
         raise ValueError(f"{path / 'config.json'} lacks the key {e}.") from e
     except (TypeError, ValueError) as e:
@@ -397,22 +435,13 @@ def load_classifier(path: str | Path, *, device: str | None = "cpu") -> Any:
     if want is not None and weights_sha != want:
         raise ValueError(f"{path / 'model.safetensors'} does not match the checksum stored in config.json: the "
                          "weights were changed or corrupted after saving. Restore the file or save the model again.")
-    model.eval()
-    model.to(resolve_device(device))
+    return model, weights_sha
+
+
+def _read_history(path: Path) -> pd.DataFrame | None:
+    """The saved training table (informational), if any."""
     try:
-        history = pd.read_csv(path / "history.csv") if (path / "history.csv").exists() else None
+        return pd.read_csv(path / "history.csv") if (path / "history.csv").exists() else None
     except (ValueError, UnicodeDecodeError) as e:  # pandas' ParserError/EmptyDataError are ValueErrors
         raise ValueError(f"Model file {path / 'history.csv'} is corrupt ({type(e).__name__}: {e}); delete it "
                          "(it is informational) to load the model.") from e
-    meta = {k: v for k, v in cfg.items()
-            if k not in ("format_version", "kind", "n_labels", "n_out", "vocab_size", "tokenizer", "versions",
-                         "weights_sha256")}
-    tokenizer = TextTokenizer.load(cfg.get("tokenizer"), path)
-    # last, after the checks that name a specific problem: every file against the sha256
-    # recorded at save time (a swapped label name or a flipped "backwards" passes all of them)
-    verify_files(path, "classifier", format_version=cfg.get("format_version", 0),
-                 known={"model.safetensors": weights_sha} if weights_sha else None)
-    if task != "multilabel":
-        return MODEL_KINDS[task](model, vocab, labels, meta=meta, history=history, tokenizer=tokenizer)
-    return MultiLabelClassifier(model, vocab, labels, meta=meta, thresholds=np.asarray(thresholds, dtype=np.float64),
-                                history=history, tokenizer=tokenizer)

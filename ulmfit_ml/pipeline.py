@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import pandas as pd
 
@@ -150,6 +151,55 @@ def _device_of(cfgs: dict[str, Any]) -> Any:
     return resolve_device(cfgs["classifier"].device)
 
 
+# ---------------------------------------------------------------------- the run lifecycle
+def _create_run(cfgs: dict[str, Any], command: str, out: str, inputs: Sequence[str]) -> RunDir:
+    """A new run directory (``[run] overwrite`` may replace an earlier run) with the run's config."""
+    run = RunDir.create(out, overwrite=cfgs["run"].overwrite, inputs=inputs)
+    run.write_config(config_sections(cfgs), command=command)
+    return run
+
+
+@contextmanager
+def _running(run: RunDir, log: Any, *, on_interrupt: Callable[[], None] | None = None,
+             word: str = "failed") -> Iterator[None]:
+    """The one status lifecycle of a run: ``running`` while the body runs, then ``done``. An error
+    sets ``failed`` with its message (logged to the file only: main() prints the one line);
+    Ctrl-C calls ``on_interrupt`` (which records where the run stopped), or without one sets
+    ``interrupted`` like an error. The exception always goes on."""
+    run.set_status("running")
+    try:
+        yield
+    except BaseException as e:
+        if isinstance(e, KeyboardInterrupt) and on_interrupt is not None:
+            on_interrupt()
+        else:
+            run.set_status("interrupted" if isinstance(e, KeyboardInterrupt) else "failed", error=str(e))
+            log.error(f"{word}: {type(e).__name__}: {e}", extra={"file_only": True})
+        raise
+    run.set_status("done")
+
+
+def _load_and_record_data(cfgs: dict[str, Any], run: RunDir, device: Any, *, labelled: bool = True,
+                          resume: bool = False) -> MultiLabelData:
+    """The run's data, with its fingerprint and the environment written to the run directory
+    (``resume``: the data must be the interrupted run's)."""
+    data = load_run_data(cfgs, labelled=labelled)
+    if resume and (run.path / "data.json").is_file():
+        old = run.read_json("data.json").get("sha256")
+        if old != data.fingerprint()["sha256"]:
+            raise ValueError(f"The training data changed since {run.path} started (data.json hash differs); "
+                             "resume needs the same file.")
+    run.write_fingerprint(data)
+    run.write_environment(device)
+    return data
+
+
+def _checkpoint_place(run: RunDir, none: str) -> str:
+    """Where the classifier checkpoint of ``run`` stands (``none``: the words for no checkpoint)."""
+    ck = load_checkpoint(run.checkpoint_dir)  # None without one (or without the directory)
+    return f"stage {ck['stage'] + 1}, epoch {ck['epoch']}" if ck else none
+
+
 # ---------------------------------------------------------------------- the runs
 def run_lm(cfgs: dict[str, Any], *, inputs: Sequence[str] = ()) -> RunDir:
     """``ulmfit-ml lm``: fine-tune a language model into a run directory (``lm/``).
@@ -167,28 +217,68 @@ def run_lm(cfgs: dict[str, Any], *, inputs: Sequence[str] = ()) -> RunDir:
         raise ConfigError("run.encoder = \"random\" means no language model: `ulmfit-ml lm` needs encoder = \"lm\".")
     device = _device_of(cfgs)
     init_distributed()  # under torchrun: rank 0 writes the run directory, every rank trains
-    out = broadcast_object(cfgs["run"].out or default_out("lm"))  # one directory (rank 0's clock)
-    run = RunDir.create(out, overwrite=cfgs["run"].overwrite, inputs=inputs)
-    run.write_config(config_sections(cfgs), command="lm")
+    run = _create_run(cfgs, "lm", broadcast_object(cfgs["run"].out or default_out("lm")), inputs)  # rank 0's clock
     log = run.logger(quiet=cfgs["lm"].quiet)
-    run.set_status("running")
-    try:
+    with _running(run, log, word="stopped"):
         labelled = cfgs["data"].label_cols is not None or cfgs["data"].label_col is not None
-        data = load_run_data(cfgs, labelled=labelled)
-        run.write_fingerprint(data)
-        run.write_environment(device)
+        data = _load_and_record_data(cfgs, run, device, labelled=labelled)
         lm = _language_model(cfgs, data, run, log)
         run.write_json("metrics.json", {"lm": lm.metrics})
         if len(lm.history):
             run.write_table("history.csv", lm.history.assign(model="lm"))
         if cfgs["run"].plots:
             run.save_plots(history=lm.history, log=log)
-    except BaseException as e:
-        run.set_status("interrupted" if isinstance(e, KeyboardInterrupt) else "failed", error=str(e))
-        log.error(f"stopped: {type(e).__name__}: {e}", extra={"file_only": True})
-        raise
-    run.set_status("done")
     return run
+
+
+def _open_train_run(cfgs: dict[str, Any], resume: bool, inputs: Sequence[str]) -> RunDir:
+    """The interrupted run's directory (``resume``), or a new one for ``cfgs``."""
+    if resume:
+        return RunDir.open(cfgs["run"].out)
+    require_train(cfgs["run"])
+    require_labels(cfgs["data"])
+    check_run_keys("train", cfgs["run"])
+    if cfgs["run"].out is None:
+        out = broadcast_object(str(Path(default_out("train")).resolve()))  # one directory (rank 0's clock)
+        cfgs["run"] = dataclasses.replace(cfgs["run"], out=out)
+    return _create_run(cfgs, "train", cfgs["run"].out, inputs)
+
+
+def _nothing_to_resume(run: RunDir, log: Any) -> bool:
+    """A finished run is left as it is; otherwise say where the run resumes from."""
+    status = run.read_json("status.json").get("status") if (run.path / "status.json").is_file() else None
+    if broadcast_object(status == "done" and (run.model_dir / "config.json").is_file()):
+        log.info(f"{run.path} is already complete (status done); nothing to resume.")
+        return True
+    log.info(f"resuming {run.path} from {_checkpoint_place(run, 'the start (no classifier checkpoint yet)')}")
+    barrier()  # every rank has read status.json and the checkpoint before rank 0 writes
+    return False
+
+
+def _write_train_results(cfgs: dict[str, Any], run: RunDir, log: Any, data: MultiLabelData,
+                         lm: LanguageModel | None, clf: TextModel, inputs: Sequence[str]) -> Any:
+    """History, metrics, the model, plots; the checkpoints removed unless kept. Returns the report."""
+    report = clf.report()
+    history = _history(None if saved_encoder(cfgs["run"]) else lm, clf)  # a reused LM was trained elsewhere
+    if len(history):
+        run.write_table("history.csv", history)
+    thresholds = dict(zip(clf.labels, clf.thresholds)) if isinstance(clf, MultiLabelClassifier) else None
+    run.write_json("metrics.json", {"valid": report.to_dict(), "task": clf.task, "thresholds": thresholds,
+                                    "lm": lm.metrics if lm is not None else None,
+                                    "train_seconds": clf.meta.get("train_seconds")})
+    if run.writes:  # rank 0 saves the model
+        clf.save(run.model_dir, overwrite=True, inputs=inputs)
+    if cfgs["run"].plots:
+        if isinstance(clf, MultiLabelClassifier):
+            run.save_plots(history=history, report=report, valid=clf.validation_predictions, data=data, log=log)
+        else:  # the label plots are multi-label ones
+            run.save_plots(history=history, log=log)
+    if not cfgs["run"].keep_checkpoints and run.writes:
+        try:
+            remove_owned_dir(run.checkpoint_dir, inputs=inputs)
+        except FileExistsError as e:  # someone else's files in there: keep them, the run is done
+            log.warning(f"checkpoints kept: {e}")
+    return report
 
 
 def run_train(cfgs: dict[str, Any], *, resume: bool = False, inputs: Sequence[str] = ()) -> RunDir:
@@ -202,75 +292,25 @@ def run_train(cfgs: dict[str, Any], *, resume: bool = False, inputs: Sequence[st
         inputs: every file the run reads (:func:`run_inputs`); never replaced.
     """
     init_distributed()  # under torchrun: rank 0 writes the run directory, every rank trains
-    if resume:
-        run = RunDir.open(cfgs["run"].out)
-    else:
-        require_train(cfgs["run"])
-        require_labels(cfgs["data"])
-        check_run_keys("train", cfgs["run"])
-        if cfgs["run"].out is None:
-            out = broadcast_object(str(Path(default_out("train")).resolve()))  # one directory (rank 0's clock)
-            cfgs["run"] = dataclasses.replace(cfgs["run"], out=out)
-        run = RunDir.create(cfgs["run"].out, overwrite=cfgs["run"].overwrite, inputs=inputs)
-        run.write_config(config_sections(cfgs), command="train")
-    quiet = cfgs["classifier"].quiet
-    log = run.logger(quiet=quiet)
+    run = _open_train_run(cfgs, resume, inputs)
+    log = run.logger(quiet=cfgs["classifier"].quiet)
     device = _device_of(cfgs)
-    if resume:
-        status = run.read_json("status.json").get("status") if (run.path / "status.json").is_file() else None
-        if broadcast_object(status == "done" and (run.model_dir / "config.json").is_file()):
-            log.info(f"{run.path} is already complete (status done); nothing to resume.")
-            return run
-        ck = load_checkpoint(run.checkpoint_dir)
-        where = f"stage {ck['stage'] + 1}, epoch {ck['epoch']}" if ck else "the start (no classifier checkpoint yet)"
-        log.info(f"resuming {run.path} from {where}")
-        barrier()  # every rank has read status.json and the checkpoint before rank 0 writes
-    run.set_status("running")
-    try:
-        data = load_run_data(cfgs)
-        if resume and (run.path / "data.json").is_file():
-            old = run.read_json("data.json").get("sha256")
-            if old != data.fingerprint()["sha256"]:
-                raise ValueError(f"The training data changed since {run.path} started (data.json hash differs); "
-                                 "resume needs the same file.")
-        run.write_fingerprint(data)
-        run.write_environment(device)
+    if resume and _nothing_to_resume(run, log):
+        return run
+
+    def on_interrupt() -> None:
+        where = _checkpoint_place(run, "no completed classifier epoch yet")
+        run.set_status("interrupted", checkpoint=where)
+        log.info(f"interrupted; last checkpoint: {where}. Continue with: ulmfit-ml train --resume {run.path}")
+
+    with _running(run, log, on_interrupt=on_interrupt):
+        data = _load_and_record_data(cfgs, run, device, resume=resume)
         log.info(f"data: {data!r}")
         lm = _language_model(cfgs, data, run, log)
         log.info("training the classifier")
         clf = train_classifier(data, encoder=lm, config=cfgs["classifier"], arch=cfgs["lm"].arch,
                                checkpoint_dir=run.checkpoint_dir, resume=resume)
-        report = clf.report()
-        history = _history(None if saved_encoder(cfgs["run"]) else lm, clf)  # a reused LM was trained elsewhere
-        if len(history):
-            run.write_table("history.csv", history)
-        thresholds = dict(zip(clf.labels, clf.thresholds)) if isinstance(clf, MultiLabelClassifier) else None
-        run.write_json("metrics.json", {"valid": report.to_dict(), "task": clf.task, "thresholds": thresholds,
-                                        "lm": lm.metrics if lm is not None else None,
-                                        "train_seconds": clf.meta.get("train_seconds")})
-        if run.writes:  # rank 0 saves the model
-            clf.save(run.model_dir, overwrite=True, inputs=inputs)
-        if cfgs["run"].plots:
-            if isinstance(clf, MultiLabelClassifier):
-                run.save_plots(history=history, report=report, valid=clf.validation_predictions, data=data, log=log)
-            else:  # the label plots are multi-label ones
-                run.save_plots(history=history, log=log)
-        if not cfgs["run"].keep_checkpoints and run.writes:
-            try:
-                remove_owned_dir(run.checkpoint_dir, inputs=inputs)
-            except FileExistsError as e:  # someone else's files in there: keep them, the run is done
-                log.warning(f"checkpoints kept: {e}")
-    except KeyboardInterrupt:
-        ck = load_checkpoint(run.checkpoint_dir) if run.checkpoint_dir.exists() else None
-        where = f"stage {ck['stage'] + 1}, epoch {ck['epoch']}" if ck else "no completed classifier epoch yet"
-        run.set_status("interrupted", checkpoint=where)
-        log.info(f"interrupted; last checkpoint: {where}. Continue with: ulmfit-ml train --resume {run.path}")
-        raise
-    except BaseException as e:
-        run.set_status("failed", error=str(e))
-        log.error(f"failed: {type(e).__name__}: {e}", extra={"file_only": True})  # main() prints the one line
-        raise
-    run.set_status("done")
+        report = _write_train_results(cfgs, run, log, data, lm, clf, inputs)
     keys = {"multilabel": ("f1_micro", "f1_macro", "roc_auc_macro"), "multicategory": ("accuracy", "f1_macro"),
             "regression": ("r2", "spearman")}[clf.task]
     log.info("done: " + " ".join(f"{k}={report.summary[k]:.4f}" for k in keys))
@@ -329,6 +369,34 @@ def report_table(report: MultiLabelReport | CategoryReport | RegressionReport) -
     return report.per_label
 
 
+def _write_cv_results(run: RunDir, rc: RunConfig, res: CVResult, df: pd.DataFrame, lm: LanguageModel | None,
+                      inputs: Sequence[str]) -> None:
+    """Out-of-fold probabilities (with the ids), fold metrics, summary metrics, the fold models if kept."""
+    oof = res.oof_frame()
+    if rc.id_col is not None:
+        oof.insert(1, rc.id_col, df.loc[res.index, rc.id_col].to_numpy())
+    run.write_table("oof.csv", oof)
+    run.write_table("cv_metrics.csv", res.fold_metrics)
+    run.write_json("metrics.json", {"n_folds": rc.folds, "mean": res.mean, "std": res.std, "oof": res.oof_metrics,
+                                    "thresholds": dict(zip(res.labels, res.thresholds)),
+                                    "lm": lm.metrics if lm is not None else None})
+    if rc.save_fold_models:
+        for k, m in enumerate(res.models):
+            m.save(run.path / "folds" / f"fold{k}" / "model", overwrite=True, inputs=inputs)
+
+
+def _write_cv_test_predictions(run: RunDir, rc: RunConfig, text_col: str, res: CVResult) -> None:
+    """``[run] test``'s probabilities averaged over the fold models, one column per label."""
+    test = read_run_table(rc, rc.test)
+    check_columns(test, [text_col])
+    probs = res.predict_proba(check_texts(test[text_col], col=text_col, where=Path(rc.test).name))
+    pred = pd.DataFrame({rc.id_col: test[rc.id_col].to_numpy()} if rc.id_col and rc.id_col in test
+                        else {"row": range(len(test))})
+    for j, lab in enumerate(res.labels):
+        pred[lab] = probs[:, j]
+    run.write_table("test_predictions.csv", pred)
+
+
 def run_cv(cfgs: dict[str, Any], *, inputs: Sequence[str] = ()) -> tuple[RunDir, CVResult]:
     """``ulmfit-ml cv``: k-fold CV with one shared LM, OOF probabilities, mean/std metrics."""
     require_train(cfgs["run"])
@@ -338,59 +406,30 @@ def run_cv(cfgs: dict[str, Any], *, inputs: Sequence[str] = ()) -> tuple[RunDir,
     if rc.out is None:
         cfgs["run"] = rc = dataclasses.replace(rc, out=str(Path(default_out("cv")).resolve()))
     device = _device_of(cfgs)
-    run = RunDir.create(rc.out, overwrite=rc.overwrite, inputs=inputs)
-    run.write_config(config_sections(cfgs), command="cv")
+    run = _create_run(cfgs, "cv", rc.out, inputs)
     log = run.logger(quiet=cfgs["classifier"].quiet)
-    run.set_status("running")
-    try:
+
+    def on_interrupt() -> None:
+        run.set_status("interrupted")
+        log.info("interrupted (cv runs are not resumable: start it again)")
+
+    def on_fold(k: int, clf: Any, summary: dict[str, float]) -> None:
+        log.info(f"fold {k + 1}/{rc.folds}: f1_micro={summary['f1_micro']:.4f} f1_macro={summary['f1_macro']:.4f} "
+                 f"roc_auc_macro={summary['roc_auc_macro']:.4f}")
+
+    with _running(run, log, on_interrupt=on_interrupt):
         df = read_run_table(rc, rc.train)
         if rc.id_col is not None:
             check_columns(df, [rc.id_col])
-        data = load_run_data(cfgs)
-        run.write_fingerprint(data)
-        run.write_environment(device)
+        data = _load_and_record_data(cfgs, run, device)
         lm = _language_model(cfgs, data, run, log)
-
-        def on_fold(k: int, clf: Any, summary: dict[str, float]) -> None:
-            log.info(f"fold {k + 1}/{rc.folds}: f1_micro={summary['f1_micro']:.4f} f1_macro={summary['f1_macro']:.4f} "
-                     f"roc_auc_macro={summary['roc_auc_macro']:.4f}")
-
         res = cross_validate(data, n_folds=rc.folds, encoder=lm, finetune=False, config=cfgs["classifier"],
                              arch=cfgs["lm"].arch, keep_models=bool(rc.test) or rc.save_fold_models, on_fold=on_fold)
-        oof = res.oof_frame()
-        if rc.id_col is not None:
-            oof.insert(1, rc.id_col, df.loc[res.index, rc.id_col].to_numpy())
-        run.write_table("oof.csv", oof)
-        run.write_table("cv_metrics.csv", res.fold_metrics)
-        run.write_json("metrics.json", {"n_folds": rc.folds, "mean": res.mean, "std": res.std, "oof": res.oof_metrics,
-                                        "thresholds": dict(zip(res.labels, res.thresholds)),
-                                        "lm": lm.metrics if lm is not None else None})
-        if rc.save_fold_models:
-            for k, m in enumerate(res.models):
-                m.save(run.path / "folds" / f"fold{k}" / "model", overwrite=True, inputs=inputs)
+        _write_cv_results(run, rc, res, df, lm, inputs)
         if rc.test:
-            test = read_run_table(rc, rc.test)
-            check_columns(test, [cfgs["data"].text_col])
-            probs = res.predict_proba(check_texts(test[cfgs["data"].text_col], col=cfgs["data"].text_col,
-                                                  where=Path(rc.test).name))
-            pred = pd.DataFrame({rc.id_col: test[rc.id_col].to_numpy()} if rc.id_col and rc.id_col in test
-                                else {"row": range(len(test))})
-            for j, lab in enumerate(res.labels):
-                pred[lab] = probs[:, j]
-            run.write_table("test_predictions.csv", pred)
+            _write_cv_test_predictions(run, rc, cfgs["data"].text_col, res)
         if rc.plots:
             run.save_plots(valid=(res.y, res.oof), log=log)
-    except KeyboardInterrupt:
-        run.set_status("interrupted")
-        log.info("interrupted (cv runs are not resumable: start it again)")
-        raise
-    except BaseException as e:
-        run.set_status("failed", error=str(e))
-        log.error(f"failed: {type(e).__name__}: {e}", extra={"file_only": True})
-        raise
-    run.set_status("done")
     for k in ("f1_micro", "f1_macro", "roc_auc_macro"):
         log.info(f"{k}: {res.mean[k]:.4f} +- {res.std[k]:.4f} (OOF {res.oof_metrics[k]:.4f})")
     return run, res
-
-

@@ -55,17 +55,7 @@ def plot_loss(source: Any, *, per_batch: bool = True) -> Figure:
     Returns:
         The figure; stage boundaries (gradual unfreezing) are dotted lines.
     """
-    learner = None
-    if isinstance(source, pd.DataFrame):
-        hist = source
-    elif _is_learner(source):
-        learner = source
-        hist = history_frame(source, "fit") if getattr(source.recorder, "values", None) else pd.DataFrame()
-    elif hasattr(source, "history"):
-        hist = source.history if source.history is not None else pd.DataFrame()
-    else:
-        raise TypeError(f"plot_loss expects a classifier, a language model, a history DataFrame or a fastai Learner, "
-                        f"got {type(source).__name__}.")
+    hist, learner = _loss_history(source)
     stored = getattr(source, "batch_losses", None)  # per-batch losses kept by the trainer, when it keeps them
     if not per_batch:
         batches = np.zeros(0)
@@ -79,30 +69,44 @@ def plot_loss(source: Any, *, per_batch: bool = True) -> Figure:
                          "recorded (a loaded model keeps its history only if history.csv was saved).")
     n_panels = int(has_epochs) + int(len(batches) > 0)
     fig = Figure(figsize=(6 * n_panels, 4), layout="constrained")
-    axes = fig.subplots(1, n_panels, squeeze=False)[0]
-    k = 0
+    axes = list(fig.subplots(1, n_panels, squeeze=False)[0])
     if has_epochs:
-        ax = axes[k]
-        k += 1
-        x = hist["epoch"].to_numpy() + 1 if "epoch" in hist.columns else np.arange(1, len(hist) + 1)
-        ax.plot(x, hist["train_loss"].to_numpy(dtype=float), "o-", label="train")
-        if "valid_loss" in hist.columns:
-            ax.plot(x, hist["valid_loss"].to_numpy(dtype=float), "s-", label="valid")
-        if "stage" in hist.columns:
-            stages = hist["stage"].astype(str).to_numpy()
-            for i in np.flatnonzero(stages[1:] != stages[:-1]) + 1:
-                ax.axvline(x[i] - 0.5, color="grey", ls=":", lw=1)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("loss")
-        ax.set_title("loss per epoch")
-        ax.legend()
+        _draw_epoch_losses(axes.pop(0), hist)
     if len(batches):
-        ax = axes[k]
+        ax = axes[0]
         ax.plot(np.arange(1, len(batches) + 1), batches, lw=1)
         ax.set_xlabel("batch")
         ax.set_ylabel("smoothed train loss")
         ax.set_title("loss per batch")
     return fig
+
+
+def _loss_history(source: Any) -> tuple[pd.DataFrame, Any]:
+    """``(per-epoch history, the fastai Learner or None)`` of what :func:`plot_loss` was given."""
+    if isinstance(source, pd.DataFrame):
+        return source, None
+    if _is_learner(source):
+        return (history_frame(source, "fit") if getattr(source.recorder, "values", None) else pd.DataFrame()), source
+    if hasattr(source, "history"):
+        return (source.history if source.history is not None else pd.DataFrame()), None
+    raise TypeError(f"plot_loss expects a classifier, a language model, a history DataFrame or a fastai Learner, "
+                    f"got {type(source).__name__}.")
+
+
+def _draw_epoch_losses(ax: Any, hist: pd.DataFrame) -> None:
+    """Train (and valid) loss per epoch, stage boundaries dotted."""
+    x = hist["epoch"].to_numpy() + 1 if "epoch" in hist.columns else np.arange(1, len(hist) + 1)
+    ax.plot(x, hist["train_loss"].to_numpy(dtype=float), "o-", label="train")
+    if "valid_loss" in hist.columns:
+        ax.plot(x, hist["valid_loss"].to_numpy(dtype=float), "s-", label="valid")
+    if "stage" in hist.columns:
+        stages = hist["stage"].astype(str).to_numpy()
+        for i in np.flatnonzero(stages[1:] != stages[:-1]) + 1:
+            ax.axvline(x[i] - 0.5, color="grey", ls=":", lw=1)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.set_title("loss per epoch")
+    ax.legend()
 
 
 # ---------------------------------------------------------------------- evaluation

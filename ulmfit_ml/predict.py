@@ -29,7 +29,8 @@ import numpy as np
 import pandas as pd
 
 from .ensemble import MultiLabelEnsemble, load_predictor, resolve_model_dirs
-from .io import check_output_file, iter_table, table_bytes, table_columns, table_format, write_table
+from .io import (ReadOptions, check_output_file, iter_table, table_bytes, table_columns, table_format,
+                 write_table)
 from .model import TextModel
 from .persist import write_json_atomic
 from .runtime import patch_fastai
@@ -182,65 +183,40 @@ def _check_threshold(predictor: Any, threshold: Any) -> None:
         check_thresholds(threshold, len(predictor.labels))
 
 
-def predict_file(model: Any, input_path: str | Path, output_path: str | Path, *, text_col: str | None = None,
-                 chunksize: int = 10000, id_col: str | None = None, output: str = "proba", resume: bool = True,
-                 threshold: float | list[float] | None = None, at_least_one: bool = False, sep: str | None = None,
-                 header: bool = True, encoding: str = "utf-8", encoding_errors: str = "strict", bs: int = 128,
-                 overwrite: bool = False, device: str | None = "cpu", int8: bool = False) -> PredictFileResult:
-    """Predict every row of a table file (CSV/TSV/parquet/JSON lines) in chunks.
+@dataclass
+class _FileRun:
+    """One :func:`predict_file` call, resolved: the files, the model and the per-chunk options."""
 
-    The output has one row per input row, in input order: ``row`` (0-based input row
-    number), then ``id_col`` if given, then ``labels`` (names joined by the model's label
-    delimiter, ``output="labels"``/``"both"``) and/or one ``proba_<label>`` column per label
-    (``output="proba"``/``"both"``; 6 significant digits in text formats). ``output="submission"``
-    writes ``id_col`` then one column per label named by the label (the Kaggle shape). Rows whose
-    text is missing or empty are predicted from an empty input, with one warning giving their
-    count (the text policy of :mod:`ulmfit_ml.validation`, whatever the output format).
+    input_path: Path
+    output_path: Path
+    out_fmt: str
+    weights: Any  # the float model: its fingerprint identifies a run
+    predictor: Any  # what predicts: ``weights`` or its int8 copy
+    opts: dict[str, Any]  # predict_frame's keyword options
+    read: ReadOptions
+    int8: bool
 
-    Args:
-        model: a saved model directory, a ``train`` run directory, a ``cv`` run directory with
-            saved fold models (probabilities averaged), a
-            :class:`~ulmfit_ml.model.MultiLabelClassifier` or a
-            :class:`~ulmfit_ml.ensemble.MultiLabelEnsemble`.
-        input_path: ``.csv``/``.tsv`` (optionally compressed), ``.parquet`` or ``.jsonl``.
-        output_path: the table to write, format by extension; ``.csv``/``.tsv``/``.jsonl`` are
-            resumable (sidecar ``output_path + ".progress.json"``).
-        text_col: the text column; default the model's training text column.
-        chunksize: rows per chunk; peak memory grows with it, not with the file size.
-        id_col: a column copied to the output as is (read as strings from CSV); needed by
-            ``output="submission"``.
-        output: ``"proba"``, ``"labels"``, ``"both"`` or ``"submission"``.
-        resume: continue an interrupted run of the same input, model and options (a
-            finished one is left as it is); ``False`` (CLI ``--no-resume``) starts over,
-            replacing an output that ``predict_file`` wrote (it has a progress file).
-        threshold: overrides the model's per-label thresholds for ``labels``.
-        at_least_one: give each text its most probable label when none passes.
-        sep: CSV separator; default ``","`` (``"\\t"`` for ``.tsv``). header: ``False`` for a
-            header-less CSV/TSV (columns ``"0"``, ``"1"``, ...).
-        encoding, encoding_errors: how CSV bytes are decoded (``encoding_errors="replace"``
-            for files with a few bad bytes).
-        bs: prediction batch size (a positive int).
-        overwrite: replace an existing ``output_path`` that ``predict_file`` did not write
-            (CLI ``--overwrite``). The input file is never replaced (see
-            :func:`~ulmfit_ml.io.check_output_file`).
-        device: where a model loaded from a directory runs.
-        int8: predict with :meth:`~ulmfit_ml.model.MultiLabelClassifier.quantized` copies (dynamic
-            int8 LSTM and linear weights, CPU): about twice as fast; its quality cost is in
-            ``bench/INFERENCE.md``.
+    @property
+    def cols(self) -> list[str]:
+        """The input columns read: the text, then the id column if any."""
+        return [self.opts["text_col"]] + ([self.opts["id_col"]] if self.opts["id_col"] is not None else [])
 
-    Returns:
-        :class:`PredictFileResult` (rows, rows done by this call, timing).
+    @property
+    def progress_path(self) -> Path:
+        return _progress_path(self.output_path)
 
-    Raises:
-        FileNotFoundError: no input file.
-        FileExistsError: ``output_path`` is the input, or exists without a progress file
-            (not written by ``predict_file``) and ``overwrite`` is false.
-        ValueError: bad options, missing columns, non-UTF-8 input, a malformed row, or a
-            progress file from another input/model/options.
-        TypeError: a non-string text column.
-    """
-    t0 = time.perf_counter()
-    input_path, output_path = user_path(input_path), user_path(output_path)
+    def empty_frame(self) -> pd.DataFrame:
+        """The output of an input without rows: the header only."""
+        return pd.DataFrame(columns=_header(self.predictor, self.opts["id_col"], self.opts["output"]))
+
+    def predict(self, chunk: pd.DataFrame, start: int) -> tuple[pd.DataFrame, int]:
+        return predict_frame(self.predictor, chunk[self.cols], start=start, **self.opts)
+
+    def warn_empty(self, n_empty: int) -> None:
+        warn_empty_texts(n_empty, where=self.input_path.name, col=self.opts["text_col"])
+
+
+def _check_file_options(output: str, id_col: str | None, chunksize: Any, bs: Any) -> None:
     if output not in OUTPUTS:
         raise ValueError(f"output must be one of {list(OUTPUTS)}, got {output!r}.")
     if output == "submission" and id_col is None:
@@ -248,97 +224,189 @@ def predict_file(model: Any, input_path: str | Path, output_path: str | Path, *,
     if isinstance(chunksize, bool) or not isinstance(chunksize, int) or chunksize < 1:
         raise ValueError(f"chunksize must be a positive int, got {chunksize!r}.")
     check_bs(bs)
+
+
+def _check_files(model: Any, input_path: Path, output_path: Path, *, overwrite: bool) -> str:
+    """The output format, once the paths pass the one output policy: never the input (or a file
+    of a model directory); an existing output only if predict_file wrote it (it has a progress
+    file) or ``overwrite``."""
     out_fmt = table_format(output_path)  # unknown output extension: fail before anything else
     table_format(input_path)
     if not input_path.is_file():
         raise FileNotFoundError(f"No input file at {input_path}.")
-    prog_path = _progress_path(output_path)
-    streamed = out_fmt in _STREAMED
     model_dirs = resolve_model_dirs(model) if isinstance(model, (str, Path)) else []
-    # the one output policy: never the input (or a file of a model directory); an existing
-    # output only if predict_file wrote it (it has a progress file) or overwrite=True
-    check_output_file(output_path, overwrite=overwrite or (streamed and prog_path.is_file()),
-                      inputs=[input_path, *model_dirs])
-    weights = _load_model(model, "cpu" if int8 else device)  # the float model: its fingerprint identifies a run
+    resumable = out_fmt in _STREAMED and _progress_path(output_path).is_file()
+    check_output_file(output_path, overwrite=overwrite or resumable, inputs=[input_path, *model_dirs])
+    return out_fmt
+
+
+def _resolve_run(model: Any, input_path: Path, output_path: Path, out_fmt: str, read: ReadOptions, *,
+                 text_col: str | None, device: str | None, int8: bool, **opts: Any) -> _FileRun:
+    """Load the model and check the columns and options against it, before anything is written."""
+    weights = _load_model(model, "cpu" if int8 else device)
     predictor = quantized_predictor(weights) if int8 else weights
     text_col = predictor.meta.get("text_col", "text") if text_col is None else text_col
+    id_col = opts["id_col"]
     if id_col is not None and id_col == text_col:
         raise ValueError(f"id_col and text_col are both {text_col!r}: name the id column, or leave id_col=None.")
-    _header(predictor, id_col, output)  # before anything is written
-    _check_threshold(predictor, threshold)
-    cols = [text_col] + ([id_col] if id_col is not None else [])
-    read = {"sep": sep, "header": header, "encoding": encoding, "encoding_errors": encoding_errors}  # io checks them
-    check_columns(pd.DataFrame(columns=table_columns(input_path, **read)), cols)
-    chunks = iter_table(input_path, chunksize=chunksize, **read)
-    opts = {"text_col": text_col, "id_col": id_col, "output": output, "threshold": threshold,
-            "at_least_one": at_least_one, "bs": bs}
-    if not streamed:  # parquet: chunks predicted, one atomic write at the end
-        parts, n_empty, pos = [], 0, 0
-        for chunk in chunks:
-            res, n_e = predict_frame(predictor, chunk[cols], start=pos, **opts)
-            parts.append(res)
-            n_empty, pos = n_empty + n_e, pos + len(chunk)
-        frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=_header(predictor, id_col, output))
-        write_table(frame, output_path)
-        warn_empty_texts(n_empty, where=input_path.name, col=text_col)
-        return PredictFileResult(output_path, pos, pos, 0, n_empty, time.perf_counter() - t0)
+    _header(predictor, id_col, opts["output"])
+    _check_threshold(predictor, opts["threshold"])
+    run = _FileRun(input_path, output_path, out_fmt, weights, predictor, {"text_col": text_col, **opts}, read, int8)
+    check_columns(pd.DataFrame(columns=table_columns(input_path, **read.kwargs())), run.cols)  # io checks `read`
+    return run
 
-    stat = input_path.stat()
-    ident = {"version": _PROGRESS_VERSION, "input": str(input_path.resolve()), "input_size": stat.st_size,
-             "input_mtime_ns": stat.st_mtime_ns, "model": _model_fingerprint(weights), "text_col": text_col,
-             "id_col": id_col, "output": output, "format": out_fmt,
-             "threshold": None if threshold is None else np.asarray(threshold, dtype=float).tolist(),
-             "at_least_one": at_least_one, "int8": int8, "sep": sep, "header": header, "encoding": encoding,
-             "encoding_errors": encoding_errors}
+
+def _predict_at_once(run: _FileRun, chunks: Any, t0: float) -> PredictFileResult:
+    """Parquet: chunks predicted, one atomic write at the end."""
+    parts, n_empty, pos = [], 0, 0
+    for chunk in chunks:
+        res, n_e = run.predict(chunk, pos)
+        parts.append(res)
+        n_empty, pos = n_empty + n_e, pos + len(chunk)
+    write_table(pd.concat(parts, ignore_index=True) if parts else run.empty_frame(), run.output_path)
+    run.warn_empty(n_empty)
+    return PredictFileResult(run.output_path, pos, pos, 0, n_empty, time.perf_counter() - t0)
+
+
+def _run_identity(run: _FileRun) -> dict[str, Any]:
+    """What the progress file records of a run: a resume must match all of it."""
+    stat = run.input_path.stat()
+    o = run.opts
+    return {"version": _PROGRESS_VERSION, "input": str(run.input_path.resolve()), "input_size": stat.st_size,
+            "input_mtime_ns": stat.st_mtime_ns, "model": _model_fingerprint(run.weights), "text_col": o["text_col"],
+            "id_col": o["id_col"], "output": o["output"], "format": run.out_fmt,
+            "threshold": None if o["threshold"] is None else np.asarray(o["threshold"], dtype=float).tolist(),
+            "at_least_one": o["at_least_one"], "int8": run.int8, **run.read.kwargs()}
+
+
+def _resume_point(run: _FileRun, ident: dict[str, Any]) -> tuple[int, int, bool]:
+    """``(rows done, output bytes committed, complete)`` of the interrupted run in the progress file."""
+    prog_path, output_path = run.progress_path, run.output_path
+    state = _read_progress(prog_path)
+    diff = [k for k in ident if state.get(k) != ident[k]]
+    if diff:
+        raise ValueError(f"{prog_path} belongs to a run with other {diff} (input changed, another model or "
+                         f"options); {_START_OVER}.")
+    done, offset = int(state["rows"]), int(state["bytes"])
+    if offset and (not output_path.exists() or output_path.stat().st_size < offset):
+        raise ValueError(f"{output_path} is shorter than its progress file says ({offset} bytes): it was "
+                         f"changed after the run; {_START_OVER}.")
+    return done, offset, bool(state.get("complete"))
+
+
+def _commit(f: Any, prog_path: Path, ident: dict[str, Any], rows: int, complete: bool = False) -> None:
+    """Record ``rows`` input rows done, once the output's bytes are on disk."""
+    f.flush()
+    os.fsync(f.fileno())  # rows are on disk before the progress file says so
+    _write_progress(prog_path, {**ident, "rows": rows, "bytes": f.tell(), "complete": complete})
+
+
+def _append_chunks(run: _FileRun, f: Any, chunks: Any, ident: dict[str, Any], done: int,
+                   header_needed: bool) -> tuple[int, int, bool]:
+    """Predict the rows after ``done`` and append them to ``f``, committing after each chunk;
+    ``(input rows seen, empty texts, header still needed)``."""
+    n_empty, pos = 0, 0
+    for chunk in chunks:
+        start, pos = pos, pos + len(chunk)
+        if pos <= done:  # committed by an earlier run: parsed again, not predicted again
+            continue
+        if start < done:  # resumed with another chunksize: finish the partly done chunk
+            chunk, start = chunk.iloc[done - start:], done
+        res, n_e = run.predict(chunk, start)
+        n_empty += n_e
+        f.write(table_bytes(res, run.out_fmt, header=header_needed))
+        header_needed = False
+        _commit(f, run.progress_path, ident, pos)
+    return pos, n_empty, header_needed
+
+
+def _predict_streamed(run: _FileRun, chunks: Any, resume: bool, t0: float) -> PredictFileResult:
+    """CSV/TSV/JSON lines: each chunk appended and committed to the progress file; resumable."""
+    ident, prog_path, output_path = _run_identity(run), run.progress_path, run.output_path
     done, offset = 0, 0
     if resume and prog_path.exists():
-        state = _read_progress(prog_path)
-        diff = [k for k in ident if state.get(k) != ident[k]]
-        if diff:
-            raise ValueError(f"{prog_path} belongs to a run with other {diff} (input changed, another model or "
-                             f"options); {_START_OVER}.")
-        done, offset = int(state["rows"]), int(state["bytes"])
-        if offset and (not output_path.exists() or output_path.stat().st_size < offset):
-            raise ValueError(f"{output_path} is shorter than its progress file says ({offset} bytes): it was "
-                             f"changed after the run; {_START_OVER}.")
-        if state.get("complete"):
+        done, offset, complete = _resume_point(run, ident)
+        if complete:
             return PredictFileResult(output_path, done, 0, done, 0, time.perf_counter() - t0)
-
     output_path.parent.mkdir(parents=True, exist_ok=True)
     if offset == 0:  # the sidecar first: a run killed before its first commit stays resumable
         _write_progress(prog_path, {**ident, "rows": 0, "bytes": 0, "complete": False})
         done = 0
-    n_empty, pos = 0, 0
     with open(output_path, "r+b" if offset else "wb") as f:
         f.truncate(offset)  # drop rows written after the last commit (a half-written chunk)
         f.seek(offset)
-
-        def commit(rows: int, complete: bool = False) -> None:
-            f.flush()
-            os.fsync(f.fileno())  # rows are on disk before the progress file says so
-            _write_progress(prog_path, {**ident, "rows": rows, "bytes": f.tell(), "complete": complete})
-
-        header_needed = offset == 0
-        for chunk in chunks:
-            start, pos = pos, pos + len(chunk)
-            if pos <= done:  # committed by an earlier run: parsed again, not predicted again
-                continue
-            if start < done:  # resumed with another chunksize: finish the partly done chunk
-                chunk, start = chunk.iloc[done - start:], done
-            res, n_e = predict_frame(predictor, chunk[cols], start=start, **opts)
-            n_empty += n_e
-            f.write(table_bytes(res, out_fmt, header=header_needed))
-            header_needed = False
-            commit(pos)
+        pos, n_empty, header_needed = _append_chunks(run, f, chunks, ident, done, header_needed=offset == 0)
         if pos < done:
-            raise ValueError(f"{input_path} has {pos} rows but {prog_path.name} says {done} were done: the input "
+            raise ValueError(f"{run.input_path} has {pos} rows but {prog_path.name} says {done} were done: the input "
                              f"changed; {_START_OVER}.")
-        if header_needed and out_fmt != "jsonl":  # empty input: header only
-            f.write(table_bytes(pd.DataFrame(columns=_header(predictor, id_col, output)), out_fmt))
-        commit(max(pos, done), complete=True)
-    warn_empty_texts(n_empty, where=input_path.name, col=text_col)
+        if header_needed and run.out_fmt != "jsonl":  # empty input: header only
+            f.write(table_bytes(run.empty_frame(), run.out_fmt))
+        _commit(f, prog_path, ident, max(pos, done), complete=True)
+    run.warn_empty(n_empty)
     n_rows = max(pos, done)
     return PredictFileResult(output_path, n_rows, n_rows - done, done, n_empty, time.perf_counter() - t0)
+
+
+def predict_file(model: Any, input_path: str | Path, output_path: str | Path, *, text_col: str | None = None,
+                 chunksize: int = 10000, id_col: str | None = None, output: str = "proba", resume: bool = True,
+                 threshold: float | list[float] | None = None, at_least_one: bool = False, sep: str | None = None,
+                 header: bool = True, encoding: str = "utf-8", encoding_errors: str = "strict", bs: int = 128,
+                 overwrite: bool = False, device: str | None = "cpu", int8: bool = False) -> PredictFileResult:
+    """Predict every row of a table file (CSV/TSV/parquet/JSON lines) in chunks.
+
+    The output has one row per input row, in input order: ``row`` (0-based input row number), then
+    ``id_col`` if given, then ``labels`` (names joined by the model's label delimiter,
+    ``output="labels"``/``"both"``) and/or one ``proba_<label>`` column per label (``output="proba"``/
+    ``"both"``; 6 significant digits in text formats). ``output="submission"`` writes ``id_col`` then
+    one column per label named by the label (the Kaggle shape). Rows whose text is missing or empty
+    are predicted from an empty input, with one warning giving their count (the text policy of
+    :mod:`ulmfit_ml.validation`, whatever the output format).
+
+    Args:
+        model: a saved model directory, a ``train`` run directory, a ``cv`` run directory with saved fold
+            models (probabilities averaged), a :class:`~ulmfit_ml.model.MultiLabelClassifier` or a
+            :class:`~ulmfit_ml.ensemble.MultiLabelEnsemble`.
+        input_path: ``.csv``/``.tsv`` (optionally compressed), ``.parquet`` or ``.jsonl``.
+        output_path: the table to write, format by extension; ``.csv``/``.tsv``/``.jsonl`` are
+            resumable (sidecar ``output_path + ".progress.json"``).
+        text_col: the text column; default the model's training text column.
+        chunksize: rows per chunk; peak memory grows with it, not with the file size.
+        id_col: a column copied to the output as is (read as strings from CSV); needed by ``"submission"``.
+        output: ``"proba"``, ``"labels"``, ``"both"`` or ``"submission"``.
+        resume: continue an interrupted run of the same input, model and options (a finished one is left
+            as it is); ``False`` (CLI ``--no-resume``) starts over, replacing an output that
+            ``predict_file`` wrote (it has a progress file).
+        threshold: overrides the model's per-label thresholds for ``labels``.
+        at_least_one: give each text its most probable label when none passes.
+        sep, header, encoding, encoding_errors: how CSV/TSV is read (:class:`~ulmfit_ml.io.ReadOptions`):
+            separator (default ``","``, ``"\\t"`` for ``.tsv``); ``header=False`` for a header-less file
+            (columns ``"0"``, ``"1"``, ...); ``encoding_errors="replace"`` for a few bad bytes.
+        bs, device: the prediction batch size (a positive int); where a model loaded from a directory runs.
+        overwrite: replace an existing ``output_path`` that ``predict_file`` did not write (CLI
+            ``--overwrite``). The input is never replaced (:func:`~ulmfit_ml.io.check_output_file`).
+        int8: predict with :meth:`~ulmfit_ml.model.MultiLabelClassifier.quantized` copies (dynamic int8
+            LSTM and linear weights, CPU): about twice as fast; its quality cost is in ``bench/INFERENCE.md``.
+
+    Returns:
+        :class:`PredictFileResult` (rows, rows done by this call, timing).
+
+    Raises:
+        FileNotFoundError: no input file.
+        FileExistsError: ``output_path`` is the input, or exists without a progress file (not written by
+            ``predict_file``) and ``overwrite`` is false.
+        ValueError: bad options, missing columns, non-UTF-8 input, a malformed row, or a progress file
+            from another input/model/options.
+        TypeError: a non-string text column.
+    """
+    t0 = time.perf_counter()
+    input_path, output_path = user_path(input_path), user_path(output_path)
+    _check_file_options(output, id_col, chunksize, bs)
+    out_fmt = _check_files(model, input_path, output_path, overwrite=overwrite)
+    read = ReadOptions(sep=sep, header=header, encoding=encoding, encoding_errors=encoding_errors)
+    run = _resolve_run(model, input_path, output_path, out_fmt, read, text_col=text_col, device=device, int8=int8,
+                       id_col=id_col, output=output, threshold=threshold, at_least_one=at_least_one, bs=bs)
+    chunks = iter_table(input_path, chunksize=chunksize, **read.kwargs())
+    return _predict_streamed(run, chunks, resume, t0) if out_fmt in _STREAMED else _predict_at_once(run, chunks, t0)
 
 
 # ---------------------------------------------------------------------- unsafe opt-in

@@ -134,13 +134,37 @@ precedence: defaults < --config < --set SECTION.KEY=VALUE < named flags < --SECT
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``ulmfit-ml`` argument parser (one sub-parser per command)."""
+    parser = argparse.ArgumentParser(
+        prog="ulmfit-ml", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Multi-label text classification with ULMFiT (fastai AWD-LSTM): fine-tune a language model, "
+                    "train and cross-validate classifiers, evaluate and predict from the shell.",
+        epilog="Run `ulmfit-ml COMMAND --help` for the options of each command.\n\n" + _EPILOG)
+    parser.add_argument("--version", action="version", version=f"ulmfit-ml {__version__}")
+    common, cfg, data, lmf, reuse, clf = (_general_flags(), _config_file_flags(), _data_flags(), _lm_flags(),
+                                          _reuse_flag(), _classifier_flags())
+    scoring = _scoring_args()
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_lm(sub, [common, cfg, data, lmf])
+    _add_train(sub, [common, cfg, data, lmf, reuse, clf])
+    _add_evaluate(sub, [common, scoring])
+    _add_predict(sub, [common, scoring])
+    _add_cv(sub, [common, cfg, data, lmf, reuse, clf])
+    _add_pretrain(sub, [common])
+    return parser
+
+
+# ---------------------------------------------------------------------- flags shared by several commands
+def _general_flags() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     g = common.add_argument_group("general")
     g.add_argument("--debug", action="store_true", help="show the full traceback on errors")
     g.add_argument("--quiet", action="store_true", default=None,
                    help="no progress bars or log lines on the terminal (run.log still gets them)")
     g.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
+    return common
 
+
+def _config_file_flags() -> argparse.ArgumentParser:
     cfg = argparse.ArgumentParser(add_help=False)
     g = cfg.add_argument_group("configuration")
     g.add_argument("--config", metavar="FILE", help="experiment config (.toml, or .json) with [data] [lm] [classifier] [run]")
@@ -154,7 +178,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "or one holding an input)")
     g.add_argument("--help-config", action=_HelpConfig, const=COMMAND_SECTIONS["train"],
                    help="list every --SECTION.KEY=VALUE flag (one per config key) with its type and default")
+    return cfg
 
+
+def _data_flags() -> argparse.ArgumentParser:
     data = argparse.ArgumentParser(add_help=False)
     g = data.add_argument_group("data")
     g.add_argument("--train", metavar="FILE", help="labelled data: .csv .tsv .parquet .jsonl ([run] train)")
@@ -173,28 +200,34 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-header", action="store_true", default=None,
                    help="those CSV/TSV files have no header row: columns are named 0, 1, ... (e.g. --text-col 1 "
                         "--label-col 2) ([run] header = false)")
+    return data
 
+
+def _lm_flags() -> argparse.ArgumentParser:
     lmf = argparse.ArgumentParser(add_help=False)
     g = lmf.add_argument_group("language model")
     g.add_argument("--arch", help="AWD-LSTM size: tiny, small, cpu or paper ([lm] arch)")
     g.add_argument("--lm-epochs", type=int, metavar="N", help="LM fine-tuning epochs ([lm] epochs)")
+    return lmf
 
+
+def _reuse_flag() -> argparse.ArgumentParser:
     reuse = argparse.ArgumentParser(add_help=False)
     reuse.add_argument("--lm", metavar="DIR", help="reuse a saved language model (an `lm` run directory or its lm/) "
                                                    "instead of fine-tuning one ([run] lm)")
+    return reuse
 
+
+def _classifier_flags() -> argparse.ArgumentParser:
     clf = argparse.ArgumentParser(add_help=False)
     g = clf.add_argument_group("classifier")
     g.add_argument("--epochs", type=_comma_list(int), metavar="E1,E2,...",
                    help="epochs of each gradual-unfreezing stage ([classifier] epochs; as many as unfreeze/lrs)")
+    return clf
 
-    parser = argparse.ArgumentParser(
-        prog="ulmfit-ml", formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Multi-label text classification with ULMFiT (fastai AWD-LSTM): fine-tune a language model, "
-                    "train and cross-validate classifiers, evaluate and predict from the shell.",
-        epilog="Run `ulmfit-ml COMMAND --help` for the options of each command.\n\n" + _EPILOG)
-    parser.add_argument("--version", action="version", version=f"ulmfit-ml {__version__}")
-    # evaluate and predict: a saved model scores a table file
+
+def _scoring_args() -> argparse.ArgumentParser:
+    """evaluate and predict: a saved model scores a table file."""
     scoring = argparse.ArgumentParser(add_help=False)
     scoring.add_argument("model", metavar="MODEL", help="a saved model directory, a train run directory, or a cv run "
                                                         "directory with saved fold models (probabilities averaged)")
@@ -206,18 +239,24 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--sep", help="CSV/TSV input separator (default ',' or a tab for .tsv), e.g. --sep ';'")
     g.add_argument("--no-header", action="store_true", help="the CSV/TSV input has no header row: columns are "
                                                              "named 0, 1, ... (e.g. --text-col 1)")
+    return scoring
 
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    fmt = argparse.RawDescriptionHelpFormatter
 
-    p = sub.add_parser("lm", parents=[common, cfg, data, lmf], formatter_class=fmt, epilog=_EPILOG,
+# ---------------------------------------------------------------------- the sub-commands
+_FMT = argparse.RawDescriptionHelpFormatter
+
+
+def _add_lm(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("lm", parents=parents, formatter_class=_FMT, epilog=_EPILOG,
                        help="fine-tune a language model on the texts of a file",
                        description="Fine-tune an AWD-LSTM language model on the texts of --train (labels are not "
                                    "needed). Writes a run directory with lm/ (reuse it with `train --lm DIR`), "
                                    "config, environment, history.csv and metrics.json.")
     p.set_defaults(command_name="lm")
 
-    p = sub.add_parser("train", parents=[common, cfg, data, lmf, reuse, clf], formatter_class=fmt, epilog=_EPILOG,
+
+def _add_train(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("train", parents=parents, formatter_class=_FMT, epilog=_EPILOG,
                        help="fine-tune the LM and train the classifier into a run directory",
                        description="ULMFiT end to end: fine-tune the LM on all texts (or reuse --lm), train the "
                                    "classifier with gradual unfreezing, tune thresholds on the validation split, "
@@ -228,7 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                        "(its config.json is used; only --quiet/--device may change)")
     p.set_defaults(command_name="train")
 
-    p = sub.add_parser("evaluate", parents=[common, scoring], formatter_class=fmt,
+
+def _add_evaluate(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("evaluate", parents=parents, formatter_class=_FMT,
                        help="metrics report of a saved model on a labelled file",
                        description="Compute the full multi-label report (micro/macro F1, ROC-AUC, precision@k, "
                                    "per-label table) of MODEL on a labelled file with the training label columns.")
@@ -237,7 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace existing --out/--per-label files (never the input)")
     p.set_defaults(command_name="evaluate")
 
-    p = sub.add_parser("predict", parents=[common, scoring], formatter_class=fmt,
+
+def _add_predict(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("predict", parents=parents, formatter_class=_FMT,
                        help="predict probabilities / labels for an unlabelled file",
                        description="Predict every row of FILE. Formats: proba (row, [id], proba_<label>...), labels "
                                    "(row, [id], labels), both, submission (id + one probability column per label, "
@@ -262,7 +305,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--blocksize", type=int, metavar="BYTES", help="bytes of input per partition (default 64000000)")
     p.set_defaults(command_name="predict")
 
-    p = sub.add_parser("cv", parents=[common, cfg, data, lmf, reuse, clf], formatter_class=fmt, epilog=_EPILOG,
+
+def _add_cv(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("cv", parents=parents, formatter_class=_FMT, epilog=_EPILOG,
                        help="k-fold cross-validation with out-of-fold predictions",
                        description="Multi-label stratified k-fold CV (iterative stratification). One LM is "
                                    "fine-tuned once on all texts and reused by every fold. Writes oof.csv "
@@ -275,7 +320,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--id-col", help="id column for oof.csv and the test predictions ([run] id_col)")
     p.set_defaults(command_name="cv")
 
-    p = sub.add_parser("pretrain", parents=[common], formatter_class=fmt,
+
+def _add_pretrain(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("pretrain", parents=parents, formatter_class=_FMT,
                        help="pretrain a general-domain language model on a raw text corpus",
                        description="Pretrain an AWD-LSTM LM (from scratch, or on from --init-from) on a general-domain corpus (.txt files "
                                    "with one paragraph per line, or folders of them): tokenised once into cached "
@@ -298,4 +345,3 @@ def build_parser() -> argparse.ArgumentParser:
                                                      "or a saved LM directory ([pretrain] init_from)")
     p.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint after an interruption")
     p.set_defaults(command_name="pretrain")
-    return parser
