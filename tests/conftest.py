@@ -77,6 +77,34 @@ def tiny_clf(data, tiny_lm):
 SUPPORT_TICKETS = REPO / "data" / "support_tickets.csv"
 
 
+TICKET_LABELS = ["billing", "bug", "login"]
+TICKET_TEXTS = ["my invoice is wrong", "the app crashes", "cannot log in", "network down", "refund please",
+                "error on start"] * 4
+
+
+def untrained_ticket_classifier() -> Any:
+    """An untrained tiny classifier over TICKET_TEXTS / TICKET_LABELS, built directly (no training):
+    for tests about files and messages."""
+    import warnings
+
+    import ulmfit_ml as um
+    from ulmfit_ml.model import MultiLabelClassifier, build_classifier_model
+
+    df = pd.DataFrame({"text": TICKET_TEXTS, "tags": ["billing", "bug", "login", "bug;login", "billing", "bug"] * 4})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the repeated texts: irrelevant here
+        spec = um.MultiLabelData.from_df(df, text_col="text", label_col="tags", split="random").spec
+    vocab = ["xxunk", "xxpad", "xxbos", "xxeos", "xxfld", "xxrep", "xxwrep", "xxup", "xxmaj"] + \
+        sorted({w for t in TICKET_TEXTS for w in t.lower().split()})
+    vocab += [f"xxfake{i}" for i in range(-len(vocab) % 8)]
+    arch = {"emb_sz": 8, "n_hid": 16, "n_layers": 1}
+    model = build_classifier_model(len(vocab), len(TICKET_LABELS), arch=arch, seq_len=20, max_len=200, lin_ftrs=[8],
+                                   drop_mult=0.0)
+    meta = {"arch": arch, "seq_len": 20, "max_len": 200, "lin_ftrs": [8], "drop_mult": 0.0, "text_col": "text",
+            "label_spec": spec.to_dict()}
+    return MultiLabelClassifier(model, vocab, TICKET_LABELS, meta=meta)
+
+
 def support_tickets_model(directory: Path, n_probe: int) -> Path:
     """A tiny classifier of the bundled support tickets (first 240 rows), saved in ``directory``,
     with each label's threshold at the median probability of the next ``n_probe`` rows (so each

@@ -3,7 +3,6 @@ directory, an input, or a file beside or inside the paths it writes (issue 14, "
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 import numpy as np
@@ -17,26 +16,13 @@ from ulmfit_ml.persist import MARKER, atomic_dir, check_replaceable, remove_owne
 from ulmfit_ml.checkpoint import save_checkpoint
 from ulmfit_ml.runs import RunDir
 
-LABELS = ["billing", "bug", "login"]
-TEXTS = ["my invoice is wrong", "the app crashes", "cannot log in", "network down", "refund please", "error on start"] * 4
+from conftest import TICKET_LABELS as LABELS, TICKET_TEXTS as TEXTS, untrained_ticket_classifier
+
 
 
 @pytest.fixture(scope="module")
 def clf():
-    """An untrained tiny classifier built directly (no training: these tests are about files)."""
-    from ulmfit_ml.model import MultiLabelClassifier, build_classifier_model
-
-    df = pd.DataFrame({"text": TEXTS, "tags": ["billing", "bug", "login", "bug;login", "billing", "bug"] * 4})
-    spec = um.MultiLabelData.from_df(df, text_col="text", label_col="tags", split="random").spec
-    vocab = ["xxunk", "xxpad", "xxbos", "xxeos", "xxfld", "xxrep", "xxwrep", "xxup", "xxmaj"] + \
-        sorted({w for t in TEXTS for w in t.lower().split()})
-    vocab += [f"xxfake{i}" for i in range(-len(vocab) % 8)]
-    arch = {"emb_sz": 8, "n_hid": 16, "n_layers": 1}
-    model = build_classifier_model(len(vocab), len(LABELS), arch=arch, seq_len=20, max_len=200, lin_ftrs=[8],
-                                   drop_mult=0.0)
-    meta = {"arch": arch, "seq_len": 20, "max_len": 200, "lin_ftrs": [8], "drop_mult": 0.0, "text_col": "text",
-            "label_spec": spec.to_dict()}
-    return MultiLabelClassifier(model, vocab, LABELS, meta=meta)
+    return untrained_ticket_classifier()
 
 
 def _snapshot(root: Path) -> dict[str, str]:

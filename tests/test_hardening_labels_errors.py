@@ -11,9 +11,7 @@ import signal
 import subprocess
 import sys
 import warnings
-from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -24,13 +22,11 @@ from ulmfit_ml.cli.parser import parse_args
 from ulmfit_ml.persist import atomic_file
 from ulmfit_ml.pipeline import load_run_data
 
-from conftest import TINY
+from conftest import TINY, TICKET_TEXTS as CLF_TEXTS, untrained_ticket_classifier
 
 M = um.MultiLabelData.from_df
 TEXTS = [f"text number {i} about things" for i in range(20)]
 LABELS = ["billing", "bug", "login"]
-CLF_TEXTS = ["my invoice is wrong", "the app crashes", "cannot log in", "network down", "refund please",
-             "error on start"] * 4
 
 
 def _frame(**cols) -> pd.DataFrame:
@@ -43,22 +39,7 @@ def _bits(k: int) -> list[int]:
 
 @pytest.fixture(scope="module")
 def clf():
-    """An untrained tiny classifier built directly: these tests are about files and messages."""
-    from ulmfit_ml.model import MultiLabelClassifier, build_classifier_model
-
-    df = pd.DataFrame({"text": CLF_TEXTS, "tags": ["billing", "bug", "login", "bug;login", "billing", "bug"] * 4})
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the repeated texts: irrelevant here
-        spec = M(df, label_col="tags", split="random").spec
-    vocab = ["xxunk", "xxpad", "xxbos", "xxeos", "xxfld", "xxrep", "xxwrep", "xxup", "xxmaj"] + \
-        sorted({w for t in CLF_TEXTS for w in t.lower().split()})
-    vocab += [f"xxfake{i}" for i in range(-len(vocab) % 8)]
-    arch = {"emb_sz": 8, "n_hid": 16, "n_layers": 1}
-    model = build_classifier_model(len(vocab), len(LABELS), arch=arch, seq_len=20, max_len=200, lin_ftrs=[8],
-                                   drop_mult=0.0)
-    meta = {"arch": arch, "seq_len": 20, "max_len": 200, "lin_ftrs": [8], "drop_mult": 0.0, "text_col": "text",
-            "label_spec": spec.to_dict()}
-    return MultiLabelClassifier(model, vocab, LABELS, meta=meta)
+    return untrained_ticket_classifier()
 
 
 # ====================================================================== class 3: label sets
