@@ -154,8 +154,8 @@ def load_lm(path: str | Path) -> LanguageModel:
 #: a forward and a backward direction; ``ulmfit_ml/pretrained/NAME/MODEL_CARD.md`` says how
 #: each was made (corpus, tokens seen, held-out perplexity, licences).
 PRETRAINED_MODELS: dict[str, str] = {
-    "en-small": "AWD-LSTM (arch 'cpu': emb 200, hidden 512, 2 layers), 12k-token vocab, pretrained on ~20M words "
-                "of English Wikipedia and movie reviews",
+    "en-small": "AWD-LSTM (arch 'cpu': emb 200, hidden 512, 2 layers), 12k-token vocab, pretrained on ~23M words "
+                "of English Wikipedia, movie reviews and usenet discussions (see its model card)",
 }
 _PRETRAINED_ROOT = Path(__file__).resolve().parent / "pretrained"
 
