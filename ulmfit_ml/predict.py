@@ -213,7 +213,8 @@ class _FileRun:
         return predict_frame(self.predictor, chunk[self.cols], start=start, **self.opts)
 
     def warn_empty(self, n_empty: int) -> None:
-        warn_empty_texts(n_empty, where=self.input_path.name, col=self.opts["text_col"])
+        # this method <- _predict_at_once / _predict_streamed <- predict_file <- the user's call
+        warn_empty_texts(n_empty, where=self.input_path.name, col=self.opts["text_col"], stacklevel=5)
 
 
 def _check_file_options(output: str, id_col: str | None, chunksize: Any, bs: Any) -> None:

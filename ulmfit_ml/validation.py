@@ -133,12 +133,12 @@ def extra_text_list(texts: Any, *, empty_text: str = "drop", col: str = "extra_t
     return [t for t, e in zip(out, empty) if not e]
 
 
-def warn_empty_texts(n_empty: int, *, where: str = "the input", col: str | None = None) -> None:
-    """The one warning of the prediction side of the text policy."""
+def warn_empty_texts(n_empty: int, *, where: str = "the input", col: str | None = None, stacklevel: int = 3) -> None:
+    """The one warning of the prediction side of the text policy (``stacklevel``: the user's call, from here)."""
     if n_empty:
         in_col = f" in {col!r}" if col is not None else ""
         warnings.warn(f"{n_empty} row(s) of {where} have an empty or missing text{in_col}: they are predicted from "
-                      "an empty input (the model's answer without evidence).", UserWarning, stacklevel=3)
+                      "an empty input (the model's answer without evidence).", UserWarning, stacklevel=stacklevel)
 
 
 @contextlib.contextmanager
