@@ -9,6 +9,7 @@ run in separate processes and a killed one is simply re-run. Data: train.tsv min
     python bench/transfer.py curve --schedules defaults-large --both-directions --save-model  # all labelled rows
     python bench/transfer.py ensemble --schedules defaults-large  # forward + backward classifiers saved above
     python bench/transfer.py defaults --n 2000 --seed 0     # finetune_lm(data), train_classifier(data, encoder=lm), nothing else
+    python bench/transfer.py defaults --n 2000 --seed 0 --both-directions --label fwd+bwd  # the same forward and backward, averaged
     python bench/transfer.py report                         # markdown table + learning-curve plot
 """
 from __future__ import annotations
@@ -170,11 +171,17 @@ def cmd_defaults(a: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     data = um.MultiLabelData.from_df(pool, label_col="labels", label_delim=",", labels=names)
     lm_opts = {} if a.pretrained is None else {"pretrained": False if a.pretrained == "false" else a.pretrained}
-    lm = um.finetune_lm(data, quiet=True, **lm_opts)
     clf_opts = dict(SCHEDULES[a.schedule]) if a.schedule else {}
     if a.thresholds:
         clf_opts["thresholds"] = a.thresholds
-    clf = um.train_classifier(data, encoder=lm, quiet=True, **clf_opts)
+    models = []
+    for backwards in ([False, True] if a.both_directions else [False]):
+        lm = um.finetune_lm(data, quiet=True, backwards=backwards, **lm_opts)
+        models.append(um.train_classifier(data, encoder=lm, quiet=True, **clf_opts))
+    clf = models[0]
+    if a.both_directions:  # ULMFiT's forward + backward: the mean of the two, thresholds tuned on the validation split
+        clf = um.MultiLabelEnsemble(models)
+        clf.tune_thresholds(strategy="per_label")
     r = clf.evaluate(dev)
     base = um.TfidfBaseline().fit(data)
     rb = base.evaluate(dev)
