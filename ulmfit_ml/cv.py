@@ -25,6 +25,7 @@ from .lm import LanguageModel, load_lm
 from .metrics import multilabel_report
 from .model import MultiLabelClassifier
 from .thresholds import apply_thresholds, check_thresholds, tune_thresholds
+from .trainchecks import stratification_matrix
 
 __all__ = ["kfold_assignments", "cross_validate", "CVResult"]
 
@@ -52,9 +53,7 @@ def kfold_assignments(y: np.ndarray, *, n_folds: int = 5, seed: int = 42) -> np.
         raise ValueError(f"n_folds must be an int >= 2, got {n_folds!r}.")
     if n_folds > len(y):
         raise ValueError(f"n_folds={n_folds} is more than the {len(y)} rows: use at most {len(y)} folds.")
-    strat = (y > 0).astype(int)
-    if strat.shape[1] == 1:  # iterstrat rejects a single column ("binary"): add its complement
-        strat = np.hstack([strat, 1 - strat])
+    strat = stratification_matrix(y)
     folds = np.full(len(y), -1, dtype=np.int64)
     mskf = MultilabelStratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     for k, (_, valid_idx) in enumerate(mskf.split(np.zeros((len(y), 1)), strat)):

@@ -28,7 +28,7 @@ import pandas as pd
 from .config import DataConfig
 from .targets import CategorySpec, RegressionSpec
 from .tokens import TextTokenizer, pretokenized_tfm
-from .trainchecks import check_lm_tokens, fit_label_matrix, train_on_every_label
+from .trainchecks import check_lm_tokens, fit_label_matrix, stratification_matrix, train_on_every_label
 from .validation import LabelSpec, as_frame, check_columns, column_keys, extra_text_list, validate_texts
 
 __all__ = ["MultiLabelData", "lm_dataloaders_from_tokens"]
@@ -393,10 +393,7 @@ def _make_split(df: pd.DataFrame, y: np.ndarray, c: DataConfig, *, stacklevel: i
     from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
 
     mss = MultilabelStratifiedShuffleSplit(n_splits=1, test_size=c.valid_pct, random_state=c.seed)
-    strat = y.astype(int)
-    if strat.shape[1] == 1:  # iterstrat rejects a single column ("binary"): add its complement
-        strat = np.hstack([strat, 1 - strat])
-    _, valid_idx = next(mss.split(np.zeros((n, 1)), strat))
+    _, valid_idx = next(mss.split(np.zeros((n, 1)), stratification_matrix(y)))
     is_valid = np.zeros(n, dtype=bool)
     is_valid[valid_idx] = True
     if not 0 < is_valid.sum() < n:  # iterstrat can put every row on one side of a tiny frame

@@ -8,7 +8,6 @@ chose (CLI ``--out``/``--per-label``, ``predict_file``'s output) first passes
 """
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -16,7 +15,7 @@ from typing import Any, Iterator
 import pandas as pd
 
 from .persist import atomic_file
-from .valuetypes import user_path
+from .valuetypes import same_or_inside, user_path
 
 __all__ = ["read_table", "iter_table", "table_columns", "table_bytes", "write_table", "check_output_file",
            "TABLE_FORMATS", "table_format", "pandas_read_options", "named_columns", "ReadOptions"]
@@ -238,16 +237,6 @@ def write_table(df: pd.DataFrame, path: str | Path) -> Path:
     return path
 
 
-def _same_or_inside(out: Path, inp: Path) -> bool:
-    """Is ``out`` the file ``inp`` (also through a link), or a path inside directory ``inp``?"""
-    o, i = out.resolve(), inp.resolve()
-    if o == i or i in o.parents:
-        return True
-    try:
-        return out.exists() and inp.exists() and os.path.samefile(out, inp)
-    except OSError:
-        return False
-
 
 def check_output_file(path: str | Path, *, overwrite: bool = False, inputs: Any = ()) -> Path:
     """The output policy of every user-named file ulmfit_ml writes: raise unless writing ``path`` is safe.
@@ -265,7 +254,7 @@ def check_output_file(path: str | Path, *, overwrite: bool = False, inputs: Any 
     """
     path = user_path(path)
     for inp in inputs or ():
-        if inp is not None and _same_or_inside(path, user_path(inp)):
+        if inp is not None and same_or_inside(path, user_path(inp)):
             what = "is the input" if path.resolve() == Path(inp).resolve() or not Path(inp).is_dir() else "lies inside the input"
             raise FileExistsError(f"Refusing to write {path}: it {what} {inp} of this command (even with --overwrite); "
                                   "choose another output file.")

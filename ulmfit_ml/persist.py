@@ -34,7 +34,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
-from .valuetypes import user_path
+from .valuetypes import same_or_inside, user_path
 from .version import __version__
 
 __all__ = ["atomic_file", "write_text_atomic", "write_json_atomic", "atomic_dir", "check_replaceable",
@@ -191,10 +191,6 @@ def _foreign_in_run(path: Path) -> list[str]:
     return bad
 
 
-def _same_or_inside(inner: Path, outer: Path) -> bool:
-    return inner == outer or outer in inner.parents
-
-
 def check_replaceable(path: str | Path, *, inputs: Any = ()) -> Path:
     """Raise unless ulmfit_ml may delete or replace directory ``path`` (the one rule of every overwrite).
 
@@ -209,13 +205,13 @@ def check_replaceable(path: str | Path, *, inputs: Any = ()) -> Path:
     path = user_path(path)
     real = path.resolve()
     fix = "choose another output directory, or move or delete it yourself"
-    if _same_or_inside(Path.cwd().resolve(), real):
+    if same_or_inside(Path.cwd().resolve(), real):
         raise FileExistsError(f"Refusing to replace {path}: it is or contains the current directory. "
                               f"Nothing was deleted; {fix}.")
     for inp in inputs or ():
         if inp is None:
             continue
-        if _same_or_inside(user_path(inp).resolve(), real):
+        if same_or_inside(user_path(inp).resolve(), real):
             raise FileExistsError(f"Refusing to replace {path}: it holds the input {inp} of this run. "
                                   f"Nothing was deleted; {fix}.")
     if path.is_symlink():

@@ -15,7 +15,14 @@ import pandas as pd
 
 from .validation import LabelSpec, parse_label_matrix
 
-__all__ = ["check_label_names", "fit_label_matrix", "train_on_every_label", "check_lm_tokens"]
+__all__ = ["check_label_names", "fit_label_matrix", "train_on_every_label", "check_lm_tokens", "stratification_matrix"]
+
+
+def stratification_matrix(y: np.ndarray) -> np.ndarray:
+    """The 0/1 int matrix iterative-stratification splits on (the train/validation split and the CV
+    folds); a single label column gets its complement, as iterstrat rejects a "binary" target."""
+    strat = (np.asarray(y) > 0).astype(int)
+    return np.hstack([strat, 1 - strat]) if strat.shape[1] == 1 else strat
 
 
 def check_label_names(labels: Sequence[str], *, label_delim: str, label_col: str | None = None,

@@ -23,7 +23,7 @@ from typing import Any
 
 from jsonargparse import ArgumentError, ArgumentParser
 
-__all__ = ["describe_type", "check_value", "check_keys", "check_config_types", "key_of_error", "user_path"]
+__all__ = ["describe_type", "check_value", "check_keys", "check_config_types", "key_of_error", "user_path", "same_or_inside"]
 
 
 def user_path(path: str | os.PathLike[str]) -> Path:
@@ -31,6 +31,18 @@ def user_path(path: str | os.PathLike[str]) -> Path:
     place every reader, writer, ``save``/``load`` and the CLI normalise their paths (``save("~/m")``
     used to create a folder literally named ``~``)."""
     return Path(path).expanduser()
+
+
+def same_or_inside(path: Path, other: Path) -> bool:
+    """Is ``path`` the file or directory ``other`` (also through a link), or inside directory ``other``?
+    The one test of "an output would land on an input" for writers and overwrites."""
+    p, o = path.resolve(), other.resolve()
+    if p == o or o in p.parents:
+        return True
+    try:
+        return path.exists() and other.exists() and os.path.samefile(path, other)
+    except OSError:
+        return False
 
 
 def describe_type(hint: Any) -> str:
