@@ -302,7 +302,7 @@ def _remap_part(tmp: Path, part: str, remap: np.ndarray, dtype: Any) -> int:
             out.write(remap[raw[s:s + (1 << 22)]].astype(dtype).tobytes())
     size = len(raw)
     del raw
-    raw_path.unlink()
+    raw_path.unlink()  # our own temporary file, inside our own temporary cache directory
     return size
 
 
