@@ -11,7 +11,7 @@ from typing import Any, Iterator
 import pandas as pd
 import torch
 
-__all__ = ["resolve_device", "seed_everything", "progress_mode", "quiet_mode", "resolve_progress", "PROGRESS_ENV",
+__all__ = ["resolve_device", "seed_everything", "progress_mode", "resolve_progress", "PROGRESS_ENV",
            "history_frame", "use_fp16", "patch_fastai", "fit_one_cycle_checked", "loss_diverged",
            "divergence_message", "DIVERGENCE_FACTOR"]
 
@@ -140,9 +140,6 @@ def progress_mode(learn: Any, quiet: bool) -> Iterator[None]:
         return
     with learn.no_bar(), learn.added_cbs(_epoch_lines_callback()):
         yield
-
-
-quiet_mode = progress_mode  # its former name
 
 
 # ---------------------------------------------------------------------- divergence
