@@ -125,6 +125,7 @@ class LMConfig:
     moms: tuple[float, float, float] = (0.8, 0.7, 0.8)
     min_freq: int = 2
     max_vocab: int = 30000
+    keep_pretrained_vocab: bool = False  #: pretrained start: the vocab is the texts' tokens + every pretrained token
     backwards: bool = False
     seed: int = 42
     device: str | None = None  #: None: cuda when available, else cpu

@@ -272,6 +272,12 @@ class MultiLabelData:
             self._tokens = self.tokenizer(self.texts)
         return self._tokens
 
+    def lm_tokens(self) -> list:
+        """Tokens of every text the language model reads: ``texts`` then ``extra_texts``."""
+        if self.extra_texts and self._extra_tokens is None:  # tokenised once, like ``tokens``
+            self._extra_tokens = self.tokenizer(self.extra_texts)
+        return list(self.tokens) + list(self._extra_tokens or [])
+
     def lm_dataloaders(self, *, bs: int = 64, seq_len: int = 72, min_freq: int = 2, max_vocab: int = 30000,
                        backwards: bool = False, valid_pct: float = 0.1, vocab: Sequence[str] | None = None,
                        seed: int | None = None, device: Any = None):
@@ -280,12 +286,7 @@ class MultiLabelData:
         The LM's own validation is a random ``valid_pct`` of the texts (LM training uses no
         labels, so the classifier's validation texts may be read).
         """
-        toks = list(self.tokens)
-        if self.extra_texts:
-            if self._extra_tokens is None:  # tokenised once, like ``tokens``
-                self._extra_tokens = self.tokenizer(self.extra_texts)
-            toks += self._extra_tokens
-        return lm_dataloaders_from_tokens(toks, bs=bs, seq_len=seq_len, min_freq=min_freq, max_vocab=max_vocab,
+        return lm_dataloaders_from_tokens(self.lm_tokens(), bs=bs, seq_len=seq_len, min_freq=min_freq, max_vocab=max_vocab,
                                           backwards=backwards, valid_pct=valid_pct, vocab=vocab,
                                           seed=self.config.seed if seed is None else seed, device=device)
 

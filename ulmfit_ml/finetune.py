@@ -24,7 +24,30 @@ from .distrib import distributed_ctx, init_distributed
 from .lm import LanguageModel, lm_arch_config, pretrained_tokenizer, pretrained_weights
 from .runtime import fit_one_cycle_checked, history_frame, progress_mode, resolve_device, seed_everything, use_fp16
 
-__all__ = ["LMTrainer", "finetune_lm", "build_lm_learner"]
+__all__ = ["LMTrainer", "finetune_lm", "build_lm_learner", "lm_vocab"]
+
+
+def lm_vocab(tokens: Any, *, min_freq: int, max_vocab: int, pretrained_vocab: list[str] | None = None) -> list[str]:
+    """The fine-tuned LM's vocabulary: fastai's ``make_vocab`` over the texts' tokens, followed by
+    every token of ``pretrained_vocab`` the texts did not bring (padded to a multiple of 8 as fastai does).
+
+    Keeping the pretrained vocabulary is what lets a classifier trained on a few hundred texts read
+    words only its test texts contain: a vocab built from 500 comments alone (about 1,000 tokens at
+    ``min_freq=2``) turns everything else into ``xxunk`` and throws the general LM's embeddings of
+    those words away (bench/RESULTS.md, "Small data"). ``max_vocab`` caps the tokens taken from the texts.
+    """
+    from collections import Counter
+
+    from fastai.text.data import make_vocab
+
+    vocab = [t for t in make_vocab(Counter(t for doc in tokens for t in doc), min_freq=min_freq, max_vocab=max_vocab)
+             if t != "xxfake"]
+    seen = set(vocab)
+    for t in pretrained_vocab or ():
+        if t not in seen and t != "xxfake":
+            vocab.append(t)
+            seen.add(t)
+    return vocab + ["xxfake"] * (-len(vocab) % 8)
 
 
 def _load_into(learn: Any, wgts: dict[str, torch.Tensor], old_vocab: list[str]) -> None:
@@ -89,8 +112,12 @@ class LMTrainer:
             data.use_tokenizer(tok)
         self.tokenizer = data.tokenizer
         seed_everything(cfg.seed)
+        vocab = None
+        if self.start is not None and cfg.keep_pretrained_vocab:
+            vocab = lm_vocab(data.lm_tokens(), min_freq=cfg.min_freq, max_vocab=cfg.max_vocab,
+                             pretrained_vocab=self.start[1])
         self.dls = data.lm_dataloaders(bs=cfg.bs, seq_len=cfg.seq_len, min_freq=cfg.min_freq, max_vocab=cfg.max_vocab,
-                                       backwards=cfg.backwards, seed=cfg.seed, device=self.device)
+                                       backwards=cfg.backwards, seed=cfg.seed, device=self.device, vocab=vocab)
         self.learner = build_lm_learner(self.dls, cfg, start=self.start, metrics=[accuracy, Perplexity()])
 
     def fit(self) -> LanguageModel:

@@ -1,0 +1,175 @@
+"""Issue 22's small-data recipe: which change makes ULMFiT beat TF-IDF at 500 and 2,000 labels?
+
+The user path, nothing else: ``n`` labelled texts sampled from a dataset's training part, the
+default split (20% of them for validation, where thresholds are tuned), ``finetune_lm(data)``
+(on those texts only, plus ``extra_texts`` when a variant says so), ``train_classifier(data,
+encoder=lm)``; figures on the dataset's dev part, which no threshold ever sees. TF-IDF gets the
+same rows and the same validation split. Each run appends one key to
+``bench/small_data_results.json`` (dataset/n/seed/variant), so runs can be split over processes.
+
+    python bench/small_data.py run --dataset goemotions --n 500 --seeds 0,1,2 --variants base,vocab
+    python bench/small_data.py report            # median (min-max) per dataset, size and variant
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import ulmfit_ml as um  # noqa: E402
+from run_bench import read_goemotions  # noqa: E402
+from ulmfit_ml.metrics import multilabel_report  # noqa: E402
+from ulmfit_ml.thresholds import tune_thresholds  # noqa: E402
+
+SHARED = HERE.parent.parent / "shared" / "datasets"
+RESULTS = HERE / "small_data_results.json"
+#: each variant: finetune_lm options, train_classifier options, and whether the LM also reads the
+#: pool's other (unlabelled) texts
+VARIANTS: dict[str, dict[str, Any]] = {
+    "base": dict(lm={}, clf={}),  # today's defaults
+    "vocab": dict(lm=dict(keep_pretrained_vocab=True), clf={}),
+    "vocab-40ep": dict(lm=dict(keep_pretrained_vocab=True), clf=dict(epochs=(40,))),
+    "vocab-10ep": dict(lm=dict(keep_pretrained_vocab=True), clf=dict(epochs=(10,))),
+    "vocab-gradual": dict(lm=dict(keep_pretrained_vocab=True),
+                          clf=dict(unfreeze=(1, 2, 3, 0), epochs=(2, 2, 2, 20), lrs=(2e-2, 1e-2, 5e-3, 5e-3))),
+    "vocab-frozen-head": dict(lm=dict(keep_pretrained_vocab=True), clf=dict(unfreeze=(1, 0), epochs=(4, 20),
+                                                                            lrs=(2e-2, 2e-2))),
+    "vocab-lm5": dict(lm=dict(keep_pretrained_vocab=True, epochs=5), clf={}),
+    "vocab-extra": dict(lm=dict(keep_pretrained_vocab=True), clf={}, extra=5000),
+}
+
+
+def _labels_cols(df: pd.DataFrame, names: list[str]) -> pd.DataFrame:
+    """A delimited ``labels`` column as one 0/1 column per label (the format the bench works in)."""
+    sets = df["labels"].fillna("").map(lambda s: set(filter(None, s.replace(";", ",").split(","))))
+    return pd.concat([df[["text"]].reset_index(drop=True),
+                      pd.DataFrame({n: sets.map(lambda s, n=n: int(n in s)).to_numpy() for n in names})], axis=1)
+
+
+def load(dataset: str) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """``(training pool, dev, label names)``, both frames with ``text`` + one 0/1 column per label."""
+    if dataset == "goemotions":
+        d = SHARED / "goemotions"
+        names = [ln.strip() for ln in (d / "labels.txt").read_text().splitlines() if ln.strip()]
+        return (_labels_cols(read_goemotions(d / "train.tsv", names), names),
+                _labels_cols(read_goemotions(d / "dev.tsv", names), names), names)
+    if dataset == "semeval":
+        d = SHARED / "semeval2018-ec"
+        tr, dv = (pd.read_csv(d / f, sep="\t").rename(columns={"Tweet": "text"}).drop(columns=["ID"])
+                  for f in ("train.tsv", "dev.tsv"))
+        return tr, dv, [c for c in tr.columns if c != "text"]
+    if dataset == "reuters":  # only ModApte's training part is shipped: a fixed stratified 15% is our dev part
+        from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
+
+        raw = pd.read_csv(SHARED / "reuters-21578" / "train.csv", keep_default_na=False)
+        names = sorted({t for s in raw["labels"] for t in s.split(";") if t})
+        frame = _labels_cols(raw, names)
+        mss = MultilabelStratifiedShuffleSplit(n_splits=1, test_size=0.15, random_state=0)
+        tr, dv = next(mss.split(np.zeros((len(frame), 1)), frame[names].to_numpy()))
+        return frame.iloc[np.sort(tr)].reset_index(drop=True), frame.iloc[np.sort(dv)].reset_index(drop=True), names
+    raise SystemExit(f"unknown dataset {dataset!r}")
+
+
+def save_result(key: str, value: dict[str, Any]) -> None:
+    res = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    res[key] = {**value, "date": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores"}
+    tmp = RESULTS.with_suffix(".tmp")
+    tmp.write_text(json.dumps(res, indent=1, sort_keys=True))
+    os.replace(tmp, RESULTS)
+    print(f"[small-data] {key}: {json.dumps(value)[:300]}", flush=True)
+
+
+def scores(model: Any, y_dev: np.ndarray, p_dev: np.ndarray) -> dict[str, float]:
+    """Dev macro/micro-F1 at 0.5 and with thresholds tuned on the model's own validation split."""
+    y_val, p_val = model.validation_predictions
+    out = {"roc_auc_macro": multilabel_report(y_dev, p_dev).summary["roc_auc_macro"]}
+    for strategy in ("none", "global", "per_label"):
+        t = 0.5 if strategy == "none" else tune_thresholds(y_val, p_val, strategy=strategy)
+        s = multilabel_report(y_dev, p_dev, t).summary
+        out[f"f1_macro_{strategy}"], out[f"f1_micro_{strategy}"] = s["f1_macro"], s["f1_micro"]
+    return {k: round(float(v), 4) for k, v in out.items()}
+
+
+def run_one(dataset: str, n: int, seed: int, variant: str, pool: pd.DataFrame, dev: pd.DataFrame,
+            names: list[str], *, tfidf: bool) -> None:
+    import warnings
+
+    v = VARIANTS[variant]
+    rows = pool.sample(n=n, random_state=seed)
+    extra = pool.drop(rows.index).sample(n=min(v.get("extra", 0), len(pool) - n), random_state=seed)["text"].tolist()
+    y_dev = dev[names].to_numpy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the few-positives warnings of tiny validation splits
+        t0 = time.perf_counter()
+        data = um.MultiLabelData.from_df(rows, label_cols=names, extra_texts=extra or None)
+        lm = um.finetune_lm(data, quiet=True, **v["lm"])
+        clf = um.train_classifier(data, encoder=lm, quiet=True, **v["clf"])
+        seconds = time.perf_counter() - t0
+        res = {**scores(clf, y_dev, clf.predict_proba(dev["text"].tolist())), "seconds": round(seconds, 1),
+               "lm_vocab": len(lm.vocab)}
+        save_result(f"{dataset}/n={n}/seed={seed}/{variant}", res)
+        if tfidf:
+            base = um.TfidfBaseline().fit(data)
+            save_result(f"{dataset}/n={n}/seed={seed}/tfidf", scores(base, y_dev, base.predict_proba(dev["text"].tolist())))
+
+
+def cmd_run(a: argparse.Namespace) -> None:
+    pool, dev, names = load(a.dataset)
+    done = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    for seed in map(int, a.seeds.split(",")):
+        for variant in a.variants.split(","):
+            if f"{a.dataset}/n={a.n}/seed={seed}/{variant}" in done and not a.again:
+                continue
+            need_tfidf = f"{a.dataset}/n={a.n}/seed={seed}/tfidf" not in done
+            run_one(a.dataset, a.n, seed, variant, pool, dev, names, tfidf=need_tfidf)
+            done = json.loads(RESULTS.read_text())
+
+
+def cmd_report(a: argparse.Namespace) -> None:
+    res = json.loads(RESULTS.read_text())
+    groups: dict[tuple[str, str, str], list[dict]] = {}
+    for key, v in res.items():
+        ds, n, _seed, variant = key.split("/")
+        groups.setdefault((ds, n, variant), []).append(v)
+    metric_cols = ["f1_macro_per_label", "f1_macro_global", "f1_macro_none", "roc_auc_macro"]
+    lines = ["| dataset | labelled | variant | seeds | " + " | ".join(metric_cols) + " | seconds |",
+             "|---" * (len(metric_cols) + 5) + "|"]
+    for (ds, n, variant), vs in sorted(groups.items()):
+        cells = []
+        for m in metric_cols:
+            xs = [x[m] for x in vs]
+            cells.append(f"{np.median(xs):.3f}" + (f" ({min(xs):.3f}-{max(xs):.3f})" if len(xs) > 1 else ""))
+        secs = [x.get("seconds") for x in vs if x.get("seconds")]
+        sec = f"{np.median(secs):.0f}" if secs else ""
+        lines.append(f"| {ds} | {n.split('=')[1]} | {variant} | {len(vs)} | " + " | ".join(cells) + f" | {sec} |")
+    print("\n".join(lines))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("job", choices=["run", "report"])
+    ap.add_argument("--dataset", default="goemotions", choices=["goemotions", "semeval", "reuters"])
+    ap.add_argument("--n", type=int, default=500)
+    ap.add_argument("--seeds", default="0")
+    ap.add_argument("--variants", default="base")
+    ap.add_argument("--again", action="store_true", help="re-run keys already in the results file")
+    ap.add_argument("--threads", type=int, default=1)
+    a = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(a.threads)
+    {"run": cmd_run, "report": cmd_report}[a.job](a)
+
+
+if __name__ == "__main__":
+    main()
