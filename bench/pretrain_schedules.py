@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import ulmfit_ml as um
+from ulmfit_ml.models import lm as lm_module  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 CORPUS = HERE.parent.parent / "shared" / "corpora" / "english-web"
@@ -34,7 +35,7 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--data-offset", type=float, default=0.7)
     args = ap.parse_args()
-    start = um.load_lm(um.lm.pretrained_model_dir("en-small"))
+    start = um.load_lm(lm_module.pretrained_model_dir("en-small"))
     out = {"start": {"tokens_seen_total": start.metrics.get("tokens_seen_total", start.metrics["tokens_seen"]),
                      "perplexity": start.metrics["perplexity"]},
            "tokens": args.tokens, "lr": args.lr, "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",

@@ -29,10 +29,10 @@ import torch
 import torch.nn.functional as F
 
 import ulmfit_ml as um
-from ulmfit_ml.config import PretrainConfig
-from ulmfit_ml.corpus import tokenize_corpus
-from ulmfit_ml.lm import lm_arch_config
-from ulmfit_ml.lmsteps import TokenStream, build_pretrain_model, decoder_input, sampled_softmax_loss
+from ulmfit_ml.utils.config import PretrainConfig
+from ulmfit_ml.data.corpus import tokenize_corpus
+from ulmfit_ml.models.lm import lm_arch_config
+from ulmfit_ml.models.lmsteps import TokenStream, build_pretrain_model, decoder_input, sampled_softmax_loss
 
 HERE = Path(__file__).resolve().parent
 CORPUS = HERE.parent.parent / "shared" / "corpora" / "english-web"
@@ -72,8 +72,8 @@ def fastai_learner(tc, cfg: PretrainConfig, n_tokens: int):
     from fastai.text.learner import language_model_learner
     from fastai.text.models.awdlstm import AWD_LSTM
 
-    from ulmfit_ml.arch import scale_dropouts
-    from ulmfit_ml.data import lm_dataloaders_from_tokens
+    from ulmfit_ml.utils.arch import scale_dropouts
+    from ulmfit_ml.data.core import lm_dataloaders_from_tokens
 
     ids = np.asarray(tc.train[:n_tokens])
     # back to token strings, cut into texts at xxbos (what v0.1 kept in RAM)

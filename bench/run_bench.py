@@ -36,6 +36,8 @@ if str(REPO) not in sys.path:  # on the GPU machine ulmfit_ml is not installed, 
     sys.path.insert(0, str(REPO))
 
 import ulmfit_ml as um  # noqa: E402
+from ulmfit_ml.data import tokens as tokens_module  # noqa: E402
+from ulmfit_ml.utils import validation  # noqa: E402
 from tokcache import load_cache, save_cache, spacy_available, use_cache  # noqa: E402
 
 __all__ = ["PRESETS", "read_goemotions", "main"]
@@ -193,7 +195,7 @@ def tfidf_probs(data: um.MultiLabelData, texts_by_set: dict[str, list[str]], *, 
     (scikit-learn defaults except ngram_range and class_weight).
     """
     if not plain:
-        from ulmfit_ml.baseline import TfidfBaseline
+        from ulmfit_ml.models.baseline import TfidfBaseline
 
         base = TfidfBaseline().fit(data)
         return {k: base.predict_proba(v) for k, v in texts_by_set.items()}, f"ulmfit_ml.TfidfBaseline({base.options})"
@@ -296,10 +298,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with use_cache(cache):
         with stages("tokenize"):
             all_texts = list(train_df.text) + list(dev_df.text) + [t for v in evals.values() for t in v.text]
-            um.tokens.tokenize_texts(all_texts)
+            tokens_module.tokenize_texts(all_texts)
             if need_corpus:
-                from ulmfit_ml.lm import _read_corpus  # the exact lines pretrain_lm reads
-                um.tokens.tokenize_texts(_read_corpus(corpus_dir))
+                from ulmfit_ml.models.lm import _read_corpus  # the exact lines pretrain_lm reads
+                tokens_module.tokenize_texts(_read_corpus(corpus_dir))
         R["tokenize"] = {"cache": str(cache_path), "texts_in_cache_before": n_cached, "texts_tokenised_now": len(cache) - n_cached,
                          "note": "seconds include spaCy only for texts not already in the cache"}
         if len(cache) > n_cached:
@@ -312,8 +314,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             data = um.MultiLabelData.from_df(train_df, label_col="labels", label_delim=",", labels=label_names,
                                              split="stratified", valid_pct=cfg["heldout_pct"], seed=42)
         R["data"].update({"n_fit": int((~data.is_valid).sum()), "n_heldout": int(data.is_valid.sum())})
-        y_dev = um.validation.parse_label_matrix(dev_df, um.validation.LabelSpec(label_col="labels", label_delim=","), label_names)[0]
-        y_eval = {k: um.validation.parse_label_matrix(v, um.validation.LabelSpec(label_col="labels", label_delim=","), label_names)[0]
+        y_dev = validation.parse_label_matrix(dev_df, validation.LabelSpec(label_col="labels", label_delim=","), label_names)[0]
+        y_eval = {k: validation.parse_label_matrix(v, validation.LabelSpec(label_col="labels", label_delim=","), label_names)[0]
                   for k, v in evals.items()}
         texts_sets = {"dev": list(dev_df.text), **{k: list(v.text) for k, v in evals.items()}}
         y_sets = {"dev": y_dev, **y_eval}
@@ -383,7 +385,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             clfs[bwd] = clf
         # Ensembles: equal-weight probability means (um.MultiLabelEnsemble's arithmetic, on the arrays
         # already predicted), thresholds tuned on the held-out part like every other row.
-        from ulmfit_ml.ensemble import average_probabilities as avg
+        from ulmfit_ml.models.ensemble import average_probabilities as avg
         ens_h = avg([heldout[b] for b in directions])
         ens_p = {k: avg([probs[b][k] for b in directions]) for k in texts_sets}
         if len(directions) == 2:
@@ -529,7 +531,7 @@ def _inference(clf: um.MultiLabelClassifier, texts: list[str], device: torch.dev
     clf.predict_proba(texts, bs=512)  # tokens from the cache (use_cache is active)
     out["texts_per_s_cached_tokens"] = round(len(texts) / (_now() - t0), 1)
     if spacy_available():
-        import ulmfit_ml.model as cm  # predict_proba tokenises through ulmfit_ml.model.tokenize_texts
+        import ulmfit_ml.models.classifier as cm  # predict_proba tokenises through ulmfit_ml.models.classifier.tokenize_texts
         saved = cm.tokenize_texts
         cm.tokenize_texts = _ORIG_TOKENIZE  # bypass the cache: spaCy tokenises every text
         try:
@@ -546,7 +548,7 @@ def _inference(clf: um.MultiLabelClassifier, texts: list[str], device: torch.dev
 
 
 #: ulmfit_ml's own tokenize_texts, captured before tokcache.use_cache patches it.
-_ORIG_TOKENIZE = um.tokens.tokenize_texts
+_ORIG_TOKENIZE = tokens_module.tokenize_texts
 
 
 # ---------------------------------------------------------------------- report

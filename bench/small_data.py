@@ -28,8 +28,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import ulmfit_ml as um  # noqa: E402
 from run_bench import read_goemotions  # noqa: E402
-from ulmfit_ml.metrics import multilabel_report  # noqa: E402
-from ulmfit_ml.thresholds import tune_thresholds  # noqa: E402
+from ulmfit_ml.evaluation.metrics import multilabel_report  # noqa: E402
+from ulmfit_ml.evaluation.thresholds import tune_thresholds  # noqa: E402
 
 SHARED = HERE.parent.parent / "shared" / "datasets"
 RESULTS = HERE / "small_data_results.json"

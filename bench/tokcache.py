@@ -2,7 +2,7 @@
 
 Why: fastai's tokeniser is spaCy, which is not installed on the GPU machine (and costs a
 minute of two shared CPU cores on every run). The cache maps each text to fastai's tokens
-(exactly what :func:`ulmfit_ml.tokens.tokenize_texts` returns) and is stored as gzipped JSON
+(exactly what :func:`ulmfit_ml.data.tokens.tokenize_texts` returns) and is stored as gzipped JSON
 (no pickle). :func:`use_cache` swaps ulmfit_ml's ``tokenize_texts`` for a look-up in the cache
 (so ``MultiLabelData.tokens``, ``pretrain_lm`` and ``predict_proba`` all read it) and, where
 spaCy is missing, gives fastai's ``Tokenizer`` transform a stub tokenizer: every text the
@@ -60,11 +60,11 @@ class _NoSpacyTokenizer:
 def use_cache(cache: dict[str, list[str]], *, enabled: bool = True) -> Iterator[dict[str, list[str]]]:
     """Within the block, ulmfit_ml tokenises through ``cache`` (misses are tokenised with
     spaCy when available and added to the cache; without spaCy a miss raises)."""
-    import ulmfit_ml.corpus as corpus_mod
-    import ulmfit_ml.data as data_mod
-    import ulmfit_ml.explain as explain_mod
-    import ulmfit_ml.model as model_mod
-    import ulmfit_ml.tokens as tokens_mod
+    import ulmfit_ml.data.corpus as corpus_mod
+    import ulmfit_ml.data.core as data_mod
+    import ulmfit_ml.inference.explain as explain_mod
+    import ulmfit_ml.models.classifier as model_mod
+    import ulmfit_ml.data.tokens as tokens_mod
 
     if not enabled:
         yield cache

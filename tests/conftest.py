@@ -88,7 +88,7 @@ def untrained_ticket_classifier() -> Any:
     import warnings
 
     import ulmfit_ml as um
-    from ulmfit_ml.model import MultiLabelClassifier, build_classifier_model
+    from ulmfit_ml.models.classifier import MultiLabelClassifier, build_classifier_model
 
     df = pd.DataFrame({"text": TICKET_TEXTS, "tags": ["billing", "bug", "login", "bug;login", "billing", "bug"] * 4})
     with warnings.catch_warnings():

@@ -1,9 +1,11 @@
-"""The layout rules of README "Architecture", checked on the source: imports run one way
-(import-linter's layers contract in pyproject.toml), at the top of each module, nothing private
-imported across modules, and modules of a few hundred lines."""
+"""The layout rules of README "Architecture", checked on the source: every module in one of the
+folders, imports running one way between the folders and between the modules (import-linter's two
+layers contracts in pyproject.toml), at the top of each module, nothing private imported across
+modules, and modules of a few hundred lines."""
 from __future__ import annotations
 
 import ast
+import re
 import shutil
 import subprocess
 import sys
@@ -25,10 +27,38 @@ def _internal_imports(tree: ast.Module):
             yield node
 
 
-def test_layers_contract_holds():
+FOLDERS = ["cli", "experiments", "training", "inference", "models", "evaluation", "data", "tasks", "utils"]
+
+
+def _lint_imports(cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
     exe = shutil.which("lint-imports") or str(Path(sys.executable).with_name("lint-imports"))
-    r = subprocess.run([exe], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0 and "1 kept, 0 broken" in r.stdout, r.stdout[-3000:] + r.stderr[-2000:]
+    return subprocess.run([exe], cwd=cwd, capture_output=True, text=True, timeout=300, env=env)
+
+
+def test_layers_contracts_hold():
+    r = _lint_imports(ROOT)
+    assert r.returncode == 0 and "2 kept, 0 broken" in r.stdout, r.stdout[-3000:] + r.stderr[-2000:]
+
+
+def test_every_module_lives_in_a_folder_of_the_folder_contract():
+    """No flat module beside the folders (the package's own ``__init__`` / ``__main__`` aside), and
+    the folder contract names exactly the folders there are."""
+    flat = sorted(p.name for p in PKG.glob("*.py") if p.name not in ("__init__.py", "__main__.py"))
+    assert not flat, f"modules outside the folders: {flat}"
+    folders = sorted(p.name for p in PKG.iterdir() if (p / "__init__.py").exists())
+    assert folders == sorted(FOLDERS)
+    contract = ROOT.joinpath("pyproject.toml").read_text(encoding="utf-8").split("[[tool.importlinter.contracts]]")[1]
+    assert sorted(set(re.findall(r"ulmfit_ml\.(\w+)", contract))) == sorted(FOLDERS)
+
+
+@pytest.mark.parametrize("folder", FOLDERS)
+def test_folders_say_what_they_hold_and_import_nothing(folder):
+    """Each folder's ``__init__`` is a docstring only: modules are imported by their full path, so
+    importing one folder never drags in another (and the lazy ``import ulmfit_ml`` stays cheap)."""
+    tree = ast.parse((PKG / folder / "__init__.py").read_text(encoding="utf-8"))
+    assert ast.get_docstring(tree), f"{folder}/__init__.py needs a docstring saying what the folder holds"
+    if folder != "cli":
+        assert [type(n).__name__ for n in tree.body] == ["Expr"], f"{folder}/__init__.py should hold only its docstring"
 
 
 @pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PKG)))
@@ -48,19 +78,31 @@ def test_modules_stay_small(path):
     assert n <= MAX_LINES, f"{path.name} has {n} lines (> {MAX_LINES}): split it along the layers"
 
 
-def test_the_contract_catches_a_back_edge(tmp_path):
-    """The checker above can fail: a copy of the package with one upward import breaks it."""
+def _contracts_with_one_more_import(tmp_path: Path, module: str, line: str) -> subprocess.CompletedProcess:
+    """lint-imports on a copy of the package where ``module`` (a path under ulmfit_ml/) gets ``line``."""
     pytest.importorskip("importlinter")
     copy = tmp_path / "ulmfit_ml"
     shutil.copytree(PKG, copy, ignore=shutil.ignore_patterns("pretrained", "__pycache__"))
-    (copy / "validation.py").write_text((copy / "validation.py").read_text(encoding="utf-8")
-                                        + "\nfrom .model import MultiLabelClassifier  # noqa: E402 back edge\n",
-                                        encoding="utf-8")
+    target = copy / module
+    target.write_text(target.read_text(encoding="utf-8") + f"\n{line}  # noqa: E402 back edge\n", encoding="utf-8")
     shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
-    exe = shutil.which("lint-imports") or str(Path(sys.executable).with_name("lint-imports"))
-    r = subprocess.run([exe], cwd=tmp_path, capture_output=True, text=True, timeout=300,
-                       env={"PYTHONPATH": str(tmp_path), "PATH": str(Path(sys.executable).parent)})
-    assert r.returncode != 0 and "BROKEN" in r.stdout.upper(), r.stdout[-2000:] + r.stderr[-2000:]
+    return _lint_imports(tmp_path, env={"PYTHONPATH": str(tmp_path), "PATH": str(Path(sys.executable).parent)})
+
+
+def test_the_folder_contract_catches_a_back_edge(tmp_path):
+    """The checker above can fail: utils importing a model breaks the folder contract."""
+    r = _contracts_with_one_more_import(tmp_path, "utils/validation.py",
+                                        "from ..models.classifier import MultiLabelClassifier")
+    assert r.returncode != 0 and "ulmfit_ml folders: imports run one way, downward BROKEN" in r.stdout, r.stdout[-2000:]
+
+
+def test_the_module_contract_catches_a_back_edge_inside_a_folder(tmp_path):
+    """... and so can the module contract: inside utils, the atomic writer importing table I/O
+    (which is built on it) breaks the module order while the folders stay in order."""
+    r = _contracts_with_one_more_import(tmp_path, "utils/persist.py", "from .io import read_table")
+    assert r.returncode != 0, r.stdout[-2000:]
+    assert "ulmfit_ml modules: imports run one way, downward BROKEN" in r.stdout, r.stdout[-2000:]
+    assert "ulmfit_ml folders: imports run one way, downward KEPT" in r.stdout, r.stdout[-2000:]
 
 
 MAX_FUNCTION_LINES = 60

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 import ulmfit_ml as um
-from ulmfit_ml.tokens import tokenize_texts
+from ulmfit_ml.data.tokens import tokenize_texts
 
 M = um.MultiLabelData.from_df
 TINY_CLF = dict(arch="tiny", epochs=(1,), unfreeze=(0,), lrs=(1e-2,), quiet=True, device="cpu", bs=16, seq_len=20)

@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 
 import ulmfit_ml as um
-import ulmfit_ml.baseline
-from ulmfit_ml.baseline import TfidfBaseline
-from ulmfit_ml.metrics import MultiLabelReport
+import ulmfit_ml.models.baseline
+from ulmfit_ml.models.baseline import TfidfBaseline
+from ulmfit_ml.evaluation.metrics import MultiLabelReport
 
 WORDS = "the a cat dog runs fast slow blue red green house tree river sky sun moon car road bird fish".split()
 CUES = {"billing": "invoice", "shipping": "parcel", "bug": "crash"}
@@ -46,7 +46,7 @@ def test_learns_a_learnable_signal(fitted) -> None:
 
 def test_same_interface_as_the_classifier(fitted) -> None:
     model, data = fitted
-    assert um.baseline.TfidfBaseline is TfidfBaseline and um.TfidfBaseline is TfidfBaseline
+    assert ulmfit_ml.models.baseline.TfidfBaseline is TfidfBaseline and um.TfidfBaseline is TfidfBaseline
     assert model.labels == data.labels == ["billing", "bug", "shipping"]
     p = model.predict_proba(pd.Series(["invoice crash", "sky"]))
     assert p.shape == (2, 3) and p.dtype == np.float32 and ((0 <= p) & (p <= 1)).all()

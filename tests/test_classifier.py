@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import ulmfit_ml as um
-from ulmfit_ml.config import ClassifierConfig
+from ulmfit_ml.utils.config import ClassifierConfig
 
 from conftest import CUES, FAST_CLF, TINY, make_frame
 
@@ -191,7 +191,7 @@ def test_backward_language_model_encoder_reads_reversed_texts(data, tmp_path):
     clf2 = um.load_classifier(clf.save(tmp_path / "bwd"))
     assert clf2.meta["backwards"] is True
     np.testing.assert_allclose(clf2.predict_proba(data.valid_texts[:20]), clf._valid[1][:20], atol=1e-5)
-    from ulmfit_ml.tokens import tokenize_texts
+    from ulmfit_ml.data.tokens import tokenize_texts
 
     ex = um.explain(clf2, data.valid_texts[:1], labels=["joy"])
     assert list(ex["token"]) == tokenize_texts(data.valid_texts[:1])[0]  # attributions back in text order

@@ -18,8 +18,8 @@ from ulmfit_ml.cli import (ConfigError, RunConfig, build_parser, config_sections
                            resolve_config)
 from ulmfit_ml.cli import config_from_args as _config_from_args  # the parse -> config step of every training command
 from ulmfit_ml.cli.parser import parse_args as _parse_args
-from ulmfit_ml.config import ClassifierConfig, DataConfig
-from ulmfit_ml.config_files import to_toml
+from ulmfit_ml.utils.config import ClassifierConfig, DataConfig
+from ulmfit_ml.utils.config_files import to_toml
 
 from conftest import CUES, make_frame, run_cli
 
@@ -431,7 +431,7 @@ def test_lm_refuses_random_encoder(capsys):
 
 
 def test_data_loading_extra_texts_and_unlabelled_lm_corpus(tmp_path):
-    from ulmfit_ml.pipeline import load_run_data as _load_data
+    from ulmfit_ml.experiments.pipeline import load_run_data as _load_data
 
     make_frame(40, seed=1).to_csv(tmp_path / "train.csv", index=False)
     pd.DataFrame({"text": ["extra one", "", "extra two"]}).to_parquet(tmp_path / "extra.parquet")
@@ -467,7 +467,7 @@ def test_section_must_be_a_table(tmp_path):
 
 
 def test_run_dir_must_be_a_directory(tmp_path):
-    from ulmfit_ml.runs import RunDir
+    from ulmfit_ml.experiments.runs import RunDir
 
     (tmp_path / "file").write_text("x")
     with pytest.raises(FileExistsError, match="is not a directory"):

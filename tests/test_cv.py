@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 import ulmfit_ml as um
-import ulmfit_ml.cv as cv_mod
-from ulmfit_ml.config import ClassifierConfig, LMConfig
-from ulmfit_ml.cv import CVResult, cross_validate, kfold_assignments
+import ulmfit_ml.experiments.cv as cv_mod
+from ulmfit_ml.utils.config import ClassifierConfig, LMConfig
+from ulmfit_ml.experiments.cv import CVResult, cross_validate, kfold_assignments
 
 from conftest import CUES, TINY, make_frame
 

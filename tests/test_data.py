@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 import ulmfit_ml as um
-from ulmfit_ml.config import DataConfig
+from ulmfit_ml.utils.config import DataConfig
 
 from conftest import CUES, GOEMOTIONS, make_frame
 

@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 
 import ulmfit_ml as um
-from ulmfit_ml import predict as P
+from ulmfit_ml.inference import predict as P
 from ulmfit_ml.cli import main
-from ulmfit_ml.persist import MARKER, atomic_dir, check_replaceable, remove_owned_dir
-from ulmfit_ml.checkpoint import save_checkpoint
-from ulmfit_ml.runs import RunDir
+from ulmfit_ml.utils.persist import MARKER, atomic_dir, check_replaceable, remove_owned_dir
+from ulmfit_ml.training.checkpoint import save_checkpoint
+from ulmfit_ml.experiments.runs import RunDir
 
 from conftest import TICKET_LABELS as LABELS, TICKET_TEXTS as TEXTS, untrained_ticket_classifier
 

@@ -1,10 +1,10 @@
-"""The README's main job (python -m ulmfit_ml.demo) and its shared config file."""
+"""The README's main job (python -m ulmfit_ml.experiments.demo) and its shared config file."""
 import numpy as np
 
 import ulmfit_ml as um
 from ulmfit_ml.cli import load_config_file
-from ulmfit_ml.config import ClassifierConfig, DataConfig, LMConfig, config_from_dict
-from ulmfit_ml.demo import demo_config_path, load_demo, main
+from ulmfit_ml.utils.config import ClassifierConfig, DataConfig, LMConfig, config_from_dict
+from ulmfit_ml.experiments.demo import demo_config_path, load_demo, main
 
 EKMAN = ["anger", "disgust", "fear", "joy", "neutral", "sadness", "surprise"]
 

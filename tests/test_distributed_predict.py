@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 import ulmfit_ml as um
-from ulmfit_ml import distributed as D
+from ulmfit_ml.inference import distributed as D
 from ulmfit_ml.cli import main
 
 from conftest import support_tickets_model

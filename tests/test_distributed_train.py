@@ -52,7 +52,7 @@ API_SCRIPT = textwrap.dedent('''
     torch.set_num_threads(1)
     sys.path.insert(0, {tests!r})
     import ulmfit_ml as um
-    import ulmfit_ml.classifier as clf_mod
+    import ulmfit_ml.training.trainer as clf_mod
     from conftest import CUES, FAST_CLF, TINY, make_frame
 
     out, info = Path(sys.argv[1]), Path(sys.argv[2])
@@ -227,7 +227,7 @@ PRETRAIN_SCRIPT = textwrap.dedent('''
     import torch
     torch.set_num_threads(1)
     import ulmfit_ml as um
-    import ulmfit_ml.pretrain as P
+    import ulmfit_ml.training.pretrain as P
 
     corpus, out, stop = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
     opts = dict(arch={{"emb_sz": 16, "n_hid": 32, "n_layers": 1}}, max_vocab=300, min_freq=1, epochs=1.0, bs=4,

@@ -4,6 +4,7 @@ import pandas as pd
 import pytest
 
 import ulmfit_ml as um
+from ulmfit_ml.utils.validation import LabelSpec
 from conftest import CUES, make_frame
 
 
@@ -14,7 +15,7 @@ class FixedModel:
         self.labels = list(labels)
         self.row = np.asarray(row, dtype=np.float32)
         self._valid = valid
-        self.meta = {"text_col": "text", "label_spec": um.validation.LabelSpec(label_col="tags", label_delim=";").to_dict()}
+        self.meta = {"text_col": "text", "label_spec": LabelSpec(label_col="tags", label_delim=";").to_dict()}
 
     def predict_proba(self, texts, *, bs=128):
         return np.tile(self.row, (len(texts), 1))
@@ -78,7 +79,7 @@ def test_ulmfit_and_tfidf_members_blend_on_real_models(data, tiny_clf) -> None:
 
 
 def test_average_probabilities_matches_the_ensemble_and_checks_shapes() -> None:
-    from ulmfit_ml.ensemble import average_probabilities
+    from ulmfit_ml.models.ensemble import average_probabilities
 
     a, b = np.array([[0.2, 0.4, 0.9]]), np.array([[0.6, 0.0, 0.3]])
     np.testing.assert_allclose(average_probabilities([a, b], [3, 1]), [[0.3, 0.3, 0.75]], atol=1e-6)

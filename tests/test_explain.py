@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import ulmfit_ml as um
-from ulmfit_ml.tokens import tokenize_texts
-from ulmfit_ml.explain import explain, explain_html
+from ulmfit_ml.data.tokens import tokenize_texts
+from ulmfit_ml.inference.explain import explain, explain_html
 
 WORDS = "the a cat dog runs fast slow blue red green house tree river sky sun moon car road bird fish".split()
 

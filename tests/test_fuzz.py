@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import ulmfit_ml as um
-from ulmfit_ml.validation import LabelSpec, parse_label_matrix, validate_texts
+from ulmfit_ml.utils.validation import LabelSpec, parse_label_matrix, validate_texts
 
 SETTINGS = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

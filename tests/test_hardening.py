@@ -11,7 +11,7 @@ import pytest
 
 import ulmfit_ml as um
 from ulmfit_ml.cli import main
-from ulmfit_ml.validation import LabelSpec, parse_label_matrix
+from ulmfit_ml.utils.validation import LabelSpec, parse_label_matrix
 
 from conftest import CUES, make_frame
 
@@ -76,7 +76,7 @@ def test_scalar_where_a_list_is_expected_names_the_key_and_the_fix(data):
                                         (2.5, r"lm\.epochs = 2\.5: expected int, got float"),
                                         ("two", r"lm\.epochs = 'two': expected int, got str")])
 def test_keyword_options_get_the_one_type_check(value, msg):
-    from ulmfit_ml.config import LMConfig, merge_config
+    from ulmfit_ml.utils.config import LMConfig, merge_config
 
     with pytest.raises(TypeError, match=msg):
         merge_config(LMConfig, None, {"epochs": value})

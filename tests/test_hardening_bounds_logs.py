@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 import ulmfit_ml as um
-from ulmfit_ml import config as C
-from ulmfit_ml.config_files import load_config_file, resolve_config
-from ulmfit_ml.runtime import DIVERGENCE_FACTOR, PROGRESS_ENV, loss_diverged, resolve_progress
+from ulmfit_ml.utils import config as C
+from ulmfit_ml.utils.config_files import load_config_file, resolve_config
+from ulmfit_ml.utils.runtime import DIVERGENCE_FACTOR, PROGRESS_ENV, loss_diverged, resolve_progress
 
 from conftest import CUES, TINY, make_frame
 

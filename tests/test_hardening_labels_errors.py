@@ -19,8 +19,8 @@ import ulmfit_ml as um
 from ulmfit_ml import cli
 from ulmfit_ml.cli import build_parser, config_from_args, main
 from ulmfit_ml.cli.parser import parse_args
-from ulmfit_ml.persist import atomic_file
-from ulmfit_ml.pipeline import load_run_data
+from ulmfit_ml.utils.persist import atomic_file
+from ulmfit_ml.experiments.pipeline import load_run_data
 
 from conftest import TINY, TICKET_TEXTS as CLF_TEXTS, untrained_ticket_classifier
 
@@ -209,7 +209,7 @@ def test_other_errors_in_the_atomic_writer_pass_unchanged(tmp_path):
 
 @pytest.mark.parametrize("exc", FULL[::3], ids=lambda e: str(e)[:24])
 def test_disk_full_while_saving_a_model_names_the_path_and_keeps_the_old_one(tmp_path, monkeypatch, clf, exc):
-    import ulmfit_ml.model as model_mod
+    import ulmfit_ml.models.classifier as model_mod
 
     clf.save(tmp_path / "m")
     before = sorted(os.listdir(tmp_path / "m"))

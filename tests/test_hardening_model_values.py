@@ -20,13 +20,13 @@ import torch
 
 import ulmfit_ml as um
 from conftest import TINY
-from ulmfit_ml import persist
+from ulmfit_ml.utils import persist
 from ulmfit_ml.cli import main
-from ulmfit_ml.config import RunConfig
-from ulmfit_ml.config_files import ConfigError, check_run_keys
-from ulmfit_ml.lm import pretrained_model_dir
-from ulmfit_ml.model import MultiLabelClassifier, build_classifier_model
-from ulmfit_ml.thresholds import check_thresholds, tune_thresholds
+from ulmfit_ml.utils.config import RunConfig
+from ulmfit_ml.utils.config_files import ConfigError, check_run_keys
+from ulmfit_ml.models.lm import pretrained_model_dir
+from ulmfit_ml.models.classifier import MultiLabelClassifier, build_classifier_model
+from ulmfit_ml.evaluation.thresholds import check_thresholds, tune_thresholds
 
 LABELS = ["a", "b", "c"]
 TEXTS = ["the happy movie", "a furious day", "scared of the road", "blue green window"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from ulmfit_ml.io import read_table, table_format, write_table
+from ulmfit_ml.utils.io import read_table, table_format, write_table
 
 
 @pytest.fixture()

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 import ulmfit_ml as um
-from ulmfit_ml import lm as lm_mod
-from ulmfit_ml.config import LMConfig
+from ulmfit_ml.models import lm as lm_mod
+from ulmfit_ml.utils.config import LMConfig
 
 from conftest import TINY
 

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 import ulmfit_ml as um
-from ulmfit_ml.losses import BCEFocalLossFlat, make_loss, pos_weight_from_labels
+from ulmfit_ml.tasks.losses import BCEFocalLossFlat, make_loss, pos_weight_from_labels
 
 
 def test_pos_weight_auto_is_neg_over_pos_clipped() -> None:

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 from sklearn import metrics as skm
 
-from ulmfit_ml.metrics import (EPOCH_METRICS, MultiLabelReport, _roc_auc_macro, _roc_auc_micro, epoch_metrics,
+from ulmfit_ml.evaluation.metrics import (EPOCH_METRICS, MultiLabelReport, _roc_auc_macro, _roc_auc_micro, epoch_metrics,
                                multilabel_report, roc_auc_present)
 
 

@@ -12,9 +12,9 @@ import pytest  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 import ulmfit_ml as um  # noqa: E402
-from ulmfit_ml.metrics import multilabel_report  # noqa: E402
-from ulmfit_ml.lr_find import LRFindResult, lr_find  # noqa: E402
-from ulmfit_ml.plots import (plot_f1_vs_threshold, plot_label_frequency, plot_labels_per_text, plot_loss,  # noqa: E402
+from ulmfit_ml.evaluation.metrics import multilabel_report  # noqa: E402
+from ulmfit_ml.experiments.lr_find import LRFindResult, lr_find  # noqa: E402
+from ulmfit_ml.experiments.plots import (plot_f1_vs_threshold, plot_label_frequency, plot_labels_per_text, plot_loss,  # noqa: E402
                              plot_lr_find, plot_per_label_f1)
 
 TINY = {"emb_sz": 16, "n_hid": 32, "n_layers": 1}

@@ -16,8 +16,7 @@ import pandas as pd
 import pytest
 
 import ulmfit_ml as um
-from ulmfit_ml import predict as P
-
+from ulmfit_ml.inference import predict as P
 from conftest import support_tickets_model
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "support_tickets.csv"

@@ -15,8 +15,9 @@ import pytest
 import torch
 
 import ulmfit_ml as um
-from ulmfit_ml.corpus import TokenCorpus, tokenize_corpus
-from ulmfit_ml.tokens import tokenize_texts
+from ulmfit_ml.models import lm as lm_module
+from ulmfit_ml.data.corpus import TokenCorpus, tokenize_corpus
+from ulmfit_ml.data.tokens import tokenize_texts
 
 from conftest import TINY
 
@@ -49,7 +50,7 @@ def test_tokenize_corpus_ids_match_fastai_tokens_and_are_cached(corpus, tmp_path
     assert tc.vocab[:2] == ["xxunk", "xxpad"] and len(tc.valid) == 0
     assert tc.counts[tc.vocab.index("alpha")] == expected.count("alpha")
     # second call: read from the cache, nothing tokenised again
-    monkeypatch.setattr("ulmfit_ml.tokens.tokenize_texts", lambda *a, **k: pytest.fail("tokenised twice"))
+    monkeypatch.setattr("ulmfit_ml.data.tokens.tokenize_texts", lambda *a, **k: pytest.fail("tokenised twice"))
     again = tokenize_corpus(corpus, max_vocab=100, min_freq=1, valid_pct=0.0, quiet=True)
     assert again.path == tc.path and np.array_equal(np.asarray(again.train), np.asarray(tc.train))
     assert isinstance(again.train, np.memmap)
@@ -235,12 +236,12 @@ def test_wikitext103_path_through_fastai_cache_offline(tmp_path, monkeypatch, da
 
 
 # ---------------------------------------------------------------------- the shipped model
-SHIPPED = um.lm.PRETRAINED_MODELS
+SHIPPED = lm_module.PRETRAINED_MODELS
 
 
 @pytest.mark.parametrize("backwards", [False, True])
 def test_shipped_model_loads_offline_with_its_vocab(backwards):
-    d = um.lm.pretrained_model_dir("en-small", backwards=backwards)
+    d = lm_module.pretrained_model_dir("en-small", backwards=backwards)
     lm = um.load_lm(d)
     assert lm.backwards is backwards
     assert {"emb_sz": 200, "n_hid": 512, "n_layers": 2}.items() <= lm.arch.items()
@@ -248,12 +249,12 @@ def test_shipped_model_loads_offline_with_its_vocab(backwards):
     assert lm.metrics["perplexity"] < 1000 and lm.metrics["tokens_seen"] > 1_000_000
     assert (d.parent / "MODEL_CARD.md").read_text().count("perplexity") >= 1
     size = sum(f.stat().st_size for f in d.parent.rglob("*") if f.is_file())
-    other = um.lm.pretrained_model_dir("en-small", backwards=not backwards)
+    other = lm_module.pretrained_model_dir("en-small", backwards=not backwards)
     assert size < 20e6 and other != d
 
 
 def test_default_finetune_starts_from_the_shipped_model_and_reaches_the_classifier(data):
-    shipped = um.load_lm(um.lm.pretrained_model_dir("en-small"))
+    shipped = um.load_lm(lm_module.pretrained_model_dir("en-small"))
     lm = um.finetune_lm(data, epochs=0, frozen_epochs=0, quiet=True, bs=32, seq_len=20, device="cpu")
     old = {t: i for i, t in enumerate(shipped.vocab)}
     shared = [(i, old[t]) for i, t in enumerate(lm.vocab) if t in old]
@@ -310,7 +311,7 @@ def test_continued_pretraining_from_a_shipped_name_reads_its_direction(tmp_path,
     monkeypatch.setenv("ULMFIT_ML_CACHE", str(tmp_path / "cache"))
     f = tmp_path / "c.txt"
     f.write_text("\n".join(["the film was good and the story was not bad at all ."] * 200) + "\n", encoding="utf-8")
-    shipped = um.load_lm(um.lm.pretrained_model_dir("en-small", backwards=True))
+    shipped = um.load_lm(lm_module.pretrained_model_dir("en-small", backwards=True))
     lm = um.pretrain_lm(f, init_from="en-small", backwards=True, max_tokens=2 * 8 * 20, bs=8, seq_len=20,
                         valid_pct=0.0, quiet=True, lr=1e-9, threads=1)
     assert lm.backwards and lm.vocab == shipped.vocab
@@ -334,7 +335,7 @@ def test_continued_pretraining_errors(corpus, tmp_path):
 
 
 def test_data_offset_starts_reading_inside_the_epoch(corpus, monkeypatch):
-    from ulmfit_ml.lmsteps import TokenStream
+    from ulmfit_ml.models.lmsteps import TokenStream
 
     seen: list[int] = []
     real = TokenStream.batch
@@ -359,7 +360,7 @@ def test_appending_a_corpus_file_keeps_the_held_out_lines(tmp_path, monkeypatch)
 
 
 def test_warmup_stable_decay_schedule_holds_the_peak_then_decays(corpus):
-    from ulmfit_ml.pretrain import lr_schedule
+    from ulmfit_ml.training.pretrain import lr_schedule
 
     cfg = um.PretrainConfig(lr=1e-2, div=10.0, div_final=100.0, pct_start=0.1, schedule="wsd", decay_pct=0.2)
     lr, mom = lr_schedule(cfg)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import ulmfit_ml as um
-import ulmfit_ml.checkpoint as runs  # save_checkpoint lives in ulmfit_ml.checkpoint
+import ulmfit_ml.training.checkpoint as runs  # save_checkpoint lives in ulmfit_ml.training.checkpoint
 from ulmfit_ml.cli import main
 
 from conftest import CUES, TINY, make_frame
@@ -176,7 +176,7 @@ def test_cli_train_interrupted_then_resumed(tmp_path, monkeypatch):
     # the config cannot change on resume
     assert main(["train", "--resume", str(run), "--epochs", "3,3"]) == 2
 
-    import ulmfit_ml.pipeline as pipeline_mod
+    import ulmfit_ml.experiments.pipeline as pipeline_mod
 
     def no_lm(*a, **k):
         raise AssertionError("the LM must not be fine-tuned again")

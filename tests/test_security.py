@@ -16,9 +16,9 @@ import pytest
 import torch
 
 import ulmfit_ml as um
-from ulmfit_ml import model as um_model
-from ulmfit_ml import persist
-from ulmfit_ml.lm import _read_fastai_pretrained
+from ulmfit_ml.models import classifier as um_model
+from ulmfit_ml.utils import persist
+from ulmfit_ml.models.lm import _read_fastai_pretrained
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "support_tickets.csv"
 PROBE = ["the parcel never arrived", "great support, thanks", "refund my last invoice please"]

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import ulmfit_ml as um
-from ulmfit_ml.tokens import SP_MODEL_FILE, TextTokenizer
+from ulmfit_ml.data.tokens import SP_MODEL_FILE, TextTokenizer
 
 from conftest import CUES, FAST_CLF, TINY, make_frame
 

@@ -1,9 +1,9 @@
-"""Threshold checks, application and F1-maximising search (ulmfit_ml.thresholds)."""
+"""Threshold checks, application and F1-maximising search (ulmfit_ml.evaluation.thresholds)."""
 import numpy as np
 import pytest
 from sklearn.metrics import f1_score
 
-from ulmfit_ml.thresholds import (DEFAULT_GRID, _f1_per_label_at, apply_thresholds, check_thresholds,
+from ulmfit_ml.evaluation.thresholds import (DEFAULT_GRID, _f1_per_label_at, apply_thresholds, check_thresholds,
                                   f1_vs_threshold, tune_thresholds)
 
 

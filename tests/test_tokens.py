@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ulmfit_ml.tokens import TextTokenizer, tokenize_texts, word_tokenizer
+from ulmfit_ml.data.tokens import TextTokenizer, tokenize_texts, word_tokenizer
 
 from conftest import GOEMOTIONS
 

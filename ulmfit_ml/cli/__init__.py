@@ -15,8 +15,8 @@ import importlib
 import sys
 from typing import Any, Sequence
 
-from ..config import RunConfig
-from ..config_files import ConfigError, config_sections, load_config_file, parse_set, resolve_config
+from ..utils.config import RunConfig
+from ..utils.config_files import ConfigError, config_sections, load_config_file, parse_set, resolve_config
 from .parser import build_parser, config_from_args, parse_args
 
 __all__ = ["main", "build_parser", "config_from_args", "RunConfig", "ConfigError", "load_config_file",

@@ -6,15 +6,15 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from ..config import SECTIONS
-from ..config_files import ConfigError, load_config_file, parse_set, resolve_config
-from ..distrib import is_distributed, is_main, on_main, world_size
-from ..distributed import predict_dask
-from ..pipeline import evaluate_file, report_table, run_cv, run_inputs, run_lm, run_train
-from ..io import table_format
-from ..predict import predict_file
-from ..pretrain import pretrain_lm
-from ..runs import RunDir
+from ..utils.config import SECTIONS
+from ..utils.config_files import ConfigError, load_config_file, parse_set, resolve_config
+from ..utils.distrib import is_distributed, is_main, on_main, world_size
+from ..inference.distributed import predict_dask
+from ..experiments.pipeline import evaluate_file, report_table, run_cv, run_inputs, run_lm, run_train
+from ..utils.io import table_format
+from ..inference.predict import predict_file
+from ..training.pretrain import pretrain_lm
+from ..experiments.runs import RunDir
 from .parser import FLAG_KEYS, config_from_args, flag_overrides
 
 __all__ = ["COMMANDS", "cmd_lm", "cmd_train", "cmd_evaluate", "cmd_predict", "cmd_cv", "cmd_pretrain"]

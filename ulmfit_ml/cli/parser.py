@@ -4,8 +4,8 @@ from __future__ import annotations
 import argparse
 from typing import Any, Sequence
 
-from ..config_files import load_config_file, parse_set, resolve_config, sections_parser
-from ..version import __version__
+from ..utils.config_files import load_config_file, parse_set, resolve_config, sections_parser
+from ..utils.version import __version__
 
 __all__ = ["build_parser", "parse_args", "config_from_args", "flag_overrides", "FLAG_KEYS", "COMMAND_SECTIONS"]
 

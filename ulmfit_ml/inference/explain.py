@@ -27,9 +27,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .model import MultiLabelClassifier
-from .thresholds import apply_thresholds
-from .validation import check_texts
+from ..models.classifier import MultiLabelClassifier
+from ..evaluation.thresholds import apply_thresholds
+from ..utils.validation import check_texts
 
 __all__ = ["explain", "explain_html", "EXPLAIN_METHODS"]
 

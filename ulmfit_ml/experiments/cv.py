@@ -16,16 +16,16 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from .classifier import train_classifier
-from .config import ClassifierConfig, LMConfig
-from .data import MultiLabelData
-from .ensemble import average_probabilities
-from .finetune import finetune_lm
-from .lm import LanguageModel, load_lm
-from .metrics import multilabel_report
-from .model import MultiLabelClassifier
-from .thresholds import apply_thresholds, check_thresholds, tune_thresholds
-from .trainchecks import stratification_matrix
+from ..training.trainer import train_classifier
+from ..utils.config import ClassifierConfig, LMConfig
+from ..data.core import MultiLabelData
+from ..models.ensemble import average_probabilities
+from ..training.finetune import finetune_lm
+from ..models.lm import LanguageModel, load_lm
+from ..evaluation.metrics import multilabel_report
+from ..models.classifier import MultiLabelClassifier
+from ..evaluation.thresholds import apply_thresholds, check_thresholds, tune_thresholds
+from ..data.trainchecks import stratification_matrix
 
 __all__ = ["kfold_assignments", "cross_validate", "CVResult"]
 

@@ -17,10 +17,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .model import TextModel, register_model_kind
-from .tokens import TextTokenizer
-from .targets import CategoryReport, CategorySpec, RegressionReport, RegressionSpec, target_spec_from_dict
-from .validation import labelled_rows
+from .classifier import TextModel, register_model_kind
+from ..data.tokens import TextTokenizer
+from ..tasks.targets import CategoryReport, CategorySpec, RegressionReport, RegressionSpec, target_spec_from_dict
+from ..utils.validation import labelled_rows
 
 __all__ = ["MultiCategoryClassifier", "TextRegressor"]
 

@@ -15,9 +15,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from .base import MultiLabelPredictorMixin
-from .data import MultiLabelData
-from .thresholds import check_thresholds
-from .validation import check_texts
+from ..data.core import MultiLabelData
+from ..evaluation.thresholds import check_thresholds
+from ..utils.validation import check_texts
 
 __all__ = ["TfidfBaseline"]
 

@@ -29,16 +29,16 @@ import torch
 from torch import nn
 
 from .base import MultiLabelPredictorMixin
-from .arch import resolve_arch, scale_dropouts
-from .valuetypes import check_value, describe_type, user_path
-from .manifest import verify_files
-from .persist import (FORMAT_VERSION, atomic_dir, file_sha256, load_weights, read_json, save_weights, versions,
+from ..utils.arch import resolve_arch, scale_dropouts
+from ..utils.valuetypes import check_value, describe_type, user_path
+from ..utils.manifest import verify_files
+from ..utils.persist import (FORMAT_VERSION, atomic_dir, file_sha256, load_weights, read_json, save_weights, versions,
                       write_json)
-from .runtime import resolve_device
-from .targets import RegressionSpec, target_spec_from_dict
-from .thresholds import check_thresholds
-from .tokens import TextTokenizer
-from .validation import check_bs, check_texts
+from ..utils.runtime import resolve_device
+from ..tasks.targets import RegressionSpec, target_spec_from_dict
+from ..evaluation.thresholds import check_thresholds
+from ..data.tokens import TextTokenizer
+from ..utils.validation import check_bs, check_texts
 
 __all__ = ["TextModel", "MultiLabelClassifier", "load_classifier", "save_classifier", "build_classifier_model",
            "clas_arch_config", "TargetRange", "register_model_kind"]

@@ -23,7 +23,7 @@ from scipy import stats
 from sklearn import metrics as skm
 
 from .losses import MultiCategoryLoss, RegressionLoss
-from .validation import check_columns, column_keys
+from ..utils.validation import check_columns, column_keys
 
 __all__ = ["CategorySpec", "RegressionSpec", "target_spec_from_dict", "CategoryReport", "RegressionReport",
            "TASKS", "MAX_CATEGORIES"]

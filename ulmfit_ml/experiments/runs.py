@@ -33,12 +33,12 @@ import pandas as pd
 import torch
 
 from . import plots
-from .config_files import to_toml
-from .distrib import is_main, on_main, world_size
-from .io import write_table
-from .persist import atomic_dir, atomic_file, write_json_atomic, write_marker, write_text_atomic
-from .valuetypes import user_path
-from .version import __version__
+from ..utils.config_files import to_toml
+from ..utils.distrib import is_main, on_main, world_size
+from ..utils.io import write_table
+from ..utils.persist import atomic_dir, atomic_file, write_json_atomic, write_marker, write_text_atomic
+from ..utils.valuetypes import user_path
+from ..utils.version import __version__
 
 __all__ = ["RunDir", "environment_info"]
 

@@ -18,11 +18,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .arch import resolve_arch
-from .manifest import verify_files
-from .persist import FORMAT_VERSION, atomic_dir, read_json, versions, write_json
-from .tokens import TextTokenizer
-from .valuetypes import user_path
+from ..utils.arch import resolve_arch
+from ..utils.manifest import verify_files
+from ..utils.persist import FORMAT_VERSION, atomic_dir, read_json, versions, write_json
+from ..data.tokens import TextTokenizer
+from ..utils.valuetypes import user_path
 
 __all__ = ["LanguageModel", "load_lm", "save_lm", "lm_arch_config", "PRETRAINED_MODELS", "pretrained_model_dir",
            "pretrained_weights", "pretrained_tokenizer"]
@@ -157,7 +157,7 @@ PRETRAINED_MODELS: dict[str, str] = {
     "en-small": "AWD-LSTM (arch 'cpu': emb 200, hidden 512, 2 layers), 12k-token vocab, pretrained on ~23M words "
                 "of English Wikipedia, movie reviews and usenet discussions (see its model card)",
 }
-_PRETRAINED_ROOT = Path(__file__).resolve().parent / "pretrained"
+_PRETRAINED_ROOT = Path(__file__).resolve().parents[1] / "pretrained"
 
 _PRETRAINED_HELP = (
     f"Alternatives: pretrained='en-small' (shipped with ulmfit_ml, offline), pretrained='path/to/dir' (a language model saved by ulmfit_ml, or a folder "

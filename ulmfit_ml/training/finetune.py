@@ -17,12 +17,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .arch import scale_dropouts
-from .config import LMConfig, config_to_dict, merge_config
-from .data import MultiLabelData
-from .distrib import distributed_ctx, init_distributed
-from .lm import LanguageModel, lm_arch_config, pretrained_tokenizer, pretrained_weights
-from .runtime import fit_one_cycle_checked, history_frame, progress_mode, resolve_device, seed_everything, use_fp16
+from ..utils.arch import scale_dropouts
+from ..utils.config import LMConfig, config_to_dict, merge_config
+from ..data.core import MultiLabelData
+from ..utils.distrib import distributed_ctx, init_distributed
+from ..models.lm import LanguageModel, lm_arch_config, pretrained_tokenizer, pretrained_weights
+from ..utils.runtime import fit_one_cycle_checked, history_frame, progress_mode, resolve_device, seed_everything, use_fp16
 
 __all__ = ["LMTrainer", "finetune_lm", "build_lm_learner", "lm_vocab"]
 

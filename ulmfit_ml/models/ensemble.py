@@ -20,12 +20,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from . import heads  # noqa: F401 - registers the category / regression model kinds that load_predictor loads
+from .. import heads  # noqa: F401 - registers the category / regression model kinds that load_predictor loads
 from .base import MultiLabelPredictorMixin
-from .model import MultiLabelClassifier, load_classifier
-from .thresholds import check_thresholds
-from .validation import check_texts, suppress_empty_text_warning
-from .valuetypes import user_path
+from .classifier import MultiLabelClassifier, load_classifier
+from ..evaluation.thresholds import check_thresholds
+from ..utils.validation import check_texts, suppress_empty_text_warning
+from ..utils.valuetypes import user_path
 
 __all__ = ["MultiLabelEnsemble", "average_probabilities", "resolve_model_dirs", "load_predictor"]
 

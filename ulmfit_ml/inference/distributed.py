@@ -39,12 +39,12 @@ from typing import Any, Iterator
 
 import pandas as pd
 
-from .ensemble import load_predictor, resolve_model_dirs
-from .io import (ReadOptions, check_output_file, named_columns, pandas_read_options, read_table, table_bytes,
+from ..models.ensemble import load_predictor, resolve_model_dirs
+from ..utils.io import (ReadOptions, check_output_file, named_columns, pandas_read_options, read_table, table_bytes,
                  table_columns, write_table)
-from .persist import atomic_dir, atomic_file, file_sha256, read_json, write_json_atomic
+from ..utils.persist import atomic_dir, atomic_file, file_sha256, read_json, write_json_atomic
 from .predict import OUTPUTS, predict_frame, quantized_predictor
-from .validation import check_bs, check_columns, warn_empty_texts
+from ..utils.validation import check_bs, check_columns, warn_empty_texts
 
 __all__ = ["predict_dask", "read_predictions", "PredictDaskResult", "worker_model_loads", "MANIFEST",
            "DASK_MISSING"]

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .distrib import barrier, is_main, unwrap_model
-from .persist import atomic_file, write_json_atomic, write_marker
+from ..utils.distrib import barrier, is_main, unwrap_model
+from ..utils.persist import atomic_file, write_json_atomic, write_marker
 
 __all__ = ["save_checkpoint", "load_checkpoint", "restore_rng_states", "checkpoint_callback",
            "resumable_save_model_callback", "CHECKPOINT_JSON"]

@@ -23,16 +23,16 @@ import numpy as np
 import pandas as pd
 
 from .checkpoint import checkpoint_callback, load_checkpoint, restore_rng_states, resumable_save_model_callback
-from .arch import resolve_arch, scale_dropouts
-from .config import ClassifierConfig, config_to_dict, merge_config
-from .data import MultiLabelData
-from .distrib import distributed_ctx, init_distributed, is_main, local_only, rank
-from .heads import MultiCategoryClassifier, TextRegressor
-from .lm import LanguageModel, load_lm
-from .losses import make_loss
-from .metrics import epoch_metrics
-from .model import MultiLabelClassifier, TextModel, add_target_range, clas_arch_config
-from .runtime import fit_one_cycle_checked, history_frame, progress_mode, resolve_device, seed_everything, use_fp16
+from ..utils.arch import resolve_arch, scale_dropouts
+from ..utils.config import ClassifierConfig, config_to_dict, merge_config
+from ..data.core import MultiLabelData
+from ..utils.distrib import distributed_ctx, init_distributed, is_main, local_only, rank
+from ..models.heads import MultiCategoryClassifier, TextRegressor
+from ..models.lm import LanguageModel, load_lm
+from ..tasks.losses import make_loss
+from ..evaluation.metrics import epoch_metrics
+from ..models.classifier import MultiLabelClassifier, TextModel, add_target_range, clas_arch_config
+from ..utils.runtime import fit_one_cycle_checked, history_frame, progress_mode, resolve_device, seed_everything, use_fp16
 
 __all__ = ["ClassifierTrainer", "train_classifier"]
 

@@ -13,10 +13,10 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from .data import MultiLabelData
-from .metrics import MultiLabelReport
-from .runtime import history_frame
-from .thresholds import f1_vs_threshold
+from ..data.core import MultiLabelData
+from ..evaluation.metrics import MultiLabelReport
+from ..utils.runtime import history_frame
+from ..evaluation.thresholds import f1_vs_threshold
 
 __all__ = [
     "plot_loss",

@@ -12,9 +12,9 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from .validation import LabelSpec, label_delim_of, labelled_rows, parse_label_matrix
-from .metrics import MultiLabelReport, multilabel_report
-from .thresholds import apply_thresholds, tune_thresholds
+from ..utils.validation import LabelSpec, label_delim_of, labelled_rows, parse_label_matrix
+from ..evaluation.metrics import MultiLabelReport, multilabel_report
+from ..evaluation.thresholds import apply_thresholds, tune_thresholds
 
 __all__ = ["MultiLabelPredictorMixin"]
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from .validation import LabelSpec, parse_label_matrix
+from ..utils.validation import LabelSpec, parse_label_matrix
 
 __all__ = ["check_label_names", "fit_label_matrix", "train_on_every_label", "check_lm_tokens", "stratification_matrix"]
 

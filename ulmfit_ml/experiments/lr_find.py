@@ -11,11 +11,11 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from .classifier import ClassifierTrainer
-from .data import MultiLabelData
-from .finetune import LMTrainer
+from ..training.trainer import ClassifierTrainer
+from ..data.core import MultiLabelData
+from ..training.finetune import LMTrainer
 from .plots import plot_lr_find
-from .runtime import progress_mode
+from ..utils.runtime import progress_mode
 
 __all__ = ["lr_find", "LRFindResult"]
 

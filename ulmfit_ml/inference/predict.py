@@ -28,15 +28,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .ensemble import MultiLabelEnsemble, load_predictor, resolve_model_dirs
-from .io import (ReadOptions, check_output_file, iter_table, table_bytes, table_columns, table_format,
+from ..models.ensemble import MultiLabelEnsemble, load_predictor, resolve_model_dirs
+from ..utils.io import (ReadOptions, check_output_file, iter_table, table_bytes, table_columns, table_format,
                  write_table)
-from .model import TextModel
-from .persist import write_json_atomic
-from .runtime import patch_fastai
-from .thresholds import check_thresholds
-from .validation import check_bs, check_columns, suppress_empty_text_warning, text_cells, warn_empty_texts
-from .valuetypes import user_path
+from ..models.classifier import TextModel
+from ..utils.persist import write_json_atomic
+from ..utils.runtime import patch_fastai
+from ..evaluation.thresholds import check_thresholds
+from ..utils.validation import check_bs, check_columns, suppress_empty_text_warning, text_cells, warn_empty_texts
+from ..utils.valuetypes import user_path
 
 __all__ = ["predict_file", "predict_frame", "quantized_predictor", "PredictFileResult", "load_fastai_learner",
            "PROGRESS_SUFFIX", "OUTPUTS"]

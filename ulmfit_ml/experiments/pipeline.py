@@ -15,24 +15,24 @@ from typing import Any, Callable, Iterator, Sequence
 
 import pandas as pd
 
-from .classifier import train_classifier
-from .checkpoint import load_checkpoint
-from .config import DataConfig, RunConfig
-from .config_files import ConfigError, check_run_keys, config_sections
+from ..training.trainer import train_classifier
+from ..training.checkpoint import load_checkpoint
+from ..utils.config import DataConfig, RunConfig
+from ..utils.config_files import ConfigError, check_run_keys, config_sections
 from .cv import CVResult, cross_validate
-from .data import MultiLabelData
-from .distrib import barrier, broadcast_object, init_distributed
-from .ensemble import MultiLabelEnsemble, load_predictor, resolve_model_dirs
-from .finetune import finetune_lm
-from .io import check_output_file, read_table, table_format, write_table
-from .lm import LanguageModel, load_lm
-from .metrics import MultiLabelReport
-from .model import MultiLabelClassifier, TextModel
-from .persist import remove_owned_dir, write_json_atomic
+from ..data.core import MultiLabelData
+from ..utils.distrib import barrier, broadcast_object, init_distributed
+from ..models.ensemble import MultiLabelEnsemble, load_predictor, resolve_model_dirs
+from ..training.finetune import finetune_lm
+from ..utils.io import check_output_file, read_table, table_format, write_table
+from ..models.lm import LanguageModel, load_lm
+from ..evaluation.metrics import MultiLabelReport
+from ..models.classifier import MultiLabelClassifier, TextModel
+from ..utils.persist import remove_owned_dir, write_json_atomic
 from .runs import RunDir
-from .runtime import resolve_device
-from .targets import CategoryReport, RegressionReport
-from .validation import check_columns, check_texts, extra_text_list, text_cells
+from ..utils.runtime import resolve_device
+from ..tasks.targets import CategoryReport, RegressionReport
+from ..utils.validation import check_columns, check_texts, extra_text_list, text_cells
 
 __all__ = ["run_lm", "run_train", "run_cv", "evaluate_file", "EvaluateFileResult", "run_inputs", "default_out",
            "load_run_data", "read_run_table", "report_table", "require_train", "require_labels", "resolve_lm_dir",

@@ -34,14 +34,14 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .runtime import divergence_message, loss_diverged, resolve_device, seed_everything
-from .config import PretrainConfig, config_to_dict, merge_config
-from .corpus import TokenCorpus, corpus_texts, tokenize_corpus
-from .distrib import barrier, broadcast_object, init_distributed, is_main, on_main, rank, world_size
-from .lm import PRETRAINED_MODELS, LanguageModel, load_lm, lm_arch_config, pretrained_model_dir
-from .persist import atomic_dir
-from .lmsteps import TokenStream, build_pretrain_model, decoder_input, evaluate_perplexity, sampled_softmax_loss
-from .tokens import TextTokenizer
+from ..utils.runtime import divergence_message, loss_diverged, resolve_device, seed_everything
+from ..utils.config import PretrainConfig, config_to_dict, merge_config
+from ..data.corpus import TokenCorpus, corpus_texts, tokenize_corpus
+from ..utils.distrib import barrier, broadcast_object, init_distributed, is_main, on_main, rank, world_size
+from ..models.lm import PRETRAINED_MODELS, LanguageModel, load_lm, lm_arch_config, pretrained_model_dir
+from ..utils.persist import atomic_dir
+from ..models.lmsteps import TokenStream, build_pretrain_model, decoder_input, evaluate_perplexity, sampled_softmax_loss
+from ..data.tokens import TextTokenizer
 
 __all__ = ["pretrain_lm", "lr_schedule"]
 

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .arch import scale_dropouts
+from ..utils.arch import scale_dropouts
 
 __all__ = ["build_pretrain_model", "TokenStream", "sampled_softmax_loss", "decoder_input", "evaluate_perplexity"]
 

@@ -25,11 +25,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .config import DataConfig
-from .targets import CategorySpec, RegressionSpec
+from ..utils.config import DataConfig
+from ..tasks.targets import CategorySpec, RegressionSpec
 from .tokens import TextTokenizer, pretokenized_tfm
 from .trainchecks import check_lm_tokens, fit_label_matrix, stratification_matrix, train_on_every_label
-from .validation import LabelSpec, as_frame, check_columns, column_keys, extra_text_list, validate_texts
+from ..utils.validation import LabelSpec, as_frame, check_columns, column_keys, extra_text_list, validate_texts
 
 __all__ = ["MultiLabelData", "lm_dataloaders_from_tokens"]
 

@@ -16,15 +16,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .baseline import TfidfBaseline
-from .classifier import train_classifier
-from .config import ClassifierConfig, DataConfig, LMConfig, config_from_dict
-from .config_files import load_config_file
-from .data import MultiLabelData
-from .finetune import finetune_lm
-from .metrics import multilabel_report
-from .model import load_classifier
-from .validation import LabelSpec, parse_label_matrix
+from ..models.baseline import TfidfBaseline
+from ..training.trainer import train_classifier
+from ..utils.config import ClassifierConfig, DataConfig, LMConfig, config_from_dict
+from ..utils.config_files import load_config_file
+from ..data.core import MultiLabelData
+from ..training.finetune import finetune_lm
+from ..evaluation.metrics import multilabel_report
+from ..models.classifier import load_classifier
+from ..utils.validation import LabelSpec, parse_label_matrix
 
 __all__ = ["demo_path", "demo_config_path", "load_demo", "main"]
 
@@ -34,7 +34,7 @@ N_TEST = 1000  #: comments kept aside as the demo's test set
 
 def demo_path() -> Path:
     """Path of the bundled demo CSV (``data/goemotions_sample.csv`` in the source tree)."""
-    return Path(__file__).resolve().parent.parent / "data" / "goemotions_sample.csv"
+    return Path(__file__).resolve().parents[2] / "data" / "goemotions_sample.csv"
 
 
 def demo_config_path() -> Path:
