@@ -7,7 +7,9 @@ import pandas as pd
 import pytest
 
 import ulmfit_ml as um
-from ulmfit_ml.tasks.targets import CategorySpec, RegressionSpec, target_spec_from_dict
+from ulmfit_ml.tasks.multicategory import CategorySpec
+from ulmfit_ml.tasks.regression import RegressionSpec
+from ulmfit_ml.tasks.registry import target_spec_from_dict
 
 from conftest import FILLER, TINY, run_cli
 

@@ -9,7 +9,7 @@ subword tokens. The folders and their import direction: README "Architecture".
 The names below load on first use (PEP 562 ``__getattr__``): ``import ulmfit_ml`` and the
 ``ulmfit-ml`` command start without importing torch or fastai, so that Ctrl-C during start-up is
 one line, not an import traceback. The first name used imports every module, as an eager
-``from .x import y`` list would (``heads`` registers its model kinds with ``load_classifier``).
+``from .x import y`` list would.
 """
 import importlib
 import sys
@@ -56,7 +56,7 @@ _EXPORTS: dict[str, str] = {
     "multilabel_report": "evaluation.metrics",
     "MultiLabelClassifier": "models.classifier",
     "TextModel": "models.classifier",
-    "load_classifier": "models.classifier",
+    "load_classifier": "models.registry",
     "EvaluateFileResult": "experiments.pipeline",
     "evaluate_file": "experiments.pipeline",
     "run_cv": "experiments.pipeline",
@@ -73,10 +73,10 @@ _EXPORTS: dict[str, str] = {
     "predict_file": "inference.predict",
     "pretrain_lm": "training.pretrain",
     "RunDir": "experiments.runs",
-    "CategoryReport": "tasks.targets",
-    "CategorySpec": "tasks.targets",
-    "RegressionReport": "tasks.targets",
-    "RegressionSpec": "tasks.targets",
+    "CategoryReport": "tasks.multicategory",
+    "CategorySpec": "tasks.multicategory",
+    "RegressionReport": "tasks.regression",
+    "RegressionSpec": "tasks.regression",
     "apply_thresholds": "evaluation.thresholds",
     "tune_thresholds": "evaluation.thresholds",
     "TextTokenizer": "data.tokens",

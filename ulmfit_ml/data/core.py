@@ -6,7 +6,8 @@ Both multi-label formats are supported and give the same float multi-hot matrix:
 * one delimited column: ``label_col="tags", label_delim=";"`` (``"joy;anger"``; an empty
   or missing cell means "no label").
 
-Two more kinds of target go through the same pipeline (:mod:`ulmfit_ml.targets`):
+Two more kinds of target go through the same pipeline (:mod:`ulmfit_ml.tasks`; every step that
+depends on the kind is a method of its spec, ``data.spec``):
 
 * ``category_cols=["ekman", "sentiment"]``: each column takes one of a few categories (one
   softmax head per column); ``y`` holds category indexes;
@@ -26,10 +27,11 @@ import numpy as np
 import pandas as pd
 
 from ..utils.config import DataConfig
-from ..tasks.targets import CategorySpec, RegressionSpec
+from ..tasks.base import TargetSpec
+from ..tasks.registry import spec_for_config
 from .tokens import TextTokenizer, pretokenized_tfm
-from .trainchecks import check_lm_tokens, fit_label_matrix, stratification_matrix, train_on_every_label
-from ..utils.validation import LabelSpec, as_frame, check_columns, column_keys, extra_text_list, validate_texts
+from .trainchecks import check_lm_tokens, stratification_matrix
+from ..utils.validation import as_frame, check_columns, column_keys, extra_text_list, validate_texts
 
 __all__ = ["MultiLabelData", "lm_dataloaders_from_tokens"]
 
@@ -45,14 +47,15 @@ class MultiLabelData:
       indexes (multi-category), float32 values in their own units (regression);
     * ``labels``: label vocabulary = column order of ``y`` and of predicted probabilities
       (multi-label); the category or target column names (other tasks);
-    * ``spec``: how the targets were read (:class:`~ulmfit_ml.validation.LabelSpec`,
-      :class:`~ulmfit_ml.targets.CategorySpec` or :class:`~ulmfit_ml.targets.RegressionSpec`);
+    * ``spec``: the kind of target, fitted (a :class:`~ulmfit_ml.tasks.base.TargetSpec`:
+      :class:`~ulmfit_ml.tasks.multilabel.MultiLabelSpec`, :class:`~ulmfit_ml.tasks.multicategory.CategorySpec`
+      or :class:`~ulmfit_ml.tasks.regression.RegressionSpec`);
     * ``is_valid``: bool array, the validation rows;
     * ``extra_texts``: unlabelled texts used only by the language model.
     """
 
     def __init__(self, texts: list[str], y: np.ndarray, labels: list[str], is_valid: np.ndarray, *,
-                 text_col: str, spec: LabelSpec | CategorySpec | RegressionSpec, config: DataConfig, extra_texts: list[str] | None = None,
+                 text_col: str, spec: TargetSpec, config: DataConfig, extra_texts: list[str] | None = None,
                  index: pd.Index | None = None) -> None:
         self.texts = texts
         self.y = y
@@ -115,46 +118,18 @@ class MultiLabelData:
         df = as_frame(df, who="from_df")  # a polars (or other) frame with .to_pandas() is converted
         if len(df) == 0:
             raise ValueError("The DataFrame is empty: nothing to train on.")
-        spec = _target_spec(c)
+        spec = spec_for_config(c)
         df = _checked_columns(df, c, spec)
         keep = validate_texts(df[c.text_col], empty_text=c.empty_text, col=c.text_col)  # warns from_df's caller
-        df = df.loc[keep]
         extra = extra_text_list(extra_texts, empty_text=c.empty_text)  # the text column's policy
-        if c.task != "multilabel":
-            return cls._from_targets(df, spec, c, extra)
-        y, labs = fit_label_matrix(df, spec, labels)
-        return cls._from_labels(df, y, labs, spec, c, extra)
-
-    @classmethod
-    def _from_labels(cls, df: pd.DataFrame, y: np.ndarray, labs: list[str], spec: LabelSpec, c: DataConfig,
-                     extra: list[str]) -> "MultiLabelData":
-        """Multi-label rows: rows without a label handled, the split made (warnings name the caller of from_df)."""
-        df, y = _handle_unlabelled(df, y, c)
-        never = [lab for lab, n in zip(labs, y.sum(axis=0)) if n == 0]
-        if never:
-            warnings.warn(f"{len(never)} label(s) never occur in the data: {never[:10]}. The model cannot learn "
-                          "them; their F1 will be 0.", UserWarning, stacklevel=3)
+        spec, y, names, df = spec.fit_frame(df.loc[keep], labels=labels, config=c)  # warnings name from_df's caller
         texts = df[c.text_col].tolist()
         moved = c.split != "column"
-        valid = _keep_duplicates_together(texts, _make_split(df, y, c, stacklevel=4), moved=moved, stacklevel=4)
-        valid = train_on_every_label(texts, y, labs, valid, moved=moved, stacklevel=4)
-        return cls(texts, y, labs, valid, text_col=c.text_col, spec=spec, config=c, extra_texts=extra, index=df.index)
-
-    @classmethod
-    def _from_targets(cls, df: pd.DataFrame, spec: CategorySpec | RegressionSpec, c: DataConfig,
-                      extra: list[str]) -> "MultiLabelData":
-        """Category columns or regression targets: validated and encoded by their spec."""
-        if isinstance(spec, CategorySpec):
-            spec = spec.fit(df)
-        y = spec.encode(df)
-        texts = df[c.text_col].tolist()
-        split = _make_split(df, spec.strat_matrix(y), c, stacklevel=4)  # warnings name the caller of from_df
-        is_valid = _keep_duplicates_together(texts, split, moved=c.split != "column", stacklevel=4)
-        if isinstance(spec, RegressionSpec):
-            spec = spec.fit(y[~is_valid])
-            y = y.astype(np.float32)
-        return cls(texts, y, list(spec.columns), is_valid, text_col=c.text_col, spec=spec, config=c,
-                   extra_texts=extra, index=df.index)
+        is_valid = _keep_duplicates_together(texts, _make_split(df, spec.strat_matrix(y), c, stacklevel=3), moved=moved,
+                                             stacklevel=3)
+        spec, y, is_valid = spec.after_split(texts, y, is_valid, moved=moved)
+        return cls(texts, y, names, is_valid, text_col=c.text_col, spec=spec, config=c, extra_texts=extra,
+                   index=df.index)
 
     # ------------------------------------------------------------------ views
     @property
@@ -163,13 +138,13 @@ class MultiLabelData:
 
     @property
     def task(self) -> str:
-        """``"multilabel"``, ``"multicategory"`` or ``"regression"``."""
-        return getattr(self.spec, "task", "multilabel")
+        """``"multilabel"``, ``"multicategory"`` or ``"regression"`` (the spec's kind)."""
+        return self.spec.task
 
     @property
     def n_out(self) -> int:
         """Model outputs: one per label, per category of every column, or per regression target."""
-        return self.spec.n_out if self.task != "multilabel" else len(self.labels)
+        return self.spec.n_out
 
     @property
     def train_texts(self) -> list[str]:
@@ -190,15 +165,7 @@ class MultiLabelData:
     def label_counts(self) -> pd.DataFrame:
         """Positives per label in train and valid, as a DataFrame indexed by label (multi-label);
         rows per (column, category) for multi-category data."""
-        if self.task == "multicategory":
-            rows = [{"column": col, "category": str(v), "train": int((self.y_train[:, j] == i).sum()),
-                     "valid": int((self.y_valid[:, j] == i).sum())}
-                    for j, col in enumerate(self.labels) for i, v in enumerate(self.spec.categories[col])]
-            return pd.DataFrame(rows).set_index(["column", "category"])
-        if self.task == "regression":
-            raise ValueError("label_counts() counts labels; regression data has targets: see data.y_train / y_valid.")
-        return pd.DataFrame({"train": self.y_train.sum(0).astype(int), "valid": self.y_valid.sum(0).astype(int)},
-                            index=pd.Index(self.labels, name="label"))
+        return self.spec.counts(self.y_train, self.y_valid)
 
     def fingerprint(self) -> dict[str, Any]:
         """Row counts, label counts and a content hash (for run directories)."""
@@ -210,16 +177,12 @@ class MultiLabelData:
         h.update(np.ascontiguousarray(self.is_valid).tobytes())
         return {"n_rows": len(self.texts), "n_train": int((~self.is_valid).sum()),
                 "n_valid": int(self.is_valid.sum()), "n_extra_texts": len(self.extra_texts),
-                "task": self.task, "labels": list(self.labels),
-                **({"label_counts": [int(v) for v in self.y.sum(0)]} if self.task == "multilabel" else {}),
+                "task": self.task, "labels": list(self.labels), **self.spec.fingerprint(self.y),
                 "sha256": h.hexdigest()}
 
     def __repr__(self) -> str:
-        what = {"multilabel": f"{self.n_labels} labels",
-                "multicategory": f"{self.n_labels} category columns ({self.n_out} categories)",
-                "regression": f"{self.n_labels} regression targets"}[self.task]
         return (f"MultiLabelData({len(self.texts)} texts: {int((~self.is_valid).sum())} train, "
-                f"{int(self.is_valid.sum())} valid; {what}; {len(self.extra_texts)} extra LM texts)")
+                f"{int(self.is_valid.sum())} valid; {self.spec.describe()}; {len(self.extra_texts)} extra LM texts)")
 
     def subset(self, mask: np.ndarray) -> "MultiLabelData":
         """A copy restricted to the rows where ``mask`` is True (split kept)."""
@@ -299,19 +262,18 @@ class MultiLabelData:
         Multi-category targets are int64 category indexes and regression targets float32
         standardised values (``spec.train_targets``), each collated to a tensor as it is
         (a plain ``TransformBlock``: fastai's ``CategoryBlock`` holds one column only)."""
-        from fastai.data.block import DataBlock, MultiCategoryBlock, TransformBlock
+        from fastai.data.block import DataBlock
         from fastai.data.transforms import ColReader, ColSplitter
         from fastai.text.data import TextBlock
 
         if not self.is_valid.any() or self.is_valid.all():
             raise ValueError("The split needs at least one training and one validation row.")
-        multilabel = self.task == "multilabel"
-        y = self.y if multilabel else self.spec.train_targets(self.y)
+        y = self.spec.train_targets(self.y)
         frame = pd.DataFrame({"text": list(self.tokens), "text_length": [len(t) for t in self.tokens],
                               "_y": list(y), "_is_valid": self.is_valid})
         dblock = DataBlock(
             blocks=(TextBlock(pretokenized_tfm(), vocab=list(vocab), seq_len=seq_len, backwards=backwards),
-                    MultiCategoryBlock(encoded=True, vocab=list(self.labels)) if multilabel else TransformBlock()),
+                    self.spec.target_block()),
             get_x=ColReader("text"), get_y=ColReader("_y"), splitter=ColSplitter("_is_valid"))
         return dblock.dataloaders(frame, bs=bs, seq_len=seq_len, device=device, num_workers=0)
 
@@ -329,16 +291,7 @@ def _data_config(config: DataConfig | None, *, split: str | None, valid_col: str
     return config
 
 
-def _target_spec(c: DataConfig) -> Any:
-    """How the targets of ``c``'s task are read: a category, regression or label spec."""
-    if c.task == "multicategory":
-        return CategorySpec(c.category_cols, max_categories=c.max_categories)
-    if c.task == "regression":
-        return RegressionSpec(c.target_cols)
-    return LabelSpec(label_cols=c.label_cols, label_col=c.label_col, label_delim=c.label_delim)
-
-
-def _checked_columns(df: pd.DataFrame, c: DataConfig, spec: Any) -> pd.DataFrame:
+def _checked_columns(df: pd.DataFrame, c: DataConfig, spec: TargetSpec) -> pd.DataFrame:
     """``df`` once every column ``c`` names is there, each under the name ``c`` gives it."""
     needed = [c.text_col] + spec.columns + ([c.valid_col] if c.valid_col else [])
     check_columns(df, needed)
@@ -348,22 +301,6 @@ def _checked_columns(df: pd.DataFrame, c: DataConfig, spec: Any) -> pd.DataFrame
     if c.split == "column" and c.valid_col is None:
         raise ValueError("split='column' needs valid_col= naming a boolean column (True = validation row).")
     return df
-
-
-def _handle_unlabelled(df: pd.DataFrame, y: np.ndarray, c: DataConfig) -> tuple[pd.DataFrame, np.ndarray]:
-    """Rows with no label: kept, dropped with a warning (to from_df's caller) or refused, per ``c.unlabelled``."""
-    no_label = y.sum(axis=1) == 0
-    if no_label.all():
-        raise ValueError("No row has any label: check label_cols/label_col, and for a delimited column its "
-                         f"label_delim (now {c.label_delim!r}).")
-    if no_label.any():
-        n = int(no_label.sum())
-        if c.unlabelled == "raise":
-            raise ValueError(f"{n} row(s) have no label. Use unlabelled='keep' (valid multi-label rows) or 'drop'.")
-        if c.unlabelled == "drop":
-            warnings.warn(f"Dropping {n} row(s) that have no label.", UserWarning, stacklevel=4)
-            df, y = df.loc[~no_label], y[~no_label]
-    return df, y
 
 
 def _make_split(df: pd.DataFrame, y: np.ndarray, c: DataConfig, *, stacklevel: int = 3) -> np.ndarray:

@@ -26,6 +26,7 @@ from ..evaluation.metrics import multilabel_report
 from ..models.classifier import MultiLabelClassifier
 from ..evaluation.thresholds import apply_thresholds, check_thresholds, tune_thresholds
 from ..data.trainchecks import stratification_matrix
+from ..tasks.multilabel import MultiLabelSpec
 
 __all__ = ["kfold_assignments", "cross_validate", "CVResult"]
 
@@ -174,7 +175,7 @@ def _checked_cv_config(data: Any, config: ClassifierConfig | None) -> Classifier
     """The classifier options, once ``data`` is multi-label data."""
     if not isinstance(data, MultiLabelData):
         raise TypeError(f"cross_validate expects a MultiLabelData, got {type(data).__name__}.")
-    if data.task != "multilabel":
+    if not isinstance(data.spec, MultiLabelSpec):
         raise ValueError(f"cross_validate works on multi-label data; this data is {data.task} ({data.labels}). "
                          "Train one model with train_classifier and read its evaluate() instead.")
     cfg = config if config is not None else ClassifierConfig()

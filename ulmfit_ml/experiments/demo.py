@@ -23,7 +23,7 @@ from ..utils.config_files import load_config_file
 from ..data.core import MultiLabelData
 from ..training.finetune import finetune_lm
 from ..evaluation.metrics import multilabel_report
-from ..models.classifier import load_classifier
+from ..models.registry import load_classifier
 from ..utils.validation import LabelSpec, parse_label_matrix
 
 __all__ = ["demo_path", "demo_config_path", "load_demo", "main"]

@@ -31,7 +31,8 @@ from ..models.classifier import MultiLabelClassifier, TextModel
 from ..utils.persist import remove_owned_dir, write_json_atomic
 from .runs import RunDir
 from ..utils.runtime import resolve_device
-from ..tasks.targets import CategoryReport, RegressionReport
+from ..tasks.multicategory import CategoryReport
+from ..tasks.regression import RegressionReport
 from ..utils.validation import check_columns, check_texts, extra_text_list, text_cells
 
 __all__ = ["run_lm", "run_train", "run_cv", "evaluate_file", "EvaluateFileResult", "run_inputs", "default_out",
@@ -311,9 +312,7 @@ def run_train(cfgs: dict[str, Any], *, resume: bool = False, inputs: Sequence[st
         clf = train_classifier(data, encoder=lm, config=cfgs["classifier"], arch=cfgs["lm"].arch,
                                checkpoint_dir=run.checkpoint_dir, resume=resume)
         report = _write_train_results(cfgs, run, log, data, lm, clf, inputs)
-    keys = {"multilabel": ("f1_micro", "f1_macro", "roc_auc_macro"), "multicategory": ("accuracy", "f1_macro"),
-            "regression": ("r2", "spearman")}[clf.task]
-    log.info("done: " + " ".join(f"{k}={report.summary[k]:.4f}" for k in keys))
+    log.info("done: " + " ".join(f"{k}={report.summary[k]:.4f}" for k in clf.headline_metrics))
     return run
 
 
@@ -343,7 +342,7 @@ def evaluate_file(model: str | Path, input_path: str | Path, *, text_col: str | 
         table_format(per_label)
     predictor = load_predictor(model, device=device)
     df = read_table(input_path, sep=sep, header=header)
-    if isinstance(predictor, TextModel) and predictor.task != "multilabel":
+    if isinstance(predictor, TextModel) and not predictor.thresholded:
         if threshold is not None:
             raise ValueError(f"threshold is for multi-label models; this is a {predictor.task} model.")
         report = predictor.report(df, text_col=text_col)

@@ -20,9 +20,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .. import heads  # noqa: F401 - registers the category / regression model kinds that load_predictor loads
 from .base import MultiLabelPredictorMixin
-from .classifier import MultiLabelClassifier, load_classifier
+from .classifier import MultiLabelClassifier, TextModel
+from .registry import load_classifier
 from ..evaluation.thresholds import check_thresholds
 from ..utils.validation import check_texts, suppress_empty_text_warning
 from ..utils.valuetypes import user_path
@@ -79,7 +79,7 @@ class MultiLabelEnsemble(MultiLabelPredictorMixin):
             if not (hasattr(m, "predict_proba") and hasattr(m, "labels")):
                 raise TypeError(f"models[{i}] ({type(m).__name__}) has no labels/predict_proba: pass fitted "
                                 "MultiLabelClassifier / TfidfBaseline objects.")
-            if getattr(m, "task", "multilabel") != "multilabel":
+            if isinstance(m, TextModel) and not m.thresholded:
                 raise TypeError(f"models[{i}] is a {type(m).__name__}: an ensemble averages multi-label probabilities; "
                                 "average a multi-category or regression model's outputs yourself.")
         labels = list(models[0].labels)

@@ -6,20 +6,24 @@
 * :class:`TextRegressor`: numeric targets, predicted in their own units as an array
   ``(n_texts, n_targets)``.
 
-Both save and load like :class:`~ulmfit_ml.model.MultiLabelClassifier` (same directory format,
-``config.json`` ``"task"`` tells them apart; :func:`~ulmfit_ml.model.load_classifier` loads all).
+Both save and load like :class:`~ulmfit_ml.models.classifier.MultiLabelClassifier` (same directory
+format, ``config.json`` ``"task"`` tells them apart; :func:`~ulmfit_ml.models.registry.load_classifier`
+loads all).
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 
-from .classifier import TextModel, register_model_kind
+from .classifier import TextModel
 from ..data.tokens import TextTokenizer
-from ..tasks.targets import CategoryReport, CategorySpec, RegressionReport, RegressionSpec, target_spec_from_dict
+from ..tasks.multicategory import CategoryReport, CategorySpec
+from ..tasks.registry import target_spec_from_dict
+from ..tasks.regression import RegressionReport, RegressionSpec
 from ..utils.validation import labelled_rows
 
 __all__ = ["MultiCategoryClassifier", "TextRegressor"]
@@ -44,6 +48,26 @@ class _TargetModel(TextModel):
     @property
     def n_out(self) -> int:
         return self.spec.n_out
+
+    @classmethod
+    def _saved_spec(cls, path: Path, meta: dict[str, Any]) -> Any:
+        try:
+            return target_spec_from_dict(meta.get("targets"))
+        except ValueError as e:
+            raise ValueError(f"{path / 'config.json'}: {e} (the file was edited or corrupted; save the model again)") from e
+
+    @classmethod
+    def prepare_network(cls, network: torch.nn.Module, meta: dict[str, Any]) -> None:
+        target_spec_from_dict(meta["targets"]).finish_network(network)
+
+    @classmethod
+    def saved_n_out(cls, path: Path, meta: dict[str, Any], labels: list[str]) -> int:
+        """The saved target spec's outputs; its columns must be ``labels.json``'s."""
+        spec = cls._saved_spec(path, meta)
+        if spec.columns != labels:
+            raise ValueError(f"{path / 'labels.json'} lists {labels} but config.json's targets are {spec.columns}: "
+                             "the files come from different models.")
+        return spec.n_out
 
     @property
     def validation_predictions(self) -> tuple[np.ndarray, np.ndarray] | None:
@@ -84,6 +108,7 @@ class MultiCategoryClassifier(_TargetModel):
     """
 
     task = "multicategory"
+    headline_metrics = ("accuracy", "f1_macro")
     _what = "category columns"
     spec: CategorySpec
 
@@ -142,6 +167,7 @@ class TextRegressor(_TargetModel):
     targets' own units (``labels`` = the target columns), bounded by their training range."""
 
     task = "regression"
+    headline_metrics = ("r2", "spearman")
     _what = "targets"
     spec: RegressionSpec
 
@@ -169,5 +195,3 @@ class TextRegressor(_TargetModel):
         return list(self.labels)
 
 
-register_model_kind("multicategory", MultiCategoryClassifier)
-register_model_kind("regression", TextRegressor)

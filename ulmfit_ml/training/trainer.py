@@ -27,11 +27,9 @@ from ..utils.arch import resolve_arch, scale_dropouts
 from ..utils.config import ClassifierConfig, config_to_dict, merge_config
 from ..data.core import MultiLabelData
 from ..utils.distrib import distributed_ctx, init_distributed, is_main, local_only, rank
-from ..models.heads import MultiCategoryClassifier, TextRegressor
 from ..models.lm import LanguageModel, load_lm
-from ..tasks.losses import make_loss
-from ..evaluation.metrics import epoch_metrics
-from ..models.classifier import MultiLabelClassifier, TextModel, add_target_range, clas_arch_config
+from ..models.classifier import TextModel, clas_arch_config
+from ..models.registry import MODEL_KINDS
 from ..utils.runtime import fit_one_cycle_checked, history_frame, progress_mode, resolve_device, seed_everything, use_fp16
 
 __all__ = ["ClassifierTrainer", "train_classifier"]
@@ -143,12 +141,8 @@ class ClassifierTrainer:
         dls = data.classifier_dataloaders(self.vocab, bs=cfg.bs, seq_len=cfg.seq_len, device=self.device,
                                           backwards=backwards)
         _warn_long_texts(data, cfg.max_len)
-        if data.task == "multilabel":
-            loss = make_loss(cfg.loss, y_train=data.y_train, pos_weight=cfg.pos_weight, cap=cfg.pos_weight_cap,
-                             gamma=cfg.focal_gamma, device=self.device)
-            metrics = epoch_metrics()
-        else:  # the spec's own loss and metrics (loss / pos_weight are multi-label options)
-            loss, metrics = data.spec.make_loss(data.y_train, cfg), data.spec.epoch_metrics()
+        loss = data.spec.make_loss(data.y_train, cfg, device=self.device)  # the kind's loss and epoch metrics
+        metrics = data.spec.epoch_metrics()
         if checkpoint_dir is not None:
             path = Path(checkpoint_dir)
         elif is_main():
@@ -159,8 +153,7 @@ class ClassifierTrainer:
             dls, AWD_LSTM, seq_len=cfg.seq_len, config=scale_dropouts(clas_arch_config(self.arch), cfg.drop_mult),
             pretrained=False, drop_mult=1.0, n_out=data.n_out, lin_ftrs=list(cfg.lin_ftrs), max_len=cfg.max_len,
             loss_func=loss, metrics=metrics, wd=cfg.wd, path=path)
-        if data.task == "regression":
-            add_target_range(self.learner.model, data.spec)
+        data.spec.finish_network(self.learner.model)  # regression: the output range
         if lm is not None:
             try:
                 self.learner.model[0].module.load_state_dict(lm.encoder_state_dict)
@@ -183,9 +176,9 @@ class ClassifierTrainer:
         # outside distributed_ctx and without fastai's gathering: every rank predicts the whole
         # validation set itself, in its order (the thresholds are tuned on it)
         with progress_mode(learn, cfg.quiet), local_only():
-            probs, targs = learn.get_preds(dl=dls.valid)
+            probs, _ = learn.get_preds(dl=dls.valid)
         learn.model.float()
-        clf = self._trained_model(learn, history, probs, targs, seconds)
+        clf = self._trained_model(learn, history, probs, seconds)
         clf.batch_losses = np.asarray(batch_losses, dtype=np.float32)
         return clf
 
@@ -245,30 +238,24 @@ class ClassifierTrainer:
         fit_one_cycle_checked(learn, ep, lr_arg, moms=cfg.moms, cbs=cbs, start_epoch=start, lr=lr,
                               lr_option=f"classifier.lrs[{i}]")
 
-    def _trained_model(self, learn: Any, history: pd.DataFrame, probs: Any, targs: Any, seconds: float) -> TextModel:
+    def _trained_model(self, learn: Any, history: pd.DataFrame, probs: Any, seconds: float) -> TextModel:
         """The model of the data's task around ``learn.model``, with its validation outputs
         (multi-label: thresholds tuned on them)."""
         data, cfg = self.data, self.config
         meta = {
             "arch": {k: self.arch[k] for k in ("emb_sz", "n_hid", "n_layers")},
             "seq_len": cfg.seq_len, "max_len": cfg.max_len, "lin_ftrs": list(cfg.lin_ftrs), "drop_mult": cfg.drop_mult,
-            "text_col": data.text_col, "task": data.task,
-            **({"label_spec": data.spec.to_dict()} if data.task == "multilabel" else {"targets": data.spec.to_dict()}),
+            "text_col": data.text_col, "task": data.task, data.spec.meta_key: data.spec.to_dict(),
             "config": config_to_dict(cfg), "train_seconds": seconds,
             "encoder": "language_model" if self.lm is not None else "random",
             "backwards": bool(self.lm.backwards) if self.lm is not None else False,
         }
-        if data.task == "multilabel":
-            clf: TextModel = MultiLabelClassifier(learn.model, self.vocab, data.labels, meta=meta, history=history,
-                                                  valid_data=(targs.numpy().astype(np.float32), probs.float().numpy()),
-                                                  tokenizer=data.tokenizer)
-            if cfg.thresholds != "none":
-                clf.tune_thresholds(strategy=cfg.thresholds)
-            return clf
-        # raw outputs (the spec's losses have no activation) against targets in their own units
-        kind = MultiCategoryClassifier if data.task == "multicategory" else TextRegressor
-        return kind(learn.model, self.vocab, data.labels, meta=meta, history=history,
-                    valid_data=(data.y_valid, probs.float().numpy()), tokenizer=data.tokenizer)
+        # the validation outputs (probabilities after the multi-label loss's sigmoid; raw outputs of the
+        # other kinds' losses, which have no activation) against the targets in their own units
+        clf: TextModel = MODEL_KINDS[data.task](learn.model, self.vocab, data.labels, meta=meta, history=history,
+                                                valid_data=(data.y_valid, probs.float().numpy()), tokenizer=data.tokenizer)
+        clf.after_training(cfg)  # multi-label: thresholds tuned on the validation split
+        return clf
 
 
 def _checkpoint_payload(learn: Any, *, info: dict[str, Any], done: list[pd.DataFrame], name: str, offset: int,
