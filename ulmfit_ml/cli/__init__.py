@@ -1,7 +1,7 @@
 """``ulmfit-ml``: the command line over the library (``python -m ulmfit_ml`` too).
 
 Thin by design: :mod:`.parser` parses, :mod:`.commands` calls one library function per
-sub-command and prints; config files are read and checked by :mod:`ulmfit_ml.config_files`.
+sub-command and prints; config files are read and checked by :mod:`ulmfit_ml.utils.config_files`.
 Exit codes: 0 ok, 1 error, 2 usage or config error, 130 interrupted.
 
 Start-up is light: importing this module (and ``ulmfit_ml``, whose names load on first use)

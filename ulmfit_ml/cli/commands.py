@@ -40,7 +40,7 @@ def _single_process(command: str) -> None:
 
 
 def cmd_lm(args: argparse.Namespace) -> int:
-    """``ulmfit-ml lm`` -> :func:`~ulmfit_ml.pipeline.run_lm`."""
+    """``ulmfit-ml lm`` -> :func:`~ulmfit_ml.experiments.pipeline.run_lm`."""
     cfgs = config_from_args(args)
     run = run_lm(cfgs, inputs=run_inputs(cfgs, config_path=args.config))
     print(f"language model saved to {run.lm_dir}")
@@ -48,7 +48,7 @@ def cmd_lm(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """``ulmfit-ml train`` -> :func:`~ulmfit_ml.pipeline.run_train` (``--resume``: the run's own config)."""
+    """``ulmfit-ml train`` -> :func:`~ulmfit_ml.experiments.pipeline.run_train` (``--resume``: the run's own config)."""
     if args.resume:
         saved = RunDir.open(args.resume).read_json("config.json")
         if saved.get("command") != "train":
@@ -70,7 +70,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    """``ulmfit-ml evaluate`` -> :func:`~ulmfit_ml.pipeline.evaluate_file`."""
+    """``ulmfit-ml evaluate`` -> :func:`~ulmfit_ml.experiments.pipeline.evaluate_file`."""
     if args.out and args.per_label and Path(args.out).resolve() == Path(args.per_label).resolve():
         raise ConfigError("--out and --per-label name the same file: give two different files.")
     if args.per_label:
@@ -90,7 +90,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    """``ulmfit-ml predict`` -> :func:`~ulmfit_ml.predict.predict_file` (every input and output format)."""
+    """``ulmfit-ml predict`` -> :func:`~ulmfit_ml.inference.predict.predict_file` (every input and output format)."""
     if args.format == "submission" and not args.id_col:
         raise ConfigError("--format submission needs --id-col (the id column of the input, e.g. --id-col id).")
     if args.bs < 1:
@@ -112,7 +112,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _predict_on_dask(args: argparse.Namespace) -> int:
-    """``ulmfit-ml predict --dask-workers N | --scheduler ADDRESS`` -> :func:`~ulmfit_ml.distributed.predict_dask`."""
+    """``ulmfit-ml predict --dask-workers N | --scheduler ADDRESS`` -> :func:`~ulmfit_ml.inference.distributed.predict_dask`."""
     if args.dask_workers is not None and args.dask_workers < 1:
         raise ConfigError(f"--dask-workers must be >= 1, got {args.dask_workers}.")
     if args.no_resume:
@@ -127,7 +127,7 @@ def _predict_on_dask(args: argparse.Namespace) -> int:
 
 
 def cmd_cv(args: argparse.Namespace) -> int:
-    """``ulmfit-ml cv`` -> :func:`~ulmfit_ml.pipeline.run_cv`."""
+    """``ulmfit-ml cv`` -> :func:`~ulmfit_ml.experiments.pipeline.run_cv`."""
     _single_process("cv")
     cfgs = config_from_args(args)
     _install_sigterm()
@@ -137,7 +137,7 @@ def cmd_cv(args: argparse.Namespace) -> int:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
-    """``ulmfit-ml pretrain`` -> :func:`~ulmfit_ml.pretrain.pretrain_lm` (its ``[pretrain]`` section only)."""
+    """``ulmfit-ml pretrain`` -> :func:`~ulmfit_ml.training.pretrain.pretrain_lm` (its ``[pretrain]`` section only)."""
     base = load_config_file(args.config) if args.config else {}
     sets = [parse_set(s) for s in (args.set or [])]
     bad = [f"{s}.{k}" for s, k, _ in sets if s != "pretrain"]

@@ -59,7 +59,7 @@ def flag_overrides(args: argparse.Namespace) -> list[tuple[str, str, Any]]:
 
 def config_from_args(args: argparse.Namespace, *, base: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """The config dataclasses of a training command: its config file, ``--set`` items, named
-    flags and ``--SECTION.KEY`` flags, layered by :func:`~ulmfit_ml.config_files.resolve_config`."""
+    flags and ``--SECTION.KEY`` flags, layered by :func:`~ulmfit_ml.utils.config_files.resolve_config`."""
     file_sections = base if base is not None else (load_config_file(args.config) if getattr(args, "config", None) else {})
     sets = [parse_set(s) for s in (getattr(args, "set", None) or [])]
     return resolve_config(file_sections, sets + flag_overrides(args), flags=getattr(args, "config_flags", None) or [])

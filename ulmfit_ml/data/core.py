@@ -205,7 +205,7 @@ class MultiLabelData:
     # ------------------------------------------------------------------ tokens and DataLoaders
     @property
     def tokenizer(self) -> TextTokenizer:
-        """The :class:`~ulmfit_ml.tokens.TextTokenizer` of :attr:`tokens`. With
+        """The :class:`~ulmfit_ml.data.tokens.TextTokenizer` of :attr:`tokens`. With
         ``tokenizer="sentencepiece"`` it is trained here, on first use, on the language-model
         corpus (``texts`` + ``extra_texts``), unless :meth:`use_tokenizer` gave one."""
         if self._tokenizer is None:

@@ -2,7 +2,7 @@
 
 A corpus of tens of millions of words cannot live in RAM as Python token strings. The files are
 read a chunk of lines at a time, tokenised with the same fastai pipeline as everything else
-(:func:`~ulmfit_ml.tokens.tokenize_texts`, spaCy + fastai's rules, in worker processes), and
+(:func:`~ulmfit_ml.data.tokens.tokenize_texts`, spaCy + fastai's rules, in worker processes), and
 written as integer ids; the vocabulary is fastai's ``make_vocab`` over the counts. The result
 is cached on disk under a key of the files (path, size, mtime) and the tokenizer settings, so a
 second run (or a resumed one) starts in a second.
@@ -186,7 +186,7 @@ def tokenize_corpus(corpus: str | Path | Sequence[str | Path], *, max_vocab: int
         cache_dir: where caches live (default :func:`default_cache_dir` ``/corpus``).
         n_workers: tokenizer processes (default: fastai's ``defaults.cpus``).
         chunk_lines: lines tokenised per chunk (memory stays bounded by one chunk).
-        tokenizer: a :class:`~ulmfit_ml.tokens.TextTokenizer` (default spaCy words); a
+        tokenizer: a :class:`~ulmfit_ml.data.tokens.TextTokenizer` (default spaCy words); a
             SentencePiece model is kept in the cache directory.
         vocab: a fixed vocabulary (e.g. the one of a language model whose pretraining goes on);
             ``max_vocab`` / ``min_freq`` are then unused and tokens outside it become ``xxunk``.

@@ -135,10 +135,10 @@ def cross_validate(data: MultiLabelData, *, n_folds: int = 5, seed: int | None =
     The split stored in ``data`` is ignored: every row is in exactly one validation fold.
 
     Args:
-        data: a :class:`~ulmfit_ml.data.MultiLabelData` (all its rows are used).
+        data: a :class:`~ulmfit_ml.data.core.MultiLabelData` (all its rows are used).
         n_folds: number of folds.
         seed: fold seed; default ``data.config.seed``.
-        encoder: a fine-tuned :class:`~ulmfit_ml.lm.LanguageModel` or its saved directory to
+        encoder: a fine-tuned :class:`~ulmfit_ml.models.lm.LanguageModel` or its saved directory to
             reuse; ``None`` fine-tunes one on all texts with ``lm_config`` (when ``finetune``).
         finetune: ``False`` with ``encoder=None`` trains every fold from a random encoder of
             size ``arch`` (an ablation).

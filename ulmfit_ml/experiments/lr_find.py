@@ -34,7 +34,7 @@ class LRFindResult:
 
     @property
     def figure(self) -> Figure:
-        """The loss-vs-learning-rate plot (:func:`~ulmfit_ml.plots.plot_lr_find`)."""
+        """The loss-vs-learning-rate plot (:func:`~ulmfit_ml.experiments.plots.plot_lr_find`)."""
         return plot_lr_find(self)
 
 
@@ -47,9 +47,9 @@ def lr_find(data: MultiLabelData, *, stage: str = "classifier", encoder: Any = N
     gradual-unfreezing stage) would build it; nothing is kept after the search.
 
     Args:
-        data: a :class:`~ulmfit_ml.data.MultiLabelData`.
+        data: a :class:`~ulmfit_ml.data.core.MultiLabelData`.
         stage: ``"lm"`` or ``"classifier"``.
-        encoder: classifier stage only: a :class:`~ulmfit_ml.lm.LanguageModel`, its saved
+        encoder: classifier stage only: a :class:`~ulmfit_ml.models.lm.LanguageModel`, its saved
             directory, or ``None`` (random encoder of size ``arch=``).
         config: an ``LMConfig`` or ``ClassifierConfig``; ``options`` override its fields
             (``arch``, ``bs``, ``seq_len``, ``pretrained``, ``device``, ``quiet`` ...).

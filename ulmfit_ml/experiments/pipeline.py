@@ -1,8 +1,8 @@
 """The experiment runs behind the CLI, as library functions: ``run_lm``, ``run_train``,
 ``run_cv`` (run directories with config, data fingerprint, environment, history, metrics,
 plots, models, log and status) and ``evaluate_file``. Each CLI subcommand parses its options and
-calls one of these (or :func:`~ulmfit_ml.predict.predict_file` /
-:func:`~ulmfit_ml.pretrain.pretrain_lm`), so the shell and Python give the same results.
+calls one of these (or :func:`~ulmfit_ml.inference.predict.predict_file` /
+:func:`~ulmfit_ml.training.pretrain.pretrain_lm`), so the shell and Python give the same results.
 """
 from __future__ import annotations
 
@@ -69,7 +69,7 @@ def default_out(command: str) -> str:
 
 
 def read_run_table(run_cfg: RunConfig, path: str | Path) -> pd.DataFrame:
-    """A file of the run (train, test, extra texts): :func:`~ulmfit_ml.io.read_table` with the
+    """A file of the run (train, test, extra texts): :func:`~ulmfit_ml.utils.io.read_table` with the
     run's ``sep`` / ``header`` (CLI ``--sep`` / ``--no-header``)."""
     return read_table(path, sep=run_cfg.sep, header=run_cfg.header)
 
@@ -206,7 +206,7 @@ def run_lm(cfgs: dict[str, Any], *, inputs: Sequence[str] = ()) -> RunDir:
     """``ulmfit-ml lm``: fine-tune a language model into a run directory (``lm/``).
 
     Args:
-        cfgs: the resolved sections (:func:`~ulmfit_ml.config_files.resolve_config`).
+        cfgs: the resolved sections (:func:`~ulmfit_ml.utils.config_files.resolve_config`).
         inputs: every file the run reads (:func:`run_inputs`); never replaced.
     """
     require_train(cfgs["run"])

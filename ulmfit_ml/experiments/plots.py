@@ -1,5 +1,5 @@
 """Diagnostic plots (matplotlib). Plots draw; they do not train (the learning-rate finder is
-:mod:`ulmfit_ml.lr_find`).
+:mod:`ulmfit_ml.experiments.lr_find`).
 
 Every ``plot_*`` function returns a :class:`matplotlib.figure.Figure` built without pyplot
 (no global figure state, nothing shown, works under the ``Agg`` backend and in notebooks);
@@ -45,8 +45,8 @@ def plot_loss(source: Any, *, per_batch: bool = True) -> Figure:
     """Training and validation loss per epoch (+ fastai's per-batch smoothed training loss).
 
     Args:
-        source: a trained :class:`~ulmfit_ml.classifier.MultiLabelClassifier` or
-            :class:`~ulmfit_ml.lm.LanguageModel` (their ``history``; per-batch losses from
+        source: a trained :class:`~ulmfit_ml.training.trainer.MultiLabelClassifier` or
+            :class:`~ulmfit_ml.models.lm.LanguageModel` (their ``history``; per-batch losses from
             their ``batch_losses`` when training recorded them), a history
             DataFrame (``epoch``, ``train_loss``, ``valid_loss``, optional ``stage``) or a
             fastai ``Learner``.
@@ -114,7 +114,7 @@ def plot_per_label_f1(report: MultiLabelReport | pd.DataFrame, *, metric: str = 
     """Horizontal bars of a per-label metric, labels sorted by support (most frequent on top).
 
     Args:
-        report: a :class:`~ulmfit_ml.metrics.MultiLabelReport` or its ``per_label`` table.
+        report: a :class:`~ulmfit_ml.evaluation.metrics.MultiLabelReport` or its ``per_label`` table.
         metric: a column of the table (``"f1"``, ``"precision"``, ``"recall"``, ``"roc_auc"`` ...).
     """
     per = report.per_label if isinstance(report, MultiLabelReport) else report
@@ -206,7 +206,7 @@ def plot_lr_find(result: Any, *, skip_end: int = 5) -> Figure:
     """Smoothed loss vs learning rate (log scale) with the suggestions marked.
 
     Args:
-        result: an :class:`~ulmfit_ml.lr_find.LRFindResult`, or a fastai ``Learner`` right after ``learn.lr_find()``.
+        result: an :class:`~ulmfit_ml.experiments.lr_find.LRFindResult`, or a fastai ``Learner`` right after ``learn.lr_find()``.
         skip_end: drop the last points (the loss blows up there) when given a Learner.
     """
     if hasattr(result, "suggestions") and hasattr(result, "lrs"):  # an LRFindResult

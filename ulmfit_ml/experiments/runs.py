@@ -14,8 +14,8 @@ A run directory written by ``ulmfit-ml train`` holds::
     run.log                     the log
     status.json                 "running", "interrupted", "failed" or "done"
 
-Every file is written through :mod:`ulmfit_ml.persist`'s atomic writer; checkpoints are
-:mod:`ulmfit_ml.checkpoint`'s.
+Every file is written through :mod:`ulmfit_ml.utils.persist`'s atomic writer; checkpoints are
+:mod:`ulmfit_ml.training.checkpoint`'s.
 """
 from __future__ import annotations
 
@@ -116,7 +116,7 @@ class RunDir:
         Args:
             path: the directory; an existing empty one is used as is.
             overwrite: replace an existing run directory. Only a directory ulmfit_ml wrote is
-                ever replaced (:func:`~ulmfit_ml.persist.check_replaceable`), atomically.
+                ever replaced (:func:`~ulmfit_ml.utils.persist.check_replaceable`), atomically.
             inputs: files and directories the run reads (training file, config, ...): a
                 directory that is or holds one of them (or the current directory) is never replaced.
 
@@ -170,7 +170,7 @@ class RunDir:
         self.write_json("config.json", {"command": command, **sections})
 
     def write_fingerprint(self, data: Any) -> Path:
-        """``data.json``: :meth:`~ulmfit_ml.data.MultiLabelData.fingerprint`."""
+        """``data.json``: :meth:`~ulmfit_ml.data.core.MultiLabelData.fingerprint`."""
         return self.write_json("data.json", data.fingerprint())
 
     def write_environment(self, device: str | torch.device | None = None) -> Path:
@@ -213,7 +213,7 @@ class RunDir:
     def save_plots(self, *, history: pd.DataFrame | None = None, report: Any = None,
                    valid: tuple[np.ndarray, np.ndarray] | None = None, data: Any = None,
                    log: logging.Logger | None = None) -> list[Path]:
-        """Save the figures of :mod:`ulmfit_ml.plots` that the given results allow, as PNGs.
+        """Save the figures of :mod:`ulmfit_ml.experiments.plots` that the given results allow, as PNGs.
 
         Plotting is optional: without ``ulmfit_ml.plots`` (or matplotlib) nothing is written,
         and a figure that fails is logged and skipped -- a plot never fails a finished run.

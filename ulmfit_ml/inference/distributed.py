@@ -2,8 +2,8 @@
 
 Why Dask (and not Ray): ``dask.dataframe`` already reads CSV/TSV (split into byte blocks),
 JSON lines and parquet (row groups) partition by partition into *pandas* frames, with the
-same pandas options :func:`~ulmfit_ml.io.read_table` uses (:func:`~ulmfit_ml.io.pandas_read_options`),
-so every cell is parsed exactly as in :func:`~ulmfit_ml.predict.predict_file`; partitions keep
+same pandas options :func:`~ulmfit_ml.utils.io.read_table` uses (:func:`~ulmfit_ml.utils.io.pandas_read_options`),
+so every cell is parsed exactly as in :func:`~ulmfit_ml.inference.predict.predict_file`; partitions keep
 the file order; ``dask.distributed`` retries failed tasks (``retries=``) and runs the same code
 on a laptop (``LocalCluster``) or on an existing cluster (``Client("tcp://host:8786")``). Ray
 would need its own reader (Ray Data's CSV parsing is pyarrow's, not pandas'), so the cell
@@ -11,14 +11,14 @@ policy would live twice.
 
 How: a first cheap pass counts the rows of every partition, so each partition knows the global
 number of its first row. Then each partition is one task that turns its rows into output rows
-with :func:`~ulmfit_ml.predict.predict_frame` (the one chunk -> rows step of ``predict_file``:
+with :func:`~ulmfit_ml.inference.predict.predict_frame` (the one chunk -> rows step of ``predict_file``:
 same columns, same ``row`` numbers, same probabilities) and writes them atomically to
 ``part-NNNNN.parquet`` (the partition's number): a failed task that Dask retries rewrites its
 own part, so rows are never duplicated. Each worker process loads the model once (a cache in
 this module, keyed by the model's fingerprint) and checks that the files it sees are the ones the
 client hashed. The parts are written into a temporary sibling of the output directory, with
 ``manifest.json`` (rows per part, model fingerprint, options) written last, and the directory
-is renamed into place in one step (:func:`~ulmfit_ml.persist.atomic_dir`): an output directory
+is renamed into place in one step (:func:`~ulmfit_ml.utils.persist.atomic_dir`): an output directory
 is complete or absent. :func:`read_predictions` reads it back in row order.
 
 The output directory and the input must be on storage every worker can read and write (a
@@ -175,7 +175,7 @@ class PredictDaskResult:
 
 def read_predictions(path: str | Path) -> pd.DataFrame:
     """Read a :func:`predict_dask` output directory back as one frame, in input row order
-    (the layout of :func:`~ulmfit_ml.predict.predict_file`'s output)."""
+    (the layout of :func:`~ulmfit_ml.inference.predict.predict_file`'s output)."""
     path = Path(path)
     manifest = read_json(path / MANIFEST)
     if not isinstance(manifest, dict) or manifest.get("version") != _MANIFEST_VERSION:
@@ -240,7 +240,7 @@ class _Inputs:
 
 
 def _read_frame(dd: Any, src: _Inputs) -> Any:
-    """The inputs as one Dask frame, parsed like :func:`~ulmfit_ml.io.read_table`."""
+    """The inputs as one Dask frame, parsed like :func:`~ulmfit_ml.utils.io.read_table`."""
     files, blocksize, opts = [str(p) for p in src.paths], src.blocksize, src.pandas_opts
     if src.fmt in ("csv", "tsv"):
         packed = any(p.suffixes and p.suffixes[-1].lower() in (".gz", ".bz2", ".zip", ".xz", ".zst") for p in src.paths)
@@ -375,7 +375,7 @@ def predict_dask(model: str | Path, input_path: str | Path | list[str | Path], o
                  int8: bool = False) -> PredictDaskResult:
     """Predict every row of one or more table files on a Dask cluster, into a directory of parts.
 
-    The rows, columns and probabilities are those of :func:`~ulmfit_ml.predict.predict_file`
+    The rows, columns and probabilities are those of :func:`~ulmfit_ml.inference.predict.predict_file`
     on the same input (``row`` numbers the input rows across all files, in order); see its
     options of the same names. The output directory holds ``part-00000.<format>`` ... (one per
     partition, in row order) and ``manifest.json``; read it with :func:`read_predictions`.
@@ -386,7 +386,7 @@ def predict_dask(model: str | Path, input_path: str | Path | list[str | Path], o
         input_path: a ``.csv``/``.tsv`` (compressed: one partition per file), ``.jsonl`` or
             ``.parquet`` file, or a list of files of one format (rows numbered across them).
         output_dir: the directory to write; it must not exist unless ``overwrite`` and
-            ulmfit_ml wrote it (:func:`~ulmfit_ml.persist.check_replaceable`).
+            ulmfit_ml wrote it (:func:`~ulmfit_ml.utils.persist.check_replaceable`).
         blocksize: bytes per partition (CSV/JSON lines; parquet: row groups gathered up to
             it); ``None``: one partition per file.
         part_format: ``"parquet"`` or ``"csv"`` (``predict_file``'s CSV bytes).

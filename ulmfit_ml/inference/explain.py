@@ -118,7 +118,7 @@ def explain(clf: Any, texts: Sequence[str], labels: str | Sequence[str] | None =
     """Token attributions per text and label, on that label's own logit.
 
     Args:
-        clf: a trained :class:`~ulmfit_ml.classifier.MultiLabelClassifier`.
+        clf: a trained :class:`~ulmfit_ml.training.trainer.MultiLabelClassifier`.
         texts: list or Series of strings (a handful: one backward pass per text).
         labels: ``None`` explains each text's predicted labels (stored thresholds; the most
             probable label when none passes); label names explain those labels for every text.

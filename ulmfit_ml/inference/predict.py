@@ -1,9 +1,9 @@
 """Prediction over files of any size, resumable, and the unsafe fastai opt-in.
 
 :func:`predict_file` is the one path from a table file to predictions (the CLI's ``predict``
-calls it): it reads the input in chunks with :func:`~ulmfit_ml.io.iter_table` (the same reader
+calls it): it reads the input in chunks with :func:`~ulmfit_ml.utils.io.iter_table` (the same reader
 and cell parsing as everywhere else), applies the prediction side of the text policy
-(:func:`~ulmfit_ml.validation.text_cells`), predicts each chunk and appends it to the output,
+(:func:`~ulmfit_ml.utils.validation.text_cells`), predicts each chunk and appends it to the output,
 so peak memory depends on ``chunksize``, not on the file size.
 
 Resuming (``.csv``/``.tsv``/``.jsonl`` outputs): the sidecar ``<output>.progress.json`` is written
@@ -361,12 +361,12 @@ def predict_file(model: Any, input_path: str | Path, output_path: str | Path, *,
     ``"both"``; 6 significant digits in text formats). ``output="submission"`` writes ``id_col`` then
     one column per label named by the label (the Kaggle shape). Rows whose text is missing or empty
     are predicted from an empty input, with one warning giving their count (the text policy of
-    :mod:`ulmfit_ml.validation`, whatever the output format).
+    :mod:`ulmfit_ml.utils.validation`, whatever the output format).
 
     Args:
         model: a saved model directory, a ``train`` run directory, a ``cv`` run directory with saved fold
-            models (probabilities averaged), a :class:`~ulmfit_ml.model.MultiLabelClassifier` or a
-            :class:`~ulmfit_ml.ensemble.MultiLabelEnsemble`.
+            models (probabilities averaged), a :class:`~ulmfit_ml.models.classifier.MultiLabelClassifier` or a
+            :class:`~ulmfit_ml.models.ensemble.MultiLabelEnsemble`.
         input_path: ``.csv``/``.tsv`` (optionally compressed), ``.parquet`` or ``.jsonl``.
         output_path: the table to write, format by extension; ``.csv``/``.tsv``/``.jsonl`` are
             resumable (sidecar ``output_path + ".progress.json"``).
@@ -379,13 +379,13 @@ def predict_file(model: Any, input_path: str | Path, output_path: str | Path, *,
             ``predict_file`` wrote (it has a progress file).
         threshold: overrides the model's per-label thresholds for ``labels``.
         at_least_one: give each text its most probable label when none passes.
-        sep, header, encoding, encoding_errors: how CSV/TSV is read (:class:`~ulmfit_ml.io.ReadOptions`):
+        sep, header, encoding, encoding_errors: how CSV/TSV is read (:class:`~ulmfit_ml.utils.io.ReadOptions`):
             separator (default ``","``, ``"\\t"`` for ``.tsv``); ``header=False`` for a header-less file
             (columns ``"0"``, ``"1"``, ...); ``encoding_errors="replace"`` for a few bad bytes.
         bs, device: the prediction batch size (a positive int); where a model loaded from a directory runs.
         overwrite: replace an existing ``output_path`` that ``predict_file`` did not write (CLI
-            ``--overwrite``). The input is never replaced (:func:`~ulmfit_ml.io.check_output_file`).
-        int8: predict with :meth:`~ulmfit_ml.model.MultiLabelClassifier.quantized` copies (dynamic int8
+            ``--overwrite``). The input is never replaced (:func:`~ulmfit_ml.utils.io.check_output_file`).
+        int8: predict with :meth:`~ulmfit_ml.models.classifier.MultiLabelClassifier.quantized` copies (dynamic int8
             LSTM and linear weights, CPU): about twice as fast; its quality cost is in ``bench/INFERENCE.md``.
 
     Returns:

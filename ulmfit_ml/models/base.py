@@ -1,8 +1,8 @@
 """What every multi-label model of ulmfit_ml shares: thresholds, ``predict``, ``evaluate``,
 ``report`` and ``tune_thresholds`` on top of the model's own ``predict_proba``.
 
-:class:`~ulmfit_ml.model.MultiLabelClassifier` (ULMFiT) and
-:class:`~ulmfit_ml.baseline.TfidfBaseline` both use :class:`MultiLabelPredictorMixin`, so
+:class:`~ulmfit_ml.models.classifier.MultiLabelClassifier` (ULMFiT) and
+:class:`~ulmfit_ml.models.baseline.TfidfBaseline` both use :class:`MultiLabelPredictorMixin`, so
 an experiment can print both side by side on the same split with the same code.
 """
 from __future__ import annotations
@@ -62,7 +62,7 @@ class MultiLabelPredictorMixin:
 
     def output_table(self, texts: Sequence[str], *, output: str = "proba", threshold: float | Sequence[float] | None = None,
                      at_least_one: bool = False, bs: int = 128) -> pd.DataFrame:
-        """The prediction columns :func:`~ulmfit_ml.predict.predict_file` writes for ``texts``:
+        """The prediction columns :func:`~ulmfit_ml.inference.predict.predict_file` writes for ``texts``:
         ``labels`` (names joined by :attr:`label_delim`; ``output="labels"``/``"both"``) and/or
         one ``proba_<label>`` column per label (``"proba"``/``"both"``); ``"submission"``: one
         column per label, named by the label."""
@@ -103,7 +103,7 @@ class MultiLabelPredictorMixin:
 
     def report(self, df: pd.DataFrame | None = None, *, threshold: float | Sequence[float] | None = None,
                text_col: str | None = None) -> MultiLabelReport:
-        """Full :class:`~ulmfit_ml.metrics.MultiLabelReport` on a labelled frame (same label
+        """Full :class:`~ulmfit_ml.evaluation.metrics.MultiLabelReport` on a labelled frame (same label
         columns as the training frame; ``text_col`` defaults to the training one), or on the
         validation split when ``df`` is None. Rows with an empty text are dropped with a warning."""
         y, probs = self._y_probs(df, text_col)

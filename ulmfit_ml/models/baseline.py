@@ -27,7 +27,7 @@ class TfidfBaseline(MultiLabelPredictorMixin):
 
     Built from scikit-learn's ``TfidfVectorizer`` and ``OneVsRestClassifier(LogisticRegression)``.
     ``predict_proba``, ``predict``, ``evaluate``, ``report`` and ``tune_thresholds`` behave
-    as on :class:`~ulmfit_ml.classifier.MultiLabelClassifier`.
+    as on :class:`~ulmfit_ml.training.trainer.MultiLabelClassifier`.
 
     Args:
         ngram_range: word n-gram sizes.

@@ -1,8 +1,8 @@
 """The trained models: :class:`TextModel` (an AWD-LSTM classifier network with its vocab and
 metadata: batched inference, int8 copies, safe save) and :class:`MultiLabelClassifier`, which
 predicts, evaluates, tunes thresholds and saves itself; :func:`load_classifier` rebuilds any
-saved model (the multi-category and regression models of :mod:`ulmfit_ml.heads` register their
-``task`` here). No model holds a fastai ``Learner``: training (:mod:`ulmfit_ml.classifier`)
+saved model (the multi-category and regression models of :mod:`ulmfit_ml.models.heads` register their
+``task`` here). No model holds a fastai ``Learner``: training (:mod:`ulmfit_ml.training.trainer`)
 produces them, as scikit-learn's fitted estimators and setfit's ``modeling.py`` / ``trainer.py`` split do.
 
 A classifier directory holds::
@@ -14,7 +14,7 @@ A classifier directory holds::
     thresholds.json     per-label decision thresholds (multi-label only)
     history.csv         per-epoch training table (informational)
     .ulmfit_ml.json     the ownership marker, with the sha256 of every file (checked at load;
-                        see :mod:`ulmfit_ml.persist`)
+                        see :mod:`ulmfit_ml.utils.persist`)
 """
 from __future__ import annotations
 
@@ -72,7 +72,7 @@ class TextModel:
     """A trained AWD-LSTM text model: the network, its vocab, output names and metadata.
 
     Subclasses add what their targets mean: :class:`MultiLabelClassifier` (here),
-    :class:`~ulmfit_ml.heads.MultiCategoryClassifier` and :class:`~ulmfit_ml.heads.TextRegressor`.
+    :class:`~ulmfit_ml.models.heads.MultiCategoryClassifier` and :class:`~ulmfit_ml.models.heads.TextRegressor`.
     """
 
     task = "multilabel"

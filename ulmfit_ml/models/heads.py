@@ -130,14 +130,14 @@ class MultiCategoryClassifier(_TargetModel):
                              for c, p in zip(self.labels, probs)})
 
     def report(self, df: pd.DataFrame | None = None, *, text_col: str | None = None) -> CategoryReport:
-        """Per-column accuracy and macro-F1 (:class:`~ulmfit_ml.targets.CategoryReport`) on a
+        """Per-column accuracy and macro-F1 (:class:`~ulmfit_ml.tasks.multicategory.CategoryReport`) on a
         labelled frame with the training frame's category columns, or on the validation split."""
         y, logits = self._scores(df, text_col)
         return self.spec.report(y, logits)
 
     def output_table(self, texts: Sequence[str], *, output: str = "proba", threshold: Any = None,
                      at_least_one: bool = False, bs: int = 128) -> pd.DataFrame:
-        """:func:`~ulmfit_ml.predict.predict_file`'s columns: the predicted category of every column
+        """:func:`~ulmfit_ml.inference.predict.predict_file`'s columns: the predicted category of every column
         (named by the column; ``output="labels"``/``"both"``/``"submission"``) and/or one
         ``proba_<column>:<category>`` column per category (``"proba"``/``"both"``)."""
         self._check_output(output)
@@ -176,14 +176,14 @@ class TextRegressor(_TargetModel):
         return self.spec.to_units(self.predict_logits(texts, bs=bs))
 
     def report(self, df: pd.DataFrame | None = None, *, text_col: str | None = None) -> RegressionReport:
-        """MAE, RMSE, R^2 and Spearman per target (:class:`~ulmfit_ml.targets.RegressionReport`)
+        """MAE, RMSE, R^2 and Spearman per target (:class:`~ulmfit_ml.tasks.regression.RegressionReport`)
         on a labelled frame with the training frame's target columns, or on the validation split."""
         y, z = self._scores(df, text_col)
         return self.spec.report(y, self.spec.to_units(z))
 
     def output_table(self, texts: Sequence[str], *, output: str = "proba", threshold: Any = None,
                      at_least_one: bool = False, bs: int = 128) -> pd.DataFrame:
-        """:func:`~ulmfit_ml.predict.predict_file`'s columns: one column per target, named by the
+        """:func:`~ulmfit_ml.inference.predict.predict_file`'s columns: one column per target, named by the
         target, holding the predicted value (the same for every ``output``)."""
         self._check_output(output)
         if threshold is not None or at_least_one:

@@ -2,8 +2,8 @@
 its safe save/load, and the general-domain weights a fine-tuning run starts from (the models
 shipped with ulmfit_ml, fastai's WikiText-103 download, local files).
 
-Training lives elsewhere: :mod:`ulmfit_ml.finetune` (ULMFiT fine-tuning on the task's texts) and
-:mod:`ulmfit_ml.pretrain` (pretraining on a corpus) produce :class:`LanguageModel` objects.
+Training lives elsewhere: :mod:`ulmfit_ml.training.finetune` (ULMFiT fine-tuning on the task's texts) and
+:mod:`ulmfit_ml.training.pretrain` (pretraining on a corpus) produce :class:`LanguageModel` objects.
 
 A language-model directory holds ``lm.safetensors``, ``lm.json``, ``vocab.json`` (and
 ``history.csv``; ``tokenizer.model`` for a SentencePiece LM) plus the ownership marker.
@@ -46,7 +46,7 @@ class LanguageModel:
         state_dict: full LM weights (encoder ``0.*`` and decoder ``1.*``) on CPU.
         history: per-epoch table (loss, accuracy, perplexity).
         metrics: final validation loss / accuracy / perplexity and timings.
-        tokenizer: the :class:`~ulmfit_ml.tokens.TextTokenizer` its vocab comes from (spaCy words
+        tokenizer: the :class:`~ulmfit_ml.data.tokens.TextTokenizer` its vocab comes from (spaCy words
             unless it was trained on SentencePiece pieces).
     """
 
@@ -85,7 +85,7 @@ _TIED_LM_KEYS = ("0.encoder_dp.emb.weight", "1.decoder.weight")
 
 
 def save_lm(lm: LanguageModel, path: str | Path, *, overwrite: bool = False, half: bool = False) -> Path:
-    """Save a :class:`~ulmfit_ml.lm.LanguageModel` (weights, vocab, arch) atomically.
+    """Save a :class:`~ulmfit_ml.models.lm.LanguageModel` (weights, vocab, arch) atomically.
 
     The tied copies of the embedding (:data:`_TIED_LM_KEYS`) are left out; ``half`` stores the
     weights as float16 (half the size, e.g. for the models shipped in the package; they load as
@@ -112,7 +112,7 @@ def save_lm(lm: LanguageModel, path: str | Path, *, overwrite: bool = False, hal
 
 def load_lm(path: str | Path) -> LanguageModel:
     """Load a :class:`LanguageModel` saved with :meth:`LanguageModel.save` (no pickle); a file
-    changed after saving raises (:func:`~ulmfit_ml.manifest.verify_files`)."""
+    changed after saving raises (:func:`~ulmfit_ml.utils.manifest.verify_files`)."""
     from safetensors.torch import load_file
 
     path = user_path(path)

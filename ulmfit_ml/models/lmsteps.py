@@ -1,6 +1,6 @@
 """The pieces of a language model's pretraining step: fastai's AWD-LSTM LM, the token stream over
 memory-mapped ids, the sampled softmax on the tied output embedding, and held-out perplexity with
-the full softmax (used by :mod:`ulmfit_ml.pretrain` and ``bench/pretrain_speed.py``)."""
+the full softmax (used by :mod:`ulmfit_ml.training.pretrain` and ``bench/pretrain_speed.py``)."""
 from __future__ import annotations
 
 import math

@@ -74,12 +74,12 @@ def _not_a_run_directory(path: Path) -> None:
 
 def load_classifier(path: str | Path, *, device: str | None = "cpu") -> Any:
     """Rebuild a saved model: a :class:`MultiLabelClassifier`, or for ``config.json``'s ``"task"``
-    ``"multicategory"`` / ``"regression"`` a :class:`~ulmfit_ml.heads.MultiCategoryClassifier` /
-    :class:`~ulmfit_ml.heads.TextRegressor`.
+    ``"multicategory"`` / ``"regression"`` a :class:`~ulmfit_ml.models.heads.MultiCategoryClassifier` /
+    :class:`~ulmfit_ml.models.heads.TextRegressor`.
 
     Nothing is unpickled. Missing or corrupt files, weights that do not fit the saved
     architecture, and any file changed after saving (its sha256 differs from the one the
-    directory's ``.ulmfit_ml.json`` recorded: :func:`~ulmfit_ml.manifest.verify_files`) raise
+    directory's ``.ulmfit_ml.json`` recorded: :func:`~ulmfit_ml.utils.manifest.verify_files`) raise
     with the file's name.
     """
     path = user_path(path)

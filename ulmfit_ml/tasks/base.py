@@ -2,7 +2,7 @@
 provides, so that data, training, models and runs never branch on the kind.
 
 A kind is one class implementing :class:`TargetSpec`, in one module of this folder, listed once in
-:mod:`ulmfit_ml.tasks.registry`; :class:`~ulmfit_ml.data.core.MultiLabelData`, the trainer and
+:mod:`ulmfit_ml.tasks.registry`; :class:`~ulmfit_ml.data.core.core.MultiLabelData`, the trainer and
 ``load_classifier`` call its methods. Its trained model class is registered in
 :mod:`ulmfit_ml.models.registry` under the same ``task`` name.
 """

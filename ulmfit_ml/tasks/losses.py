@@ -126,7 +126,7 @@ class MultiCategoryLoss(nn.Module):
 
     fastai's ``CrossEntropyLossFlat`` takes one block only, hence this class. It has no
     ``activation``: ``get_preds`` returns the logits, split and soft-maxed per column by the
-    target spec (:class:`~ulmfit_ml.targets.CategorySpec`).
+    target spec (:class:`~ulmfit_ml.tasks.multicategory.CategorySpec`).
     """
 
     def __init__(self, sizes: Sequence[int], weights: Sequence[Sequence[float]] | None = None) -> None:

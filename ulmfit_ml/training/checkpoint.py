@@ -1,7 +1,7 @@
 """Resumable epoch checkpoints of fastai training: model, optimizer and every RNG state.
 
 Checkpoints are written after every completed epoch: the weights file first, then
-``checkpoint.json`` that names it (each through :func:`~ulmfit_ml.persist.atomic_file`), so a
+``checkpoint.json`` that names it (each through :func:`~ulmfit_ml.utils.persist.atomic_file`), so a
 kill at any moment leaves a consistent pair from the last completed epoch. Weights are loaded
 back with ``torch.load(weights_only=True)``: nothing is unpickled.
 """

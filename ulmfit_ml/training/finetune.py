@@ -2,10 +2,10 @@
 
 ``finetune_lm`` follows ULMFiT: start from general-domain weights (the model shipped with
 ulmfit_ml by default, fastai's WikiText-103 download, local weights, or one from
-:func:`~ulmfit_ml.pretrain.pretrain_lm`), train the new embeddings and head first while the
+:func:`~ulmfit_ml.training.pretrain.pretrain_lm`), train the new embeddings and head first while the
 LSTM is frozen, then unfreeze, all with one-cycle schedules. :class:`LMTrainer` owns the fastai
 ``Learner`` (``trainer.learner``, e.g. for ``lr_find``); the result is a
-:class:`~ulmfit_ml.lm.LanguageModel`, which holds none.
+:class:`~ulmfit_ml.models.lm.LanguageModel`, which holds none.
 """
 from __future__ import annotations
 
@@ -88,8 +88,8 @@ class LMTrainer:
     ``Learner`` (``self.learner``), so ``lr_find`` can run on it before (or instead of) ``fit``.
 
     Args:
-        data: a :class:`~ulmfit_ml.data.MultiLabelData`.
-        config: an :class:`~ulmfit_ml.config.LMConfig`; keyword ``options`` override its fields.
+        data: a :class:`~ulmfit_ml.data.core.MultiLabelData`.
+        config: an :class:`~ulmfit_ml.utils.config.LMConfig`; keyword ``options`` override its fields.
     """
 
     def __init__(self, data: MultiLabelData, *, config: LMConfig | None = None, **options: Any) -> None:
@@ -163,13 +163,13 @@ def finetune_lm(data: MultiLabelData, *, config: LMConfig | None = None, **optio
     """Fine-tune an AWD-LSTM language model on all texts of ``data`` (+ its ``extra_texts``).
 
     Args:
-        data: a :class:`~ulmfit_ml.data.MultiLabelData`.
-        config: an :class:`~ulmfit_ml.config.LMConfig`; keyword ``options`` override its fields
+        data: a :class:`~ulmfit_ml.data.core.MultiLabelData`.
+        config: an :class:`~ulmfit_ml.utils.config.LMConfig`; keyword ``options`` override its fields
             (``epochs``, ``arch``, ``pretrained``, ``lr``, ``bs``, ``seq_len``, ``drop_mult``,
             ``device``, ``fp16``, ``quiet``, ``seed`` ...).
 
     Returns:
-        :class:`~ulmfit_ml.lm.LanguageModel` (vocab + encoder for :func:`~ulmfit_ml.train_classifier`).
+        :class:`~ulmfit_ml.models.lm.LanguageModel` (vocab + encoder for :func:`~ulmfit_ml.train_classifier`).
 
     Raises:
         RuntimeError: ``pretrained=True`` and the WikiText-103 download failed (the message

@@ -1,12 +1,12 @@
 """Stage 1: pretraining a general-domain AWD-LSTM language model on a large corpus.
 
 The model is fastai's (``get_language_model(AWD_LSTM, ...)``, tied embedding and decoder), so
-what comes out is an ordinary :class:`~ulmfit_ml.lm.LanguageModel` that ``finetune_lm`` starts
+what comes out is an ordinary :class:`~ulmfit_ml.models.lm.LanguageModel` that ``finetune_lm`` starts
 from. The loop itself is a plain PyTorch loop rather than a fastai ``Learner``, for three
 measured reasons (written down because the project otherwise trains with fastai):
 
 * fastai's ``LMDataLoader`` holds every text as a tensor in RAM; here the batches are read from
-  memory-mapped token ids (:mod:`ulmfit_ml.corpus`), so a 25M-token corpus costs ~50 MB;
+  memory-mapped token ids (:mod:`ulmfit_ml.data.corpus`), so a 25M-token corpus costs ~50 MB;
 * fastai resumes only at epoch boundaries, and one epoch of the corpus takes hours on a CPU;
   here a checkpoint (weights, optimizer, LSTM hidden state, RNG state, step) is written every
   ``checkpoint_every`` seconds and a resumed run continues bit for bit where it stopped;
@@ -20,7 +20,7 @@ The schedule is fastai's one-cycle (``combined_cos``: warm-up over ``pct_start``
 annealing, momentum cycled inversely) or warmup-stable-decay (``schedule="wsd"``), the optimizer
 AdamW (decoupled weight decay, as fastai's ``Adam``). ``init_from`` continues a language model
 (the shipped one, or a saved directory) with its vocabulary: a new schedule over new tokens.
-The model, token stream, sampled softmax and perplexity live in :mod:`ulmfit_ml.lmsteps`.
+The model, token stream, sampled softmax and perplexity live in :mod:`ulmfit_ml.models.lmsteps`.
 """
 from __future__ import annotations
 
@@ -366,9 +366,9 @@ def pretrain_lm(corpus: str | Path | Sequence[str | Path] | TokenCorpus, *, conf
 
     Args:
         corpus: a ``.txt`` file (one paragraph per line), a folder of ``.txt`` files, a list of
-            either, a list of texts, or a :class:`~ulmfit_ml.corpus.TokenCorpus`. Tokenised once and cached
+            either, a list of texts, or a :class:`~ulmfit_ml.data.corpus.TokenCorpus`. Tokenised once and cached
             (memory-mapped ids).
-        config: a :class:`~ulmfit_ml.config.PretrainConfig`; keyword ``options`` override its
+        config: a :class:`~ulmfit_ml.utils.config.PretrainConfig`; keyword ``options`` override its
             fields (``arch``, ``init_from``, ``max_vocab``, ``epochs``, ``max_tokens``, ``bs``, ``seq_len``,
             ``lr``, ``schedule``, ``softmax``, ``n_samples``, ``backwards``, ``checkpoint_every`` ...).
         out_dir: where checkpoints (and nothing else) are written while training; needed for
@@ -377,7 +377,7 @@ def pretrain_lm(corpus: str | Path | Sequence[str | Path] | TokenCorpus, *, conf
             starting over.
 
     Returns:
-        :class:`~ulmfit_ml.lm.LanguageModel` with held-out perplexity in ``metrics``
+        :class:`~ulmfit_ml.models.lm.LanguageModel` with held-out perplexity in ``metrics``
         (``tokens_seen`` this run, ``tokens_seen_total`` with the start model's).
     """
     cfg = merge_config(PretrainConfig, config, options)

@@ -3,9 +3,9 @@ one-cycle) on top of a fine-tuned language model's encoder.
 
 :class:`ClassifierTrainer` owns the fastai ``Learner`` (``trainer.learner``: ``lr_find``, the
 throughput bench); :meth:`ClassifierTrainer.train` returns the model for the data's task, which
-holds no Learner: a :class:`~ulmfit_ml.model.MultiLabelClassifier` (multi-label 0/1 targets), a
-:class:`~ulmfit_ml.heads.MultiCategoryClassifier` (category columns: one softmax head each,
-the sum of their cross-entropies as loss) or a :class:`~ulmfit_ml.heads.TextRegressor`
+holds no Learner: a :class:`~ulmfit_ml.models.classifier.MultiLabelClassifier` (multi-label 0/1 targets), a
+:class:`~ulmfit_ml.models.heads.MultiCategoryClassifier` (category columns: one softmax head each,
+the sum of their cross-entropies as loss) or a :class:`~ulmfit_ml.models.heads.TextRegressor`
 (numeric targets: standardised, MSE or Huber loss, outputs bounded to the training range).
 """
 from __future__ import annotations
@@ -106,7 +106,7 @@ class ClassifierTrainer:
 
     Attributes:
         learner: the fastai ``Learner``.
-        lm: the resolved :class:`~ulmfit_ml.lm.LanguageModel` (``None``: random encoder).
+        lm: the resolved :class:`~ulmfit_ml.models.lm.LanguageModel` (``None``: random encoder).
         vocab: the token list the classifier reads.
         arch: the AWD-LSTM sizes and dropouts.
     """
@@ -286,26 +286,26 @@ def train_classifier(data: MultiLabelData, *, encoder: LanguageModel | str | Pat
     """Train an AWD-LSTM classifier (or regressor) on ``data``'s training split.
 
     Args:
-        data: a :class:`~ulmfit_ml.data.MultiLabelData`.
-        encoder: the fine-tuned :class:`~ulmfit_ml.lm.LanguageModel` (or its saved
+        data: a :class:`~ulmfit_ml.data.core.MultiLabelData`.
+        encoder: the fine-tuned :class:`~ulmfit_ml.models.lm.LanguageModel` (or its saved
             directory); its vocab and encoder weights are used. ``None`` (or ``"random"``, the
             spelling of a config file's ``[run] encoder``) trains from a randomly initialised
             encoder of size ``arch`` with a vocab built from ``data`` (an ablation).
-        config: a :class:`~ulmfit_ml.config.ClassifierConfig`; keyword ``options`` override
+        config: a :class:`~ulmfit_ml.utils.config.ClassifierConfig`; keyword ``options`` override
             its fields (``epochs``, ``lrs``, ``unfreeze``, ``pos_weight``, ``loss``,
             ``device``, ``quiet`` ...).
         checkpoint_dir: when set, the model, optimizer and RNG states are saved there after
-            every completed epoch (see :func:`ulmfit_ml.checkpoint.save_checkpoint`).
+            every completed epoch (see :func:`ulmfit_ml.training.checkpoint.save_checkpoint`).
         resume: continue from the checkpoint in ``checkpoint_dir`` (completed stages and
             epochs are skipped, the one-cycle schedule goes on from the saved epoch); starts
             from scratch when there is no checkpoint yet. Same data, config and seed on CPU ->
             the same final weights as an uninterrupted run.
 
     Returns:
-        For multi-label data a :class:`~ulmfit_ml.model.MultiLabelClassifier`; its thresholds are tuned on
+        For multi-label data a :class:`~ulmfit_ml.models.classifier.MultiLabelClassifier`; its thresholds are tuned on
         ``data``'s validation split (``thresholds="per_label"``, the default, or ``"global"``), or 0.5 with
-        ``thresholds="none"``. For ``category_cols`` data a :class:`~ulmfit_ml.heads.MultiCategoryClassifier`,
-        for ``target_cols`` data a :class:`~ulmfit_ml.heads.TextRegressor` (``regression_loss``: ``"mse"``
+        ``thresholds="none"``. For ``category_cols`` data a :class:`~ulmfit_ml.models.heads.MultiCategoryClassifier`,
+        for ``target_cols`` data a :class:`~ulmfit_ml.models.heads.TextRegressor` (``regression_loss``: ``"mse"``
         or ``"huber"``). Texts longer than ``max_len`` tokens are pooled over their last ``max_len``
         tokens, with a warning giving their count.
 

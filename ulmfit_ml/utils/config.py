@@ -52,7 +52,7 @@ def _check_tokenizer(name: Any, vocab_size: Any) -> None:
 
 @dataclass
 class DataConfig:
-    """How a DataFrame becomes a :class:`~ulmfit_ml.data.MultiLabelData`.
+    """How a DataFrame becomes a :class:`~ulmfit_ml.data.core.MultiLabelData`.
 
     Exactly one target kind must be set: ``label_cols`` (one 0/1 column per label) or
     ``label_col`` (one delimited column) for multi-label; ``category_cols`` (columns that each

@@ -89,7 +89,7 @@ def pandas_read_options(path: str | Path, *, sep: str | None = None, header: boo
                         encoding_errors: str = "strict") -> tuple[str, dict[str, Any]]:
     """``(format, options)``: the keyword arguments :func:`read_table` gives pandas' reader of
     ``path``'s format (``read_csv``, ``read_json``; ``{}`` for ``read_parquet``), so that other
-    readers of the same files (Dask's, in :mod:`ulmfit_ml.distributed`) parse cells the same way.
+    readers of the same files (Dask's, in :mod:`ulmfit_ml.inference.distributed`) parse cells the same way.
     Apply :func:`named_columns` to what they read."""
     fmt = table_format(path)
     opts = _read_options(fmt, sep, header, encoding, encoding_errors)
@@ -218,7 +218,7 @@ def table_bytes(df: pd.DataFrame, fmt: str, *, header: bool = True) -> bytes:
 
 def write_table(df: pd.DataFrame, path: str | Path) -> Path:
     """Write ``df`` (without its index) in the format of ``path``'s extension, atomically
-    (:func:`~ulmfit_ml.persist.atomic_file`: an interrupted write never leaves half a file).
+    (:func:`~ulmfit_ml.utils.persist.atomic_file`: an interrupted write never leaves half a file).
 
     Returns:
         ``path`` as a :class:`~pathlib.Path`.

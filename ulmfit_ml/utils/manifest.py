@@ -1,9 +1,9 @@
 """The sha256 manifest of saved model and language-model directories, checked at every load.
 
-:func:`~ulmfit_ml.persist.atomic_dir` writes the ownership marker ``.ulmfit_ml.json`` of a
-model (kinds :data:`~ulmfit_ml.persist.HASHED_KINDS`) with the sha256 of every file it holds;
+:func:`~ulmfit_ml.utils.persist.atomic_dir` writes the ownership marker ``.ulmfit_ml.json`` of a
+model (kinds :data:`~ulmfit_ml.utils.persist.HASHED_KINDS`) with the sha256 of every file it holds;
 :func:`verify_files` is the one check of them, called by
-:func:`~ulmfit_ml.model.load_classifier` and :func:`~ulmfit_ml.lm.load_lm`. Without it a
+:func:`~ulmfit_ml.models.registry.load_classifier` and :func:`~ulmfit_ml.models.lm.load_lm`. Without it a
 hand-edited ``labels.json`` (two names swapped) or ``config.json`` (``"backwards": true``)
 loads and silently relabels or changes every prediction.
 """
@@ -35,7 +35,7 @@ def _read_marker(path: Path) -> dict[str, Any] | None:
 
 def verify_files(path: str | Path, kind: str, *, format_version: Any, known: dict[str, str] | None = None) -> bool:
     """Check every file of a saved model / language model directory against the sha256 its
-    marker (:data:`~ulmfit_ml.persist.MARKER`) recorded at save time (the check of every load).
+    marker (:data:`~ulmfit_ml.utils.persist.MARKER`) recorded at save time (the check of every load).
 
     A hand-edited ``labels.json`` (two names swapped), ``config.json`` (``backwards``),
     ``thresholds.json``, vocab, tokenizer or weight file loads as a different model without any

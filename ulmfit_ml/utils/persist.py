@@ -2,15 +2,15 @@
 
 Every file ulmfit_ml writes goes through :func:`atomic_file` (one file: temporary sibling,
 fsync, rename, fsync of the directory) or :func:`atomic_dir` (a whole directory, the same way).
-The model directories themselves are laid out by their owners: :mod:`ulmfit_ml.model`
-(classifiers) and :mod:`ulmfit_ml.lm` (language models), with the helpers here
+The model directories themselves are laid out by their owners: :mod:`ulmfit_ml.models.classifier`
+(classifiers) and :mod:`ulmfit_ml.models.lm` (language models), with the helpers here
 (:func:`save_weights`, :func:`load_weights`, :func:`read_json`, :func:`write_json`).
 
 Every directory ulmfit_ml writes also holds the ownership marker ``.ulmfit_ml.json`` (kind,
 version, the files written). ``overwrite=True`` replaces only a directory that carries it (or
 has the exact layout of a model saved before the marker existed) and holds nothing else, never
 the current directory or one that holds an input: see :func:`check_replaceable`. A model's
-marker also holds the sha256 of each file, checked at load by :mod:`ulmfit_ml.manifest`.
+marker also holds the sha256 of each file, checked at load by :mod:`ulmfit_ml.utils.manifest`.
 
 Saving writes everything into a temporary sibling directory and renames it into place, so a
 crash leaves either the previous complete directory or the new complete one. Loading never
@@ -298,7 +298,7 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
     ``path`` is left as it was. The sibling keeps ``path``'s suffixes (pandas infers
     compression from them).
 
-    Callers check first that ``path`` may be written (:func:`ulmfit_ml.io.check_output_file`
+    Callers check first that ``path`` may be written (:func:`ulmfit_ml.utils.io.check_output_file`
     for user-named files).
     """
     path = user_path(path)
