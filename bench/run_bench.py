@@ -353,7 +353,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             with stages(f"finetune_lm_{d}"):
                 lm_trainer = um.LMTrainer(data, arch=arch, pretrained=pretrained, backwards=bwd, quiet=True,
                                           device=dev_arg, seed=cfg.get("seed", 42), **cfg.get("lm", {}))
-                lm = lm_trainer.fit()
+                lm = lm_trainer.train()
                 lm_learners[bwd] = lm_trainer.learner
             n_tok = sum(len(t) for t in data.tokens)
             epochs = lm.config.get("epochs", 0) + (lm.config.get("frozen_epochs") or (1 if pretrained else 0))
@@ -491,7 +491,7 @@ def run_speed(args: argparse.Namespace) -> dict[str, Any]:
         lm_opts = dict({"pretrained": False}, **cfg.get("lm", {}), epochs=0, frozen_epochs=0)
         with stages("build_untrained"):
             lm_trainer = um.LMTrainer(data, arch=cfg["arch"], quiet=True, device=str(device), **lm_opts)
-            lm = lm_trainer.fit()
+            lm = lm_trainer.train()
             clf_opts = dict(cfg.get("clf", {}))
             clf_opts["epochs"] = [0] * len(clf_opts.get("unfreeze", [0]))
             clf_trainer = um.ClassifierTrainer(data, encoder=lm, quiet=True, device=str(device), **clf_opts)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, Sequence
 
+from ..utils.config import OUTPUTS
 from ..utils.config_files import load_config_file, parse_set, resolve_config, sections_parser
 from ..utils.version import __version__
 
@@ -289,7 +290,7 @@ def _add_predict(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
                               "--format submission --id-col id")
     p.add_argument("-o", "--out", required=True, metavar="FILE",
                    help="output table (.csv, .tsv, .jsonl: written chunk by chunk and resumable; .parquet)")
-    p.add_argument("--format", choices=("proba", "labels", "both", "submission"), default="both",
+    p.add_argument("--format", choices=OUTPUTS, default="both",
                    help="what to write (default: both)")
     p.add_argument("--id-col", help="column copied to the output (required by --format submission)")
     p.add_argument("--at-least-one", action="store_true", help="give each text its most probable label when none passes")

@@ -19,6 +19,7 @@ and ``label_delim`` raises a TypeError, fastai issue #3685), so the DataBlocks a
 from __future__ import annotations
 
 import hashlib
+import inspect
 import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -26,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..utils.config import DataConfig
+from ..utils.config import DataConfig, merge_config
 from ..tasks.base import TargetSpec
 from ..tasks.registry import spec_for_config
 from .tokens import TextTokenizer, pretokenized_tfm
@@ -104,7 +105,8 @@ class MultiLabelData:
                 language-model corpus (these texts and ``extra_texts``) when the tokens are first
                 needed, or the pretrained LM's own model when fine-tuning from one.
             extra_texts: unlabelled texts added to the language-model corpus only.
-            config: a :class:`DataConfig`; explicit keywords are ignored when it is given.
+            config: a :class:`DataConfig`; keywords that differ from their defaults override its fields
+                (checked like the trainers' options).
 
         Raises:
             ValueError: empty frame, missing/duplicate columns, non-0/1 labels, unknown labels,
@@ -280,15 +282,22 @@ class MultiLabelData:
 
 def _data_config(config: DataConfig | None, *, split: str | None, valid_col: str | None, label_cols: Any,
                  **options: Any) -> DataConfig:
-    """``config``, or the :class:`DataConfig` of from_df's keywords (``split``: by ``valid_col`` if given)."""
+    """The :class:`DataConfig` of from_df's keywords (``split``: by ``valid_col`` if given), or
+    ``config`` with the keywords that differ from from_df's defaults applied and checked
+    (``merge_config``, as the trainers do): none is ignored silently."""
+    label_cols = list(label_cols) if label_cols is not None and not isinstance(label_cols, str) else label_cols
     if config is None:
         if split is None:
             split = "column" if valid_col is not None else "stratified"
-        label_cols = list(label_cols) if label_cols is not None and not isinstance(label_cols, str) else label_cols
         return DataConfig(label_cols=label_cols, split=split, valid_col=valid_col, **options)
-    if not isinstance(config, DataConfig):
-        raise TypeError(f"config must be a DataConfig, got {type(config).__name__}.")
-    return config
+    given = {"split": split, "valid_col": valid_col, "label_cols": label_cols, **options}
+    defaults = _FROM_DF_DEFAULTS
+    return merge_config(DataConfig, config, {k: v for k, v in given.items() if v != defaults[k]})
+
+
+#: from_df's keyword defaults (a keyword left at its default does not override a given config)
+_FROM_DF_DEFAULTS = {name: p.default for name, p in inspect.signature(MultiLabelData.from_df).parameters.items()
+                     if p.default is not inspect.Parameter.empty}
 
 
 def _checked_columns(df: pd.DataFrame, c: DataConfig, spec: TargetSpec) -> pd.DataFrame:

@@ -25,6 +25,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from ..utils.persist import write_text_atomic
 from .tokens import TextTokenizer
 
 __all__ = ["TokenCorpus", "tokenize_corpus", "corpus_files", "corpus_texts", "default_cache_dir", "texts_to_corpus_file"]
@@ -50,10 +51,8 @@ def texts_to_corpus_file(texts: Sequence[str]) -> Path:
     d = default_cache_dir() / "texts"
     d.mkdir(parents=True, exist_ok=True)
     p = d / f"{h.hexdigest()[:16]}.txt"
-    if not p.exists():
-        tmp = d / f".{p.name}.tmp-{uuid.uuid4().hex[:8]}"
-        tmp.write_text("\n".join(" ".join(t.split()) for t in texts) + "\n", encoding="utf-8")
-        os.replace(tmp, p)  # our own file, in our own cache folder
+    if not p.exists():  # our own file, in our own cache folder, through the one atomic writer
+        write_text_atomic(p, "\n".join(" ".join(t.split()) for t in texts) + "\n")
     return p
 
 
@@ -307,7 +306,11 @@ def _remap_part(tmp: Path, part: str, remap: np.ndarray, dtype: Any) -> int:
 
 
 def _publish(tmp: Path, final: Path) -> None:
-    """Rename the finished cache into place; another process that cached the same corpus first wins."""
+    """Rename the finished cache into place; another process that cached the same corpus first wins.
+
+    Not :func:`~ulmfit_ml.utils.persist.atomic_dir`: that one replaces what is there (an owned
+    directory, with ``overwrite``), while two processes caching the same corpus must keep the first
+    copy and drop the second, so the rename is its own here."""
     try:
         os.rename(tmp, final)
     except OSError:  # another process cached the same corpus first: use theirs

@@ -21,7 +21,7 @@ from ..utils.config import ClassifierConfig, LMConfig
 from ..data.core import MultiLabelData
 from ..models.ensemble import average_probabilities
 from ..training.finetune import finetune_lm
-from ..models.lm import LanguageModel, load_lm
+from ..models.lm import LanguageModel, resolve_encoder
 from ..evaluation.metrics import multilabel_report
 from ..models.classifier import MultiLabelClassifier
 from ..evaluation.thresholds import apply_thresholds, check_thresholds, tune_thresholds
@@ -188,8 +188,7 @@ def _shared_lm(data: MultiLabelData, encoder: LanguageModel | str | Path | None,
                lm_config: LMConfig | None) -> LanguageModel | None:
     """The one language model of every fold: ``encoder`` (loaded if a directory), else one
     fine-tuned on all texts, or ``None`` (random encoders) without ``finetune``."""
-    if isinstance(encoder, (str, Path)):
-        encoder = load_lm(encoder)
+    encoder = resolve_encoder(encoder)
     return encoder if encoder is not None or not finetune else finetune_lm(data, config=lm_config)
 
 

@@ -25,7 +25,7 @@ from ..utils.distrib import barrier, broadcast_object, init_distributed
 from ..models.ensemble import MultiLabelEnsemble, load_predictor, resolve_model_dirs
 from ..training.finetune import finetune_lm
 from ..utils.io import check_output_file, read_table, table_format, write_table
-from ..models.lm import LanguageModel, load_lm
+from ..models.lm import LanguageModel, load_lm, resolve_encoder
 from ..evaluation.metrics import MultiLabelReport
 from ..models.classifier import MultiLabelClassifier, TextModel
 from ..utils.persist import remove_owned_dir, write_json_atomic
@@ -36,7 +36,7 @@ from ..tasks.regression import RegressionReport
 from ..utils.validation import check_columns, check_texts, extra_text_list, text_cells
 
 __all__ = ["run_lm", "run_train", "run_cv", "evaluate_file", "EvaluateFileResult", "run_inputs", "default_out",
-           "load_run_data", "read_run_table", "report_table", "require_train", "require_labels", "resolve_lm_dir",
+           "load_run_data", "read_run_table", "report_table", "require_train", "require_labels",
            "saved_encoder"]
 
 
@@ -103,23 +103,13 @@ def saved_encoder(run_cfg: RunConfig) -> str | None:
     return None if run_cfg.encoder in ("lm", "random") else run_cfg.encoder
 
 
-def resolve_lm_dir(path: str | Path) -> Path:
-    p = Path(path)
-    if (p / "lm.json").is_file():
-        return p
-    if (p / "lm" / "lm.json").is_file():
-        return p / "lm"
-    raise FileNotFoundError(f"No language model at {p}: pass a directory saved by `ulmfit-ml lm`/`pretrain` "
-                            "(with lm.json) or a run directory that holds lm/.")
-
-
 def _language_model(cfgs: dict[str, Any], data: MultiLabelData, run: RunDir, log: Any) -> LanguageModel | None:
     """Reuse [run] lm, or the run directory's lm/ (resume), or fine-tune one and save it to lm/."""
     if cfgs["run"].encoder == "random":
         log.info("encoder = random: no language model (ablation)")
         return None
     if saved_encoder(cfgs["run"]):
-        lm = load_lm(resolve_lm_dir(saved_encoder(cfgs["run"])))
+        lm = resolve_encoder(saved_encoder(cfgs["run"]))
         log.info(f"language model: reusing {saved_encoder(cfgs['run'])} ({lm!r})")
         return lm
     if broadcast_object((run.lm_dir / "lm.json").is_file()):  # rank 0 decides (other ranks read the same file)

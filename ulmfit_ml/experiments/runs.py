@@ -36,7 +36,7 @@ from . import plots
 from ..utils.config_files import to_toml
 from ..utils.distrib import is_main, on_main, world_size
 from ..utils.io import write_table
-from ..utils.persist import atomic_dir, atomic_file, write_json_atomic, write_marker, write_text_atomic
+from ..utils.persist import atomic_dir, atomic_file, run_file_name, write_json_atomic, write_marker, write_text_atomic
 from ..utils.valuetypes import user_path
 from ..utils.version import __version__
 
@@ -151,10 +151,10 @@ class RunDir:
 
     # writers
     def write_json(self, name: str, obj: Any) -> Path:
-        """``obj`` as ``<run>/<name>`` (atomic)."""
+        """``obj`` as ``<run>/<name>`` (atomic); ``name`` is one of the layout's (``persist.RUN_FILES``)."""
         if not self.writes:
-            return self.path / name
-        return write_json_atomic(self.path / name, obj)
+            return self.path / run_file_name(name)
+        return write_json_atomic(self.path / run_file_name(name), obj)
 
     def read_json(self, name: str) -> Any:
         """The JSON file ``<run>/<name>``."""
@@ -178,10 +178,10 @@ class RunDir:
         return self.write_json("environment.json", environment_info(device))
 
     def write_table(self, name: str, df: pd.DataFrame) -> Path:
-        """A CSV/TSV/parquet/JSONL table (by extension), atomically."""
+        """A CSV/TSV/parquet/JSONL table (by extension), atomically; ``name`` is one of the layout's."""
         if not self.writes:
-            return self.path / name
-        return write_table(df, self.path / name)
+            return self.path / run_file_name(name)
+        return write_table(df, self.path / run_file_name(name))
 
     def set_status(self, status: str, **extra: Any) -> Path:
         """``status.json``: ``running``, ``interrupted``, ``failed`` or ``done``, with a time stamp."""

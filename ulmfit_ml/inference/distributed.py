@@ -43,7 +43,8 @@ from ..models.ensemble import load_predictor, resolve_model_dirs
 from ..utils.io import (ReadOptions, check_output_file, named_columns, pandas_read_options, read_table, table_bytes,
                  table_columns, write_table)
 from ..utils.persist import atomic_dir, atomic_file, file_sha256, read_json, write_json_atomic
-from .predict import OUTPUTS, predict_frame, quantized_predictor
+from ..utils.config import OUTPUTS
+from .predict import predict_frame, quantized_predictor
 from ..utils.validation import check_bs, check_columns, warn_empty_texts
 
 __all__ = ["predict_dask", "read_predictions", "PredictDaskResult", "worker_model_loads", "MANIFEST",

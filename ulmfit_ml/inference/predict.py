@@ -31,6 +31,7 @@ import pandas as pd
 from ..models.ensemble import MultiLabelEnsemble, load_predictor, resolve_model_dirs
 from ..utils.io import (ReadOptions, check_output_file, iter_table, table_bytes, table_columns, table_format,
                  write_table)
+from ..utils.config import OUTPUTS
 from ..models.classifier import TextModel
 from ..utils.persist import write_json_atomic
 from ..utils.runtime import patch_fastai
@@ -39,14 +40,11 @@ from ..utils.validation import check_bs, check_columns, suppress_empty_text_warn
 from ..utils.valuetypes import user_path
 
 __all__ = ["predict_file", "predict_frame", "quantized_predictor", "PredictFileResult", "load_fastai_learner",
-           "PROGRESS_SUFFIX", "OUTPUTS"]
+           "PROGRESS_SUFFIX"]
 
 #: The sidecar next to the output: ``out.csv`` -> ``out.csv.progress.json``.
 PROGRESS_SUFFIX = ".progress.json"
 _PROGRESS_VERSION = 2
-#: What :func:`predict_file` writes: probabilities, label lists, both, or a Kaggle-style
-#: submission (id + one probability column per label, named by label).
-OUTPUTS = ("proba", "labels", "both", "submission")
 _STREAMED = ("csv", "tsv", "jsonl")
 _START_OVER = "pass resume=False (CLI: --no-resume) to start over"
 

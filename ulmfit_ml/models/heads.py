@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..utils.config import OUTPUTS
 from .classifier import TextModel
 from ..data.tokens import TextTokenizer
 from ..tasks.multicategory import CategoryReport, CategorySpec
@@ -28,7 +29,6 @@ from ..utils.validation import labelled_rows
 
 __all__ = ["MultiCategoryClassifier", "TextRegressor"]
 
-_OUTPUTS = ("proba", "labels", "both", "submission")
 
 
 class _TargetModel(TextModel):
@@ -96,8 +96,8 @@ class _TargetModel(TextModel):
 
     @staticmethod
     def _check_output(output: str) -> None:
-        if output not in _OUTPUTS:
-            raise ValueError(f"output must be one of {list(_OUTPUTS)}, got {output!r}.")
+        if output not in OUTPUTS:
+            raise ValueError(f"output must be one of {list(OUTPUTS)}, got {output!r}.")
 
 
 class MultiCategoryClassifier(_TargetModel):

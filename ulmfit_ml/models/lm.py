@@ -25,7 +25,7 @@ from ..data.tokens import TextTokenizer
 from ..utils.valuetypes import user_path
 
 __all__ = ["LanguageModel", "load_lm", "save_lm", "lm_arch_config", "PRETRAINED_MODELS", "pretrained_model_dir",
-           "pretrained_weights", "pretrained_tokenizer"]
+           "pretrained_weights", "pretrained_tokenizer", "resolve_encoder", "lm_dir_of"]
 
 
 def lm_arch_config(arch: str | dict[str, Any]) -> dict[str, Any]:
@@ -272,3 +272,28 @@ def pretrained_tokenizer(pretrained: bool | str | Path, backwards: bool = False)
     if p is not None and p.is_dir() and (p / "lm.json").exists():
         return TextTokenizer.load(read_json(p / "lm.json").get("tokenizer"), p)
     return TextTokenizer()  # WikiText-103 and fastai .pth/.pkl files: fastai's spaCy words
+
+
+def lm_dir_of(path: str | Path) -> Path:
+    """A saved language model's directory: ``path`` itself (with ``lm.json``) or the ``lm/`` of the
+    run directory ``path`` (``ulmfit-ml lm`` / ``train``)."""
+    p = user_path(path)
+    if (p / "lm.json").is_file():
+        return p
+    if (p / "lm" / "lm.json").is_file():
+        return p / "lm"
+    raise FileNotFoundError(f"No language model at {p}: pass a directory saved by `ulmfit-ml lm`/`pretrain` "
+                            "(with lm.json) or a run directory that holds lm/.")
+
+
+def resolve_encoder(encoder: "LanguageModel | str | Path | None") -> "LanguageModel | None":
+    """The classifier's ``encoder`` option, resolved in one place for every path (``train_classifier``,
+    ``cross_validate``, ``[run] encoder``): a :class:`LanguageModel` as it is; ``None`` or
+    ``"random"``: no pretrained encoder; a saved LM directory (or a run directory holding ``lm/``): loaded."""
+    if encoder is None or isinstance(encoder, LanguageModel):
+        return encoder
+    if isinstance(encoder, str) and encoder == "random":  # as [run] encoder = "random" in a config file
+        return None
+    if isinstance(encoder, (str, Path)):
+        return load_lm(lm_dir_of(encoder))
+    raise TypeError(f"encoder must be a LanguageModel, a saved LM directory or None, got {type(encoder).__name__}.")

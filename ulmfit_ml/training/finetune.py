@@ -82,10 +82,11 @@ def build_lm_learner(dls: Any, cfg: LMConfig, *, start: tuple[dict[str, torch.Te
 
 
 class LMTrainer:
-    """Fine-tunes a language model on ``data``'s texts; ``fit()`` returns the :class:`LanguageModel`.
+    """Fine-tunes a language model on ``data``'s texts; ``train()`` returns the :class:`LanguageModel`
+    (as :meth:`ClassifierTrainer.train <ulmfit_ml.training.trainer.ClassifierTrainer.train>` returns the classifier).
 
     Building the trainer loads the pretrained weights, tokenises the texts and makes the fastai
-    ``Learner`` (``self.learner``), so ``lr_find`` can run on it before (or instead of) ``fit``.
+    ``Learner`` (``self.learner``), so ``lr_find`` can run on it before (or instead of) ``train``.
 
     Args:
         data: a :class:`~ulmfit_ml.data.core.MultiLabelData`.
@@ -120,7 +121,7 @@ class LMTrainer:
                                        backwards=cfg.backwards, seed=cfg.seed, device=self.device, vocab=vocab)
         self.learner = build_lm_learner(self.dls, cfg, start=self.start, metrics=[accuracy, Perplexity()])
 
-    def fit(self) -> LanguageModel:
+    def train(self) -> LanguageModel:
         """Frozen epochs (new embeddings and head) then all layers, one-cycle; the trained model."""
         cfg, learn = self.config, self.learner
         if use_fp16(cfg.fp16, self.device):
@@ -175,4 +176,4 @@ def finetune_lm(data: MultiLabelData, *, config: LMConfig | None = None, **optio
         RuntimeError: ``pretrained=True`` and the WikiText-103 download failed (the message
             names the alternatives).
     """
-    return LMTrainer(data, config=config, **options).fit()
+    return LMTrainer(data, config=config, **options).train()

@@ -55,7 +55,11 @@ def _save_checkpoint(out: Path, model: torch.nn.Module, opt: torch.optim.Optimiz
 
     Distributed: the weights and moments are the same on every rank; each rank's own hidden state
     and RNG state are gathered (``rank<r>.`` keys for ranks > 0) and rank 0 writes them all, so a
-    resumed run continues every rank exactly; the other ranks wait until the file is there."""
+    resumed run continues every rank exactly; the other ranks wait until the file is there.
+
+    A writer of its own, not :func:`~ulmfit_ml.training.checkpoint.save_checkpoint`: that one saves a
+    fastai ``Learner`` at epoch ends, while pretraining has no Learner (its own loop, sampled softmax)
+    and checkpoints mid-epoch by time, with the token stream's position and hidden state."""
     from safetensors.torch import save_file
 
     own = {}

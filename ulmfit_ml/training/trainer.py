@@ -27,22 +27,12 @@ from ..utils.arch import resolve_arch, scale_dropouts
 from ..utils.config import ClassifierConfig, config_to_dict, merge_config
 from ..data.core import MultiLabelData
 from ..utils.distrib import distributed_ctx, init_distributed, is_main, local_only, rank
-from ..models.lm import LanguageModel, load_lm
+from ..models.lm import LanguageModel, resolve_encoder
 from ..models.classifier import TextModel, clas_arch_config
 from ..models.registry import MODEL_KINDS
 from ..utils.runtime import fit_one_cycle_checked, history_frame, progress_mode, resolve_device, seed_everything, use_fp16
 
 __all__ = ["ClassifierTrainer", "train_classifier"]
-
-
-def _resolve_encoder(encoder: LanguageModel | str | Path | None) -> LanguageModel | None:
-    if encoder is None or isinstance(encoder, LanguageModel):
-        return encoder
-    if isinstance(encoder, str) and encoder == "random":  # as [run] encoder = "random" in a config file
-        return None
-    if isinstance(encoder, (str, Path)):
-        return load_lm(encoder)
-    raise TypeError(f"encoder must be a LanguageModel, a saved LM directory or None, got {type(encoder).__name__}.")
 
 
 def _vocab_from_data(data: MultiLabelData, min_freq: int, max_vocab: int) -> list[str]:
@@ -126,7 +116,7 @@ class ClassifierTrainer:
         self.checkpoint_dir = checkpoint_dir
         self.resume = resume
         self._ckpt, self._ckpt_info = _open_checkpoint(data, cfg, checkpoint_dir, resume)
-        self.lm = lm = _resolve_encoder(encoder)
+        self.lm = lm = resolve_encoder(encoder)
         if lm is not None:
             if lm.tokenizer.name != data.config.tokenizer:
                 raise ValueError(f"The encoder reads {lm.tokenizer.name!r} tokens but the data tokenises with "

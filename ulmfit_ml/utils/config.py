@@ -13,7 +13,7 @@ from typing import Any
 from .arch import check_at_most, resolve_arch
 from .valuetypes import check_config_types
 
-__all__ = [
+__all__ = ["OUTPUTS", 
     "DataConfig",
     "LMConfig",
     "ClassifierConfig",
@@ -24,6 +24,11 @@ __all__ = [
     "config_to_dict",
     "merge_config",
 ]
+
+#: The prediction tables every model makes (``output_table``) and :func:`~ulmfit_ml.inference.predict.predict_file`,
+#: ``predict_dask`` and the CLI's ``--format`` offer: probabilities, label lists, both, or a Kaggle-style
+#: submission (id + one probability column per label, named by label). The one list of them.
+OUTPUTS = ("proba", "labels", "both", "submission")
 
 # Bounds on counts that size memory up front, checked before anything is allocated: a typo (``epochs = 10**9``: fastai's
 # progress bar grew by ~370 MB/s listing the epochs, then an IndexError) fails naming the key, value, bound and why.
@@ -187,6 +192,7 @@ class ClassifierConfig:
     pos_weight_cap: float = 10.0
     # bench/TARGETS.md (GoEmotions ekman + sentiment, 8,000 comments): "balanced" raised dev macro-F1 from 0.430 to
     # 0.501 (ekman) and 0.601 to 0.623 (sentiment), accuracy -0.004 / +0.009: the default, as pos_weight="auto" is
+    # for multi-label data.
     class_weight: str | None = "balanced"  #: category columns: "balanced" (scikit-learn's n / (k * count)) or None
     save_best_by: str | None = None  #: e.g. "f1_macro": keep the best epoch of the last stage
     thresholds: str = "per_label"  #: tuned on the validation split after training: "per_label", "global" or "none" (0.5)

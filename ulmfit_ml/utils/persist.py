@@ -39,7 +39,7 @@ from .version import __version__
 
 __all__ = ["atomic_file", "write_text_atomic", "write_json_atomic", "atomic_dir", "check_replaceable",
            "remove_owned_dir", "write_marker", "MARKER", "FORMAT_VERSION", "versions", "read_json", "write_json",
-           "save_weights", "load_weights", "file_sha256", "raise_if_disk_full", "HASHED_KINDS"]
+           "save_weights", "load_weights", "file_sha256", "raise_if_disk_full", "HASHED_KINDS", "RUN_FILES", "run_file_name"]
 
 FORMAT_VERSION = 2  # 2: a model's marker holds the sha256 of its files (checked by ulmfit_ml.manifest)
 HASHED_KINDS = frozenset({"classifier", "language_model"})  #: the kinds whose marker records sha256s
@@ -65,9 +65,9 @@ _LEGACY_LAYOUTS: dict[str, tuple[str, frozenset[str]]] = {
     "pretrain_checkpoint": ("state.json", frozenset({"state.safetensors", "state.json"})),
 }
 
-#: Run directories (``ulmfit-ml lm/train/cv``): their files change while the run goes on, so
-#: they are checked by name: top-level file patterns, and sub-directories with their own rule.
-_RUN_FILES = ("config.toml", "config.json", "data.json", "environment.json", "history.csv", "lm_history.csv",
+#: Run directories (``ulmfit-ml lm/train/cv``), checked by name as their files change while the run goes on:
+#: top-level file patterns (the one list: ``RunDir``'s writers refuse any other name), sub-directories' rules.
+RUN_FILES = ("config.toml", "config.json", "data.json", "environment.json", "history.csv", "lm_history.csv",
               "metrics.json", "run.log", "status.json", "oof.csv", "cv_metrics.csv", "test_predictions.csv",
               ".tmp-*", MARKER)
 #: Directories of files that ulmfit_ml adds one by one: kind -> the file names allowed.
@@ -75,6 +75,13 @@ _PATTERN_KINDS = {"checkpoints": ("ckpt-s*-e*.pt", "checkpoint.json", ".tmp-*", 
                   "plots": ("*.png", ".tmp-*", MARKER)}
 _RUN_SUBDIRS = {"lm": "owned", "model": "owned", "checkpoints": _PATTERN_KINDS["checkpoints"],
                 "plots": _PATTERN_KINDS["plots"], "folds": "folds"}
+
+
+def run_file_name(name: str) -> str:
+    """``name`` once it is a file of the run-directory layout (:data:`RUN_FILES`)."""
+    if not _matches(name, RUN_FILES):
+        raise ValueError(f"{name!r} is not a file of the run-directory layout {RUN_FILES}: add it to persist.RUN_FILES.")
+    return name
 
 
 def _marker(path: Path) -> dict[str, Any] | None:
@@ -170,7 +177,7 @@ def _foreign_in_run(path: Path) -> list[str]:
         if e.is_symlink() or (rule is None and not e.is_file()):
             bad.append(e.name + ("/" if e.is_dir() else ""))
         elif rule is None:
-            if not _matches(e.name, _RUN_FILES):
+            if not _matches(e.name, RUN_FILES):
                 bad.append(e.name)
         elif not e.is_dir():
             bad.append(e.name)

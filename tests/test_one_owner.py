@@ -1,0 +1,49 @@
+"""Rules written once (issue 23): each test pins one owner that every path goes through."""
+from __future__ import annotations
+
+import pytest
+
+from ulmfit_ml.cli.parser import build_parser
+from ulmfit_ml.experiments.runs import RunDir
+from ulmfit_ml.utils.config import OUTPUTS
+from ulmfit_ml.utils.persist import RUN_FILES, check_replaceable
+
+
+def test_a_run_directory_file_outside_the_layout_is_refused_when_written(tmp_path):
+    run = RunDir.create(tmp_path / "run")
+    run.write_json("metrics.json", {"ok": 1})
+    with pytest.raises(ValueError, match=r"'surprise.json' is not a file of the run-directory layout"):
+        run.write_json("surprise.json", {})
+    assert not (run.path / "surprise.json").exists()
+    check_replaceable(run.path)  # every file a writer made is one overwrite knows
+
+
+def test_the_layout_list_names_what_the_runs_write():
+    for name in ("config.toml", "metrics.json", "history.csv", "status.json", "oof.csv", "run.log"):
+        assert name in RUN_FILES
+
+
+def test_prediction_outputs_are_one_list_for_the_cli_and_the_library():
+    sub = build_parser()._subparsers._group_actions[0].choices["predict"]
+    fmt = next(a for a in sub._actions if "--format" in a.option_strings)
+    assert tuple(fmt.choices) == OUTPUTS
+
+
+def test_both_trainers_are_run_by_train():
+    import ulmfit_ml as um
+
+    assert callable(um.LMTrainer.train) and callable(um.ClassifierTrainer.train) and not hasattr(um.LMTrainer, "fit")
+
+
+def test_from_df_merges_keywords_into_a_given_config_and_checks_them():
+    import pandas as pd
+
+    import ulmfit_ml as um
+
+    df = pd.DataFrame({"text": [f"t {i}" for i in range(20)], "a": [i % 2 for i in range(20)]})
+    cfg = um.DataConfig(label_cols=["a"], valid_pct=0.3, seed=1)
+    d = um.MultiLabelData.from_df(df, config=cfg, valid_pct=0.5)  # a keyword is not ignored
+    assert d.config.valid_pct == 0.5 and d.config.seed == 1 and int(d.is_valid.sum()) == 10
+    assert um.MultiLabelData.from_df(df, config=cfg).config.valid_pct == 0.3
+    with pytest.raises(TypeError, match="valid_pct"):
+        um.MultiLabelData.from_df(df, config=cfg, valid_pct="half")
