@@ -37,18 +37,19 @@ RESULTS = HERE / "small_data_results.json"
 #: pool's other (unlabelled) texts
 VARIANTS: dict[str, dict[str, Any]] = {
     "base": dict(lm={}, clf={}),  # today's defaults
-    "vocab": dict(lm=dict(keep_pretrained_vocab=True), clf={}),
-    "vocab-40ep": dict(lm=dict(keep_pretrained_vocab=True), clf=dict(epochs=(40,))),
-    "vocab-10ep": dict(lm=dict(keep_pretrained_vocab=True), clf=dict(epochs=(10,))),
-    "vocab-gradual": dict(lm=dict(keep_pretrained_vocab=True),
+    "vocab": dict(lm=dict(pretrained_vocab="train"), clf={}),
+    "vocab-ext": dict(lm=dict(pretrained_vocab="extend"), clf={}),
+    "vocab-40ep": dict(lm=dict(pretrained_vocab="train"), clf=dict(epochs=(40,))),
+    "vocab-10ep": dict(lm=dict(pretrained_vocab="train"), clf=dict(epochs=(10,))),
+    "vocab-gradual": dict(lm=dict(pretrained_vocab="train"),
                           clf=dict(unfreeze=(1, 2, 3, 0), epochs=(2, 2, 2, 20), lrs=(2e-2, 1e-2, 5e-3, 5e-3))),
-    "vocab-frozen-head": dict(lm=dict(keep_pretrained_vocab=True), clf=dict(unfreeze=(1, 0), epochs=(4, 20),
+    "vocab-frozen-head": dict(lm=dict(pretrained_vocab="train"), clf=dict(unfreeze=(1, 0), epochs=(4, 20),
                                                                             lrs=(2e-2, 2e-2))),
-    "vocab-head": dict(lm=dict(keep_pretrained_vocab=True), clf=dict(unfreeze=(1,), epochs=(20,), lrs=(2e-2,))),
-    "vocab-head2": dict(lm=dict(keep_pretrained_vocab=True), clf=dict(unfreeze=(1, 2), epochs=(10, 10), lrs=(2e-2, 1e-2))),
-    "vocab-drop": dict(lm=dict(keep_pretrained_vocab=True), clf=dict(drop_mult=1.0)),
-    "vocab-lm5": dict(lm=dict(keep_pretrained_vocab=True, epochs=5), clf={}),
-    "vocab-extra": dict(lm=dict(keep_pretrained_vocab=True), clf={}, extra=5000),
+    "vocab-head": dict(lm=dict(pretrained_vocab="train"), clf=dict(unfreeze=(1,), epochs=(20,), lrs=(2e-2,))),
+    "vocab-head2": dict(lm=dict(pretrained_vocab="train"), clf=dict(unfreeze=(1, 2), epochs=(10, 10), lrs=(2e-2, 1e-2))),
+    "vocab-drop": dict(lm=dict(pretrained_vocab="train"), clf=dict(drop_mult=1.0)),
+    "vocab-lm5": dict(lm=dict(pretrained_vocab="train", epochs=5), clf={}),
+    "vocab-extra": dict(lm=dict(pretrained_vocab="train"), clf={}, extra=5000),
 }
 
 

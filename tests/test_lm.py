@@ -123,3 +123,44 @@ def test_pretrain_lm_on_a_corpus_then_finetune(data, tmp_path):
 
 def test_from_scratch_has_no_frozen_stage(tiny_lm):
     assert list(tiny_lm.history["stage"]) == ["unfrozen"]
+
+
+@pytest.mark.parametrize("mode", ["train", "extend"])
+def test_pretrained_vocab_keeps_every_pretrained_token_and_its_embedding(tiny_lm, data, tmp_path, mode):
+    p = tiny_lm.save(tmp_path / "lm")
+    small = data.subset(np.arange(len(data.texts)) < 60)  # a small frame: few tokens of its own
+    opts = dict(arch=TINY, pretrained=p, epochs=0, frozen_epochs=0, quiet=True, bs=8, seq_len=10)
+    kept = um.finetune_lm(small, pretrained_vocab=mode, **opts)
+    only = um.finetune_lm(small, pretrained_vocab="drop", **opts)
+    pretrained = {t for t in tiny_lm.vocab if t != "xxfake"}
+    assert pretrained <= set(kept.vocab) and not pretrained <= set(only.vocab)
+    real = [t for t in kept.vocab if t != "xxfake"]
+    assert len(real) == len(set(real))  # no token twice
+    assert all(v.shape[0] == len(kept.vocab) for k, v in kept.state_dict.items() if "encoder" in k and "weight" in k)
+    assert set(only.vocab) - {"xxfake"} <= set(real)  # the texts' own tokens are all still there
+    # a word the small frame never shows keeps its pretrained embedding (with the data-only vocab it is xxunk)
+    tok = next(t for t in tiny_lm.vocab if t not in only.vocab and t != "xxfake")
+    torch.testing.assert_close(kept.state_dict["0.encoder.weight"][kept.vocab.index(tok)],
+                               tiny_lm.state_dict["0.encoder.weight"][tiny_lm.vocab.index(tok)])
+    clf = um.train_classifier(small, encoder=kept, arch=TINY, epochs=(0,), quiet=True)
+    assert clf.vocab == kept.vocab  # the classifier reads the same vocabulary
+    scratch = um.finetune_lm(small, arch=TINY, pretrained=False, epochs=0, pretrained_vocab=mode, quiet=True, bs=8,
+                             seq_len=10)
+    assert set(scratch.vocab) - {"xxfake"} == set(only.vocab) - {"xxfake"}  # nothing to keep from scratch
+
+
+def test_pretrained_vocab_extend_trains_on_the_texts_vocab_then_appends(tiny_lm, data, tmp_path):
+    """"extend" costs what the texts' own vocab costs: the decoder trained has that size; the
+    appended rows are the start model's, unchanged by training."""
+    p = tiny_lm.save(tmp_path / "lm")
+    small = data.subset(np.arange(len(data.texts)) < 60)
+    trainer = um.LMTrainer(small, arch=TINY, pretrained=p, epochs=1, frozen_epochs=0, quiet=True, bs=8, seq_len=10,
+                           pretrained_vocab="extend")
+    n_trained = len(trainer.dls.vocab)
+    lm = trainer.train()
+    assert len(lm.vocab) > n_trained and lm.vocab[:n_trained] == list(trainer.dls.vocab)
+    tok = lm.vocab[-1]
+    for key in ("0.encoder.weight", "1.decoder.bias"):
+        torch.testing.assert_close(lm.state_dict[key][-1], tiny_lm.state_dict[key][tiny_lm.vocab.index(tok)])
+    with pytest.raises(ValueError, match="pretrained_vocab must be"):
+        um.finetune_lm(small, pretrained_vocab="keep")

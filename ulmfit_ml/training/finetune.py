@@ -24,7 +24,7 @@ from ..utils.distrib import distributed_ctx, init_distributed
 from ..models.lm import LanguageModel, lm_arch_config, pretrained_tokenizer, pretrained_weights
 from ..utils.runtime import fit_one_cycle_checked, history_frame, progress_mode, resolve_device, seed_everything, use_fp16
 
-__all__ = ["LMTrainer", "finetune_lm", "build_lm_learner", "lm_vocab"]
+__all__ = ["LMTrainer", "finetune_lm", "build_lm_learner", "lm_vocab", "extend_vocab"]
 
 
 def lm_vocab(tokens: Any, *, min_freq: int, max_vocab: int, pretrained_vocab: list[str] | None = None) -> list[str]:
@@ -48,6 +48,29 @@ def lm_vocab(tokens: Any, *, min_freq: int, max_vocab: int, pretrained_vocab: li
             vocab.append(t)
             seen.add(t)
     return vocab + ["xxfake"] * (-len(vocab) % 8)
+
+
+def extend_vocab(vocab: list[str], state: dict[str, torch.Tensor], start_state: dict[str, torch.Tensor],
+                 start_vocab: list[str]) -> tuple[list[str], dict[str, torch.Tensor]]:
+    """``pretrained_vocab="extend"``: a fine-tuned LM's ``(vocab, weights)`` with every token of the
+    start model the texts did not bring appended, each with its pretrained row of every
+    vocabulary-sized tensor (embedding, tied decoder, decoder bias).
+
+    Fine-tuning then costs what a vocab of the texts' own tokens costs, while a classifier trained
+    on a few hundred texts still reads the words only its test texts contain (a vocab of 500
+    comments' tokens turns the rest into ``xxunk``; bench/RESULTS.md, "Small data").
+    """
+    have = set(vocab)
+    rows = [i for i, t in enumerate(start_vocab) if t not in have and t != "xxfake" and not have.add(t)]
+    if not rows:
+        return list(vocab), state
+    idx = torch.tensor(rows)
+    out = dict(state)
+    for k, v in state.items():
+        sv = start_state.get(k)
+        if sv is not None and v.shape[0] == len(vocab) and sv.shape[0] == len(start_vocab) and sv.shape[1:] == v.shape[1:]:
+            out[k] = torch.cat([v, sv.detach().float().cpu()[idx].to(v.dtype)])
+    return list(vocab) + [start_vocab[i] for i in rows], out
 
 
 def _load_into(learn: Any, wgts: dict[str, torch.Tensor], old_vocab: list[str]) -> None:
@@ -114,7 +137,7 @@ class LMTrainer:
         self.tokenizer = data.tokenizer
         seed_everything(cfg.seed)
         vocab = None
-        if self.start is not None and cfg.keep_pretrained_vocab:
+        if self.start is not None and cfg.pretrained_vocab == "train":
             vocab = lm_vocab(data.lm_tokens(), min_freq=cfg.min_freq, max_vocab=cfg.max_vocab,
                              pretrained_vocab=self.start[1])
         self.dls = data.lm_dataloaders(bs=cfg.bs, seq_len=cfg.seq_len, min_freq=cfg.min_freq, max_vocab=cfg.max_vocab,
@@ -154,7 +177,10 @@ class LMTrainer:
                             "perplexity": float(math.exp(min(float(last["valid_loss"]), 50)))})
         state = {k: v.detach().float().cpu().clone() for k, v in learn.model.state_dict().items()}
         learn.model.float()
-        lm = LanguageModel(list(self.dls.vocab), self.arch, state, backwards=cfg.backwards, history=history,
+        vocab = list(self.dls.vocab)
+        if self.start is not None and cfg.pretrained_vocab == "extend":
+            vocab, state = extend_vocab(vocab, state, *self.start)
+        lm = LanguageModel(vocab, self.arch, state, backwards=cfg.backwards, history=history,
                            metrics=metrics, config=config_to_dict(cfg), tokenizer=self.tokenizer)
         lm.batch_losses = np.asarray(batch_losses, dtype=np.float32)
         return lm

@@ -130,7 +130,9 @@ class LMConfig:
     moms: tuple[float, float, float] = (0.8, 0.7, 0.8)
     min_freq: int = 2
     max_vocab: int = 30000
-    keep_pretrained_vocab: bool = False  #: pretrained start: the vocab is the texts' tokens + every pretrained token
+    #: a pretrained start's tokens that the texts do not bring: "drop" them (the vocab is the texts'), "extend" the
+    #: fine-tuned model with them and their pretrained embeddings (no training cost), or "train" with them all
+    pretrained_vocab: str = "drop"
     backwards: bool = False
     seed: int = 42
     device: str | None = None  #: None: cuda when available, else cpu
@@ -149,6 +151,8 @@ class LMConfig:
             _check_positive("frozen_epochs", self.frozen_epochs, allow_zero=True)
         for name in ("epochs", "frozen_epochs"):
             check_at_most(f"lm.{name}", getattr(self, name), MAX_EPOCHS, _EPOCHS_WHY)
+        if self.pretrained_vocab not in ("drop", "extend", "train"):
+            raise ValueError(f"pretrained_vocab must be 'drop', 'extend' or 'train', got {self.pretrained_vocab!r}.")
         self.moms = tuple(self.moms)
 
 
