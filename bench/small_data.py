@@ -119,8 +119,11 @@ def run_one(dataset: str, n: int, seed: int, variant: str, pool: pd.DataFrame, d
         lm = um.finetune_lm(data, quiet=True, **v["lm"])
         clf = um.train_classifier(data, encoder=lm, quiet=True, **v["clf"])
         seconds = time.perf_counter() - t0
-        res = {**scores(clf, y_dev, clf.predict_proba(dev["text"].tolist())), "seconds": round(seconds, 1),
-               "lm_vocab": len(lm.vocab)}
+        p_dev = clf.predict_proba(dev["text"].tolist())
+        res = {**scores(clf, y_dev, p_dev), "seconds": round(seconds, 1), "lm_vocab": len(lm.vocab)}
+        (HERE / "_work").mkdir(exist_ok=True)  # the probabilities, for threshold strategies compared afterwards
+        np.savez_compressed(HERE / "_work" / f"probs-{dataset}-{n}-{seed}-{variant}.npz", y_val=clf.validation_predictions[0],
+                            p_val=clf.validation_predictions[1], y_dev=y_dev, p_dev=p_dev)
         save_result(f"{dataset}/n={n}/seed={seed}/{variant}", res)
         if tfidf:
             base = um.TfidfBaseline().fit(data)

@@ -43,8 +43,10 @@ def test_layers_contracts_hold():
 def test_every_module_lives_in_a_folder_of_the_folder_contract():
     """No flat module beside the folders (the package's own ``__init__`` / ``__main__`` aside), and
     the folder contract names exactly the folders there are."""
-    flat = sorted(p.name for p in PKG.glob("*.py") if p.name not in ("__init__.py", "__main__.py"))
+    entry_points = ("__init__.py", "__main__.py", "demo.py")  # demo.py: `python -m ulmfit_ml.demo`, the README's command
+    flat = sorted(p.name for p in PKG.glob("*.py") if p.name not in entry_points)
     assert not flat, f"modules outside the folders: {flat}"
+    assert len((PKG / "demo.py").read_text(encoding="utf-8").splitlines()) < 12, "demo.py only runs experiments.demo"
     folders = sorted(p.name for p in PKG.iterdir() if (p / "__init__.py").exists())
     assert folders == sorted(FOLDERS)
     contract = ROOT.joinpath("pyproject.toml").read_text(encoding="utf-8").split("[[tool.importlinter.contracts]]")[1]

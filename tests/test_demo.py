@@ -1,4 +1,4 @@
-"""The README's main job (python -m ulmfit_ml.experiments.demo) and its shared config file."""
+"""The README's main job (python -m ulmfit_ml.demo) and its shared config file."""
 import numpy as np
 
 import ulmfit_ml as um
@@ -42,3 +42,12 @@ def test_demo_runs_end_to_end_on_a_slice(tmp_path, capsys):
     probs = clf.predict_proba(texts)
     assert probs.shape == (2, 7) and np.isfinite(probs).all()
     assert all(set(p) <= set(EKMAN) for p in clf.predict(texts))
+
+
+def test_the_readme_command_name_runs_the_demo():
+    """`python -m ulmfit_ml.demo` (the README's main command) reaches the job in experiments/."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "ulmfit_ml.demo", "--help"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "python -m ulmfit_ml.demo" in r.stdout, r.stderr[-2000:]
