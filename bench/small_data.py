@@ -36,7 +36,8 @@ RESULTS = HERE / "small_data_results.json"
 #: each variant: finetune_lm options, train_classifier options, and whether the LM also reads the
 #: pool's other (unlabelled) texts
 VARIANTS: dict[str, dict[str, Any]] = {
-    "base": dict(lm={}, clf={}),  # today's defaults
+    "base": dict(lm=dict(pretrained_vocab="drop"), clf={}),  # v0.2's defaults (the LM's vocab: the texts' tokens only)
+    "defaults": dict(lm={}, clf={}),  # the library's defaults as they are today
     "vocab": dict(lm=dict(pretrained_vocab="train"), clf={}),
     "vocab-ext": dict(lm=dict(pretrained_vocab="extend"), clf={}),
     "vocab-40ep": dict(lm=dict(pretrained_vocab="train"), clf=dict(epochs=(40,))),
