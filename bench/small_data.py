@@ -127,8 +127,29 @@ def run_one(dataset: str, n: int, seed: int, variant: str, pool: pd.DataFrame, d
                             p_val=clf.validation_predictions[1], y_dev=y_dev, p_dev=p_dev)
         save_result(f"{dataset}/n={n}/seed={seed}/{variant}", res)
         if tfidf:
-            base = um.TfidfBaseline().fit(data)
-            save_result(f"{dataset}/n={n}/seed={seed}/tfidf", scores(base, y_dev, base.predict_proba(dev["text"].tolist())))
+            run_tfidf(dataset, n, seed, data, dev, y_dev)
+
+
+def run_tfidf(dataset: str, n: int, seed: int, data: Any, dev: pd.DataFrame, y_dev: np.ndarray) -> None:
+    """TF-IDF on the same rows and split; its probabilities saved like the ULMFiT runs'."""
+    base = um.TfidfBaseline().fit(data)
+    p_dev = base.predict_proba(dev["text"].tolist())
+    save_result(f"{dataset}/n={n}/seed={seed}/tfidf", scores(base, y_dev, p_dev))
+    np.savez_compressed(HERE / "_work" / f"probs-{dataset}-{n}-{seed}-tfidf.npz", y_val=base.validation_predictions[0],
+                        p_val=base.validation_predictions[1], y_dev=y_dev, p_dev=p_dev)
+
+
+def cmd_tfidf(a: argparse.Namespace) -> None:
+    """TF-IDF alone on the rows ``run`` would sample (cheap: threshold strategies over many seeds)."""
+    import warnings
+
+    pool, dev, names = load(a.dataset)
+    for seed in map(int, a.seeds.split(",")):
+        rows = pool.sample(n=a.n, random_state=seed)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            data = um.MultiLabelData.from_df(rows, label_cols=names)
+            run_tfidf(a.dataset, a.n, seed, data, dev, dev[names].to_numpy())
 
 
 def cmd_run(a: argparse.Namespace) -> None:
@@ -141,6 +162,38 @@ def cmd_run(a: argparse.Namespace) -> None:
             need_tfidf = f"{a.dataset}/n={a.n}/seed={seed}/tfidf" not in done
             run_one(a.dataset, a.n, seed, variant, pool, dev, names, tfidf=need_tfidf)
             done = json.loads(RESULTS.read_text())
+
+
+def cmd_thresholds(a: argparse.Namespace) -> None:
+    """Threshold strategies compared on the saved probabilities of every run (validation split ->
+    thresholds, dev -> macro-F1): per label with min_positives 5 (the library's), 10 and 20, one
+    global threshold, 0.5. Printed as median (min-max) over runs, per dataset / size / variant."""
+    import warnings
+
+    rows: dict[tuple[str, str, str], dict[str, list[float]]] = {}
+    for f in sorted((HERE / "_work").glob("probs-*.npz")):
+        ds, n, _seed, variant = f.stem.split("-", 4)[1:5] if f.stem.count("-") >= 4 else (None,) * 4
+        z = np.load(f)
+        out: dict[str, float] = {"0.5": multilabel_report(z["y_dev"], z["p_dev"]).summary["f1_macro"]}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            out["global"] = multilabel_report(z["y_dev"], z["p_dev"], tune_thresholds(z["y_val"], z["p_val"], strategy="global")).summary["f1_macro"]
+            for mp in (5, 10, 20, 50):
+                t = tune_thresholds(z["y_val"], z["p_val"], strategy="per_label", min_positives=mp)
+                out[f"per_label/{mp}"] = multilabel_report(z["y_dev"], z["p_dev"], t).summary["f1_macro"]
+            # each label's own threshold shrunk to the global one by its number of positives k: (k t + m g) / (k + m)
+            g = float(np.atleast_1d(tune_thresholds(z["y_val"], z["p_val"], strategy="global"))[0])
+            own = tune_thresholds(z["y_val"], z["p_val"], strategy="per_label", min_positives=1)
+            k = z["y_val"].sum(0)
+            for m in (10, 30):
+                out[f"shrunk/{m}"] = multilabel_report(z["y_dev"], z["p_dev"], (k * own + m * g) / (k + m)).summary["f1_macro"]
+        for k, v in out.items():
+            rows.setdefault((ds, n, variant), {}).setdefault(k, []).append(float(v))
+    cols = ["0.5", "global", "per_label/5", "per_label/10", "per_label/20", "per_label/50", "shrunk/10", "shrunk/30"]
+    print("| dataset | labelled | variant | runs | " + " | ".join(cols) + " |\n" + "|---" * (len(cols) + 4) + "|")
+    for (ds, n, variant), d in sorted(rows.items()):
+        cells = [f"{np.median(d[c]):.3f} ({min(d[c]):.3f}-{max(d[c]):.3f})" for c in cols]
+        print(f"| {ds} | {n} | {variant} | {len(d['0.5'])} | " + " | ".join(cells) + " |")
 
 
 def cmd_report(a: argparse.Namespace) -> None:
@@ -165,7 +218,7 @@ def cmd_report(a: argparse.Namespace) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("job", choices=["run", "report"])
+    ap.add_argument("job", choices=["run", "report", "thresholds", "tfidf"])
     ap.add_argument("--dataset", default="goemotions", choices=["goemotions", "semeval", "reuters"])
     ap.add_argument("--n", type=int, default=500)
     ap.add_argument("--seeds", default="0")
@@ -176,7 +229,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(a.threads)
-    {"run": cmd_run, "report": cmd_report}[a.job](a)
+    {"run": cmd_run, "report": cmd_report, "thresholds": cmd_thresholds, "tfidf": cmd_tfidf}[a.job](a)
 
 
 if __name__ == "__main__":

@@ -58,10 +58,29 @@ def test_per_label_falls_back_to_global_for_rare_labels() -> None:
     t = tune_thresholds(y, p, strategy="per_label", min_positives=5)
     assert t[0] == glob
     assert not np.all(t == glob)  # frequent labels got their own
-    t0 = tune_thresholds(y, p, strategy="per_label", min_positives=0)
+    t0 = tune_thresholds(y, p, strategy="per_label", min_positives=0, shrink=0)
     per = _f1_per_label_at(y, p, DEFAULT_GRID)
     for j in range(4):
         assert per[np.searchsorted(DEFAULT_GRID, t0[j]), j] == pytest.approx(per[:, j].max())
+
+
+def test_per_label_thresholds_are_pulled_to_the_global_one_by_their_positives() -> None:
+    """(k t + shrink g) / (k + shrink): a label with few positives moves most of the way to the
+    global threshold, a frequent one hardly; shrink=0 keeps each label's own."""
+    y, p = _skewed(400, 4)
+    y[:, 0] = 0
+    y[:8, 0] = 1  # a rare label: 8 positives
+    g = tune_thresholds(y, p, strategy="global")[0]
+    own = tune_thresholds(y, p, strategy="per_label", shrink=0)
+    t = tune_thresholds(y, p, strategy="per_label", shrink=10)
+    k = y.sum(0)
+    np.testing.assert_allclose(t, (k * own + 10 * g) / (k + 10))
+    assert abs(t[0] - g) < abs(own[0] - g) or own[0] == g
+    pull = np.abs(t - own) / np.maximum(np.abs(g - own), 1e-12)
+    assert pull[0] >= pull[1:].max() - 1e-9  # the rarest label moves the most
+    for bad in (-1, True, "10"):
+        with pytest.raises(ValueError, match="shrink must be a number >= 0"):
+            tune_thresholds(y, p, shrink=bad)
 
 
 def test_plateau_takes_the_middle_of_equally_good_thresholds() -> None:

@@ -115,14 +115,16 @@ class MultiLabelPredictorMixin:
         return dict(self.report(df, threshold=threshold, text_col=text_col).summary)
 
     def tune_thresholds(self, df: pd.DataFrame | None = None, *, strategy: str = "per_label",
-                        min_positives: int = 5) -> np.ndarray:
+                        min_positives: int = 5, shrink: float = 10.0) -> np.ndarray:
         """Choose thresholds maximising F1 on the validation split (or ``df``); stores and returns them.
 
         ``strategy="global"`` (one threshold, best macro-F1) or ``"per_label"`` (each label's
-        best F1; labels with fewer than ``min_positives`` positives keep the global one, with
-        a ``UserWarning`` giving their count; too few positives in all: every threshold stays 0.5,
-        with a warning).
+        best F1, pulled toward the global one by ``shrink`` positives' worth; labels with fewer
+        than ``min_positives`` positives keep the global one, with a ``UserWarning`` giving their
+        count; too few positives in all: every threshold stays 0.5, with a warning). See
+        :func:`~ulmfit_ml.evaluation.thresholds.tune_thresholds`.
         """
         y, probs = self._y_probs(df)
-        self.thresholds = tune_thresholds(y, probs, strategy=strategy, min_positives=min_positives, labels=self.labels)
+        self.thresholds = tune_thresholds(y, probs, strategy=strategy, min_positives=min_positives, shrink=shrink,
+                                          labels=self.labels)
         return self.thresholds.copy()
