@@ -98,8 +98,11 @@ def scores(model: Any, y_dev: np.ndarray, p_dev: np.ndarray) -> dict[str, float]
     """Dev macro/micro-F1 at 0.5 and with thresholds tuned on the model's own validation split."""
     y_val, p_val = model.validation_predictions
     out = {"roc_auc_macro": multilabel_report(y_dev, p_dev).summary["roc_auc_macro"]}
-    for strategy in ("none", "global", "per_label"):
-        t = 0.5 if strategy == "none" else tune_thresholds(y_val, p_val, strategy=strategy)
+    # "per_label": each label's own threshold (shrink=0, as before 2026-12-07's default); "shrunk": the
+    # library's default since then (pulled toward the global one by 10 positives' worth)
+    for strategy, kw in (("none", None), ("global", dict(strategy="global")), ("per_label", dict(shrink=0)),
+                         ("shrunk", dict(shrink=10))):
+        t = 0.5 if kw is None else tune_thresholds(y_val, p_val, **kw)
         s = multilabel_report(y_dev, p_dev, t).summary
         out[f"f1_macro_{strategy}"], out[f"f1_micro_{strategy}"] = s["f1_macro"], s["f1_micro"]
     return {k: round(float(v), 4) for k, v in out.items()}
@@ -179,11 +182,11 @@ def cmd_thresholds(a: argparse.Namespace) -> None:
             warnings.simplefilter("ignore")
             out["global"] = multilabel_report(z["y_dev"], z["p_dev"], tune_thresholds(z["y_val"], z["p_val"], strategy="global")).summary["f1_macro"]
             for mp in (5, 10, 20, 50):
-                t = tune_thresholds(z["y_val"], z["p_val"], strategy="per_label", min_positives=mp)
+                t = tune_thresholds(z["y_val"], z["p_val"], strategy="per_label", min_positives=mp, shrink=0)
                 out[f"per_label/{mp}"] = multilabel_report(z["y_dev"], z["p_dev"], t).summary["f1_macro"]
             # each label's own threshold shrunk to the global one by its number of positives k: (k t + m g) / (k + m)
             g = float(np.atleast_1d(tune_thresholds(z["y_val"], z["p_val"], strategy="global"))[0])
-            own = tune_thresholds(z["y_val"], z["p_val"], strategy="per_label", min_positives=1)
+            own = tune_thresholds(z["y_val"], z["p_val"], strategy="per_label", min_positives=1, shrink=0)
             k = z["y_val"].sum(0)
             for m in (10, 30):
                 out[f"shrunk/{m}"] = multilabel_report(z["y_dev"], z["p_dev"], (k * own + m * g) / (k + m)).summary["f1_macro"]
@@ -202,7 +205,7 @@ def cmd_report(a: argparse.Namespace) -> None:
     for key, v in res.items():
         ds, n, _seed, variant = key.split("/")
         groups.setdefault((ds, n, variant), []).append(v)
-    metric_cols = ["f1_macro_per_label", "f1_macro_global", "f1_macro_none", "roc_auc_macro"]
+    metric_cols = ["f1_macro_per_label", "f1_macro_global", "f1_macro_none", "roc_auc_macro"]  # shrunk: `thresholds` job
     lines = ["| dataset | labelled | variant | seeds | " + " | ".join(metric_cols) + " | seconds |",
              "|---" * (len(metric_cols) + 5) + "|"]
     for (ds, n, variant), vs in sorted(groups.items()):
