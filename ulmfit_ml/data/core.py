@@ -29,6 +29,7 @@ import pandas as pd
 
 from ..utils.config import DataConfig, merge_config
 from ..tasks.base import TargetSpec
+from ..tasks.multilabel import MultiLabelSpec
 from ..tasks.registry import spec_for_config
 from .tokens import TextTokenizer, pretokenized_tfm
 from .trainchecks import check_lm_tokens, stratification_matrix
@@ -132,6 +133,21 @@ class MultiLabelData:
         spec, y, is_valid = spec.after_split(texts, y, is_valid, moved=moved)
         return cls(texts, y, names, is_valid, text_col=c.text_col, spec=spec, config=c, extra_texts=extra,
                    index=df.index)
+
+    @classmethod
+    def texts_only(cls, df: pd.DataFrame, *, config: DataConfig,
+                   extra_texts: Iterable[str] | None = None) -> "MultiLabelData":
+        """The texts of ``df`` without any target, for the language model alone (``ulmfit-ml lm`` on a
+        file without labels): the text column and its policy, no label column read, no split."""
+        df = as_frame(df, who="texts_only")
+        check_columns(df, [config.text_col])
+        df = df.rename(columns={k: config.text_col for k in column_keys(df, [config.text_col])})
+        keep = validate_texts(df[config.text_col], empty_text=config.empty_text, col=config.text_col)
+        texts = df.loc[keep, config.text_col].tolist()
+        extra = extra_text_list(extra_texts, empty_text=config.empty_text)
+        spec = MultiLabelSpec(label_cols=[config.text_col])  # reads no column: no labels are fitted
+        return cls(texts, np.zeros((len(texts), 0), dtype=np.float32), [], np.zeros(len(texts), dtype=bool),
+                   text_col=config.text_col, spec=spec, config=config, extra_texts=extra, index=df.index[keep])
 
     # ------------------------------------------------------------------ views
     @property

@@ -90,12 +90,7 @@ def load_run_data(cfgs: dict[str, Any], *, labelled: bool = True) -> MultiLabelD
     extra = _read_extra_texts(cfgs["run"], cfgs["data"])
     if labelled:
         return MultiLabelData.from_df(df, config=cfgs["data"], extra_texts=extra)
-    # LM fine-tuning reads no labels: give the texts one constant placeholder label so the
-    # same MultiLabelData pipeline (validation, tokenisation, LM DataLoaders) applies.
-    col = "__ulmfit_ml_lm_placeholder__"
-    dc = dataclasses.replace(cfgs["data"], label_col=col, label_cols=None, category_cols=None, target_cols=None,
-                             split="random", unlabelled="keep", valid_col=None)
-    return MultiLabelData.from_df(df.assign(**{col: "text"}), config=dc, extra_texts=extra)
+    return MultiLabelData.texts_only(df, config=cfgs["data"], extra_texts=extra)  # LM fine-tuning reads no labels
 
 
 def saved_encoder(run_cfg: RunConfig) -> str | None:
