@@ -173,7 +173,7 @@ def cmd_defaults(a: argparse.Namespace) -> None:
     lm_opts = {} if a.pretrained is None else {"pretrained": False if a.pretrained == "false" else a.pretrained}
     clf_opts = dict(SCHEDULES[a.schedule]) if a.schedule else {}
     if a.thresholds:
-        clf_opts["thresholds"] = a.thresholds
+        clf_opts["threshold_strategy"] = a.thresholds
     models = []
     for backwards in ([False, True] if a.both_directions else [False]):
         lm = um.finetune_lm(data, quiet=True, backwards=backwards, **lm_opts)

@@ -251,7 +251,7 @@ def test_every_config_key_is_a_generated_flag_and_means_what_the_file_means(tmp_
     (["train", "--lm.epochs=true"], r"config error: lm\.epochs = 'true': expected int"),
     (["train", "--classifier.epocs=[1]"], r"unknown config key classifier\.epocs \(did you mean classifier\.epochs\?\)"),
     (["train", "--clasifier.epochs=[1]"], r"unknown config section 'clasifier' .*\(did you mean classifier\?\)"),
-    (["train", "--classifier.thresholds=best"], r"\[classifier\] thresholds must be 'per_label', 'global' or 'none'"),
+    (["train", "--classifier.threshold_strategy=best"], r"\[classifier\] threshold_strategy must be 'per_label', 'global' or 'none'"),
     (["pretrain", "c.txt", "--out", "p", "--lm.lr=1"], r"this command uses \[pretrain\] options only; drop \[lm\]"),
 ])
 def test_bad_generated_flag_fails_with_one_line_naming_the_key(capsys, argv, msg):
@@ -326,8 +326,8 @@ CONFIG_ERRORS = [
     ("[lm]\nmoms = [0.8, 0.7]\n", [], r"lm\.moms = \[0\.8, 0\.7\]: expected a list of 3 float"),
     ("[data]\nvalid_pct = 2\n", [], r"\[data\] valid_pct must be a float in \(0, 1\), got 2"),
     ("[lm]\narch = \"huge\"\n", [], r"\[lm\] Unknown arch preset 'huge'"),
-    ("[classifier]\nthresholds = \"best\"\n", [], r"\[classifier\] thresholds must be 'per_label', 'global' or 'none'"),
-    ("[run]\nthresholds = \"global\"\n", [], r"run\.thresholds is now classifier\.thresholds"),
+    ("[classifier]\nthreshold_strategy = \"best\"\n", [], r"\[classifier\] threshold_strategy must be 'per_label', 'global' or 'none'"),
+    ("[run]\nthresholds = \"global\"\n", [], r"run\.thresholds is now classifier\.threshold_strategy"),
     ("[run]\nfolds = 1\n", [], r"\[run\] folds must be an int >= 2"),
     ('[run]\nlm = "x"\n', [], r"run\.lm is now run\.encoder"),
     ("epochs = 3\n", [], r"key 'epochs' is outside a section"),

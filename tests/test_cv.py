@@ -149,7 +149,7 @@ def test_no_models_kept_cannot_average(cv_run):
 
 
 @pytest.mark.parametrize("kwargs, err, msg", [
-    ({"tune": "best"}, TypeError, "unexpected keyword argument 'tune'"),  # the strategy is config.thresholds
+    ({"tune": "best"}, TypeError, "unexpected keyword argument 'tune'"),  # the strategy is config.threshold_strategy
     ({"config": {"epochs": (1,)}}, TypeError, "config must be a ClassifierConfig"),
     ({"threshold": [0.5]}, ValueError, "Expected one threshold or 3"),
 ])

@@ -35,7 +35,7 @@ def regression():
 
 LM = dict(arch=TINY, pretrained=False, bs=16, seq_len=12, device="cpu", quiet=True)
 CLF = dict(arch=TINY, bs=16, seq_len=20, unfreeze=(0,), epochs=(1,), lrs=(1e-2,), lin_ftrs=(8,), device="cpu",
-           quiet=True, thresholds="none")
+           quiet=True, threshold_strategy="none")
 
 
 # ---------------------------------------------------------------------- class 2: counts bounded up front

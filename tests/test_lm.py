@@ -39,8 +39,12 @@ def test_lm_learns_a_predictable_sequence():
 
 
 def test_unknown_option_and_bad_config(data):
-    with pytest.raises(TypeError, match="Unknown option\\(s\\) \\['epoch'\\]"):
+    with pytest.raises(TypeError, match=r"unknown config key lm\.epoch \(did you mean lm\.epochs\?\); \[lm\] accepts "):
         um.finetune_lm(data, epoch=2)
+    with pytest.raises(TypeError, match=r"unknown config keys lm\.epoch \(did you mean lm\.epochs\?\), lm\.zzz; "):
+        um.finetune_lm(data, epoch=2, zzz=1)
+    with pytest.raises(ValueError, match=r"unknown config key arch\.nhid \(did you mean arch\.n_hid\?\); \[arch\] accepts "):
+        um.finetune_lm(data, arch={"nhid": 8})
     with pytest.raises(ValueError, match="Unknown arch preset 'huge'"):
         um.finetune_lm(data, arch="huge")
     with pytest.raises(ValueError, match="lr must be a number > 0"):

@@ -104,7 +104,7 @@ def _frame(n: int = 240, seed: int = 0) -> pd.DataFrame:
 
 
 _SMALL = dict(arch={"emb_sz": 16, "n_hid": 32, "n_layers": 1}, unfreeze=(1, 0), epochs=(1, 1), lrs=(3e-2, 3e-2),
-              bs=32, lin_ftrs=(16,), quiet=True, device="cpu", thresholds="none")
+              bs=32, lin_ftrs=(16,), quiet=True, device="cpu", threshold_strategy="none")
 
 
 @pytest.fixture(scope="module")

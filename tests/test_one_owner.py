@@ -47,3 +47,44 @@ def test_from_df_merges_keywords_into_a_given_config_and_checks_them():
     assert um.MultiLabelData.from_df(df, config=cfg).config.valid_pct == 0.3
     with pytest.raises(TypeError, match="valid_pct"):
         um.MultiLabelData.from_df(df, config=cfg, valid_pct="half")
+
+
+def test_an_unknown_key_gets_one_message_on_every_path():
+    """Config file / flag, keyword option and dict all name the key, its close match and the
+    accepted keys in the same words; only the exception type is the caller's."""
+    from ulmfit_ml.utils.config import ClassifierConfig, config_from_dict, merge_config
+    from ulmfit_ml.utils.config_files import ConfigError, resolve_config
+
+    want = r"^unknown config key classifier\.epoch \(did you mean classifier\.epochs\?\); \[classifier\] accepts .*epochs"
+    with pytest.raises(ConfigError, match=want):
+        resolve_config({"classifier": {"epoch": [1]}})
+    with pytest.raises(ConfigError, match=want):
+        resolve_config(flags=["--classifier.epoch=[1]"])
+    with pytest.raises(TypeError, match=want):
+        merge_config(ClassifierConfig, None, {"epoch": (1,)})
+    with pytest.raises(ValueError, match=want):
+        config_from_dict(ClassifierConfig, {"epoch": (1,)})
+
+
+def test_the_renamed_threshold_strategy_key_keeps_working_with_a_warning_on_every_path():
+    """``thresholds`` (a strategy) is now ``threshold_strategy``: ``clf.thresholds`` is the array and
+    ``threshold=`` a value. Old config files, run directories and keyword options still work."""
+    from ulmfit_ml.utils.config import ClassifierConfig, config_from_dict, merge_config
+    from ulmfit_ml.utils.config_files import ConfigError, resolve_config
+
+    warn = r"classifier\.thresholds is now classifier\.threshold_strategy"
+    with pytest.warns(FutureWarning, match=warn):
+        assert resolve_config({"classifier": {"thresholds": "global"}})["classifier"].threshold_strategy == "global"
+    with pytest.warns(FutureWarning, match=warn):
+        assert resolve_config(flags=["--classifier.thresholds=none"])["classifier"].threshold_strategy == "none"
+    with pytest.warns(FutureWarning, match=warn):
+        assert resolve_config(overrides=[("classifier", "thresholds", "none")])["classifier"].threshold_strategy == "none"
+    with pytest.warns(FutureWarning, match=warn):
+        assert merge_config(ClassifierConfig, None, {"thresholds": "global"}).threshold_strategy == "global"
+    with pytest.warns(FutureWarning, match=warn):
+        assert config_from_dict(ClassifierConfig, {"thresholds": "none"}).threshold_strategy == "none"
+    both = r"classifier\.thresholds and classifier\.threshold_strategy are one option \(renamed\): give threshold_strategy only"
+    with pytest.warns(FutureWarning), pytest.raises(ConfigError, match=both):
+        resolve_config({"classifier": {"thresholds": "none", "threshold_strategy": "global"}})
+    with pytest.warns(FutureWarning), pytest.raises(TypeError, match=both):
+        merge_config(ClassifierConfig, None, {"thresholds": "none", "threshold_strategy": "global"})

@@ -156,13 +156,13 @@ def cross_validate(data: MultiLabelData, *, n_folds: int = 5, seed: int | None =
         :class:`CVResult`.
     """
     cfg = _checked_cv_config(data, config)
-    fold_cfg = dataclasses.replace(cfg, thresholds="none")  # thresholds are tuned once, on the OOF probabilities
+    fold_cfg = dataclasses.replace(cfg, threshold_strategy="none")  # thresholds are tuned once, on the OOF probabilities
     fixed = check_thresholds(threshold, data.n_labels)
     folds = kfold_assignments(data.y, n_folds=n_folds, seed=data.config.seed if seed is None else seed)
     lm = _shared_lm(data, encoder, finetune, lm_config)
     oof, rows, models = _train_folds(data, folds, n_folds, lm=lm, config=fold_cfg, arch=arch, fixed=fixed,
                                      keep_models=keep_models, on_fold=on_fold)
-    thresholds = fixed if cfg.thresholds == "none" else tune_thresholds(data.y, oof, strategy=cfg.thresholds)
+    thresholds = fixed if cfg.threshold_strategy == "none" else tune_thresholds(data.y, oof, strategy=cfg.threshold_strategy)
     for m in models:
         m.thresholds = thresholds.copy()
     oof_metrics = dict(multilabel_report(data.y, oof, thresholds, labels=data.labels).summary)

@@ -15,6 +15,7 @@ from ..training.trainer import ClassifierTrainer
 from ..data.core import MultiLabelData
 from ..training.finetune import LMTrainer
 from .plots import plot_lr_find
+from ..utils.arch import check_at_most
 from ..utils.runtime import progress_mode
 
 __all__ = ["lr_find", "LRFindResult"]
@@ -83,10 +84,8 @@ def _check_sweep(data: Any, stage: str, start_lr: float, end_lr: float, num_it: 
         raise ValueError(f"Need 0 < start_lr < end_lr, got start_lr={start_lr!r}, end_lr={end_lr!r}.")
     if isinstance(num_it, bool) or not isinstance(num_it, int) or num_it < 6:
         raise ValueError(f"num_it must be an int >= 6, got {num_it!r}.")
-    if num_it > _MAX_NUM_IT:
-        raise ValueError(f"num_it = {num_it!r} is more than the limit of {_MAX_NUM_IT:,}: each iteration is one training "
-                         "batch, fastai sets up the epochs they span before the first one (its progress bar lists them) "
-                         f"and the sweep needs ~100 (fastai's default). Use at most {_MAX_NUM_IT:,}.")
+    check_at_most("num_it", num_it, _MAX_NUM_IT, "each iteration is one training batch, fastai sets up the epochs "
+                  "they span before the first one (its progress bar lists them) and the sweep needs ~100 (fastai's default)")
 
 
 def _stage_learner(data: MultiLabelData, stage: str, encoder: Any, config: Any,

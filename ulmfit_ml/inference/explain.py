@@ -29,6 +29,7 @@ import torch
 
 from ..models.classifier import MultiLabelClassifier
 from ..evaluation.thresholds import apply_thresholds
+from ..utils.arch import check_at_most
 from ..utils.validation import check_texts
 
 __all__ = ["explain", "explain_html", "EXPLAIN_METHODS"]
@@ -138,10 +139,8 @@ def explain(clf: Any, texts: Sequence[str], labels: str | Sequence[str] | None =
         raise ValueError(f"method must be one of {list(EXPLAIN_METHODS)}, got {method!r}.")
     if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1:
         raise ValueError(f"n_steps must be a positive int, got {n_steps!r}.")
-    if n_steps > _MAX_N_STEPS:
-        raise ValueError(f"n_steps = {n_steps!r} is more than the limit of {_MAX_N_STEPS:,}: the path points are "
-                         "listed (and run) per label before the first backward pass, and integrated gradients "
-                         f"converge with 20 to 300. Use at most {_MAX_N_STEPS:,}.")
+    check_at_most("n_steps", n_steps, _MAX_N_STEPS, "the path points are listed (and run) per label before the "
+                  "first backward pass, and integrated gradients converge with 20 to 300")
     texts = check_texts(texts)
     columns = ["text_id", "label", "position", "token", "attribution"]
     if not texts:

@@ -256,9 +256,9 @@ class MultiLabelClassifier(MultiLabelPredictorMixin, TextModel):
         return {"thresholds.json": [float(x) for x in t]}
 
     def after_training(self, config: Any) -> None:
-        """Thresholds tuned on the validation split, as ``config.thresholds`` says (``"none"``: 0.5)."""
-        if config.thresholds != "none":
-            self.tune_thresholds(strategy=config.thresholds)
+        """Thresholds tuned on the validation split, as ``config.threshold_strategy`` says (``"none"``: 0.5)."""
+        if config.threshold_strategy != "none":
+            self.tune_thresholds(strategy=config.threshold_strategy)
 
     # predict, evaluate, report, tune_thresholds, output_table: see MultiLabelPredictorMixin (ulmfit_ml/base.py)
 

@@ -293,8 +293,8 @@ def train_classifier(data: MultiLabelData, *, encoder: LanguageModel | str | Pat
 
     Returns:
         For multi-label data a :class:`~ulmfit_ml.models.classifier.MultiLabelClassifier`; its thresholds are tuned on
-        ``data``'s validation split (``thresholds="per_label"``, the default, or ``"global"``), or 0.5 with
-        ``thresholds="none"``. For ``category_cols`` data a :class:`~ulmfit_ml.models.heads.MultiCategoryClassifier`,
+        ``data``'s validation split (``threshold_strategy="per_label"``, the default, or ``"global"``), or 0.5 with
+        ``threshold_strategy="none"``. For ``category_cols`` data a :class:`~ulmfit_ml.models.heads.MultiCategoryClassifier`,
         for ``target_cols`` data a :class:`~ulmfit_ml.models.heads.TextRegressor` (``regression_loss``: ``"mse"``
         or ``"huber"``). Texts longer than ``max_len`` tokens are pooled over their last ``max_len``
         tokens, with a warning giving their count.

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .valuetypes import check_keys
+
 __all__ = ["ARCH_PRESETS", "MAX_ARCH", "resolve_arch", "scale_dropouts", "check_at_most"]
 
 #: Named AWD-LSTM sizes. ``paper`` is fastai's/ULMFiT's (the only size the WikiText-103
@@ -22,10 +24,11 @@ MAX_ARCH = {"emb_sz": 8192, "n_hid": 8192, "n_layers": 16}
 
 
 def check_at_most(key: str, value: Any, bound: int, why: str) -> None:
-    """Refuse a count above ``bound`` before anything is allocated, naming the key, the value, the bound and why."""
+    """Refuse a count above ``bound`` before anything is allocated, naming the key, the value, the bound and
+    why: the one wording of every memory bound (config counts, ``arch`` sizes, ``lr_find``'s ``num_it``,
+    ``explain``'s ``n_steps``)."""
     if isinstance(value, (int, float)) and not isinstance(value, bool) and value > bound:
-        raise ValueError(f"{key} = {value!r} is more than the limit of {bound:,}: {why}. "
-                         f"Use at most {bound:,} (see MAX_* in ulmfit_ml/config.py and ulmfit_ml/arch.py).")
+        raise ValueError(f"{key} = {value!r} is more than the limit of {bound:,}: {why}. Use at most {bound:,}.")
 
 
 def resolve_arch(arch: str | dict[str, Any]) -> dict[str, Any]:
@@ -47,9 +50,7 @@ def resolve_arch(arch: str | dict[str, Any]) -> dict[str, Any]:
         return dict(ARCH_PRESETS[arch])
     if not isinstance(arch, dict):
         raise TypeError(f"arch must be a preset name or a dict, got {type(arch).__name__}.")
-    unknown = set(arch) - _ARCH_KEYS
-    if unknown:
-        raise ValueError(f"Unknown arch keys {sorted(unknown)}: expected some of {sorted(_ARCH_KEYS)}.")
+    check_keys(sorted(_ARCH_KEYS), arch, where="arch", error=ValueError)
     out = dict(ARCH_PRESETS["paper"])
     out.update(arch)
     for k in ("emb_sz", "n_hid", "n_layers"):

@@ -7,11 +7,12 @@ experiment is described the same way everywhere.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 from .arch import check_at_most, resolve_arch
-from .valuetypes import check_config_types
+from .valuetypes import check_config_types, check_keys
 
 __all__ = ["OUTPUTS", 
     "DataConfig",
@@ -20,8 +21,11 @@ __all__ = ["OUTPUTS",
     "PretrainConfig",
     "RunConfig",
     "SECTIONS",
+    "RENAMED",
     "config_from_dict",
     "config_to_dict",
+    "current_key",
+    "renamed_keys",
     "merge_config",
 ]
 
@@ -202,7 +206,9 @@ class ClassifierConfig:
     # for multi-label data.
     class_weight: str | None = "balanced"  #: category columns: "balanced" (scikit-learn's n / (k * count)) or None
     save_best_by: str | None = None  #: e.g. "f1_macro": keep the best epoch of the last stage
-    thresholds: str = "per_label"  #: tuned on the validation split after training: "per_label", "global" or "none" (0.5)
+    #: how ``clf.thresholds`` are tuned on the validation split after training: "per_label", "global" or "none"
+    #: (0.5); the values are :meth:`tune_thresholds`'s ``strategy`` (this key was ``thresholds`` before 0.3)
+    threshold_strategy: str = "per_label"
     seed: int = 42
     device: str | None = None
     fp16: bool | None = None
@@ -232,8 +238,9 @@ class ClassifierConfig:
             )
         for name in ("bs", "seq_len", "max_len", "lr_div"):
             _check_positive(name, getattr(self, name))
-        if self.thresholds not in ("per_label", "global", "none"):
-            raise ValueError(f"thresholds must be 'per_label', 'global' or 'none' (0.5 for every label), got {self.thresholds!r}.")
+        if self.threshold_strategy not in ("per_label", "global", "none"):
+            raise ValueError("threshold_strategy must be 'per_label', 'global' or 'none' (0.5 for every label), "
+                             f"got {self.threshold_strategy!r}.")
         if self.loss not in ("bce", "focal"):
             raise ValueError(f"loss must be 'bce' or 'focal', got {self.loss!r}.")
         if self.class_weight not in (None, "balanced"):
@@ -378,14 +385,44 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
     return out
 
 
+#: Config keys renamed since an earlier version: ``(section, old) -> new``. The old name keeps working
+#: (keyword options, config files, a run directory's config.toml, ``--set``/flags) with a FutureWarning,
+#: as scikit-learn deprecates a parameter; :func:`current_key` is the one place that reads this.
+RENAMED: dict[tuple[str, str], str] = {("classifier", "thresholds"): "threshold_strategy"}
+
+
+def current_key(section: str, key: str) -> str:
+    """Today's name of config key ``section.key`` (a renamed key warns once per use)."""
+    new = RENAMED.get((section, key))
+    if new is None:
+        return key
+    warnings.warn(f"{section}.{key} is now {section}.{new} (the model's thresholds are an array; this key is how "
+                  f"they are tuned): write {new}; the old name will stop working in 0.4.", FutureWarning, stacklevel=4)
+    return new
+
+
+def renamed_keys(section: str, values: dict[str, Any], *, error: type[Exception] = ValueError) -> dict[str, Any]:
+    """``values`` with renamed keys under their current names; ``error`` if both names are given."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        new = current_key(section, key)
+        if new != key and new in values:
+            raise error(f"{section}.{key} and {section}.{new} are one option (renamed): give {new} only.")
+        out[new] = value
+    return out
+
+
 def config_from_dict(cls: type, values: dict[str, Any], *, section: str = "") -> Any:
-    """Build config ``cls`` from ``values``, naming any unknown key in the error."""
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        where = f" in [{section}]" if section else ""
-        raise ValueError(f"Unknown config key(s) {unknown}{where}: expected some of {sorted(known)}.")
+    """Build config ``cls`` from ``values``; an unknown key is a ValueError from :func:`check_keys`."""
+    section = section or _section_of(cls)
+    values = renamed_keys(section, values)
+    check_keys(cls, values, where=section, error=ValueError)
     return cls(**values)
+
+
+def _section_of(cls: type) -> str:
+    """The config-file section of dataclass ``cls`` (``ClassifierConfig`` -> ``classifier``)."""
+    return next((k for k, v in SECTIONS.items() if v is cls), cls.__name__)
 
 
 def merge_config(cls: type, config: Any | None, overrides: dict[str, Any]) -> Any:
@@ -396,9 +433,7 @@ def merge_config(cls: type, config: Any | None, overrides: dict[str, Any]) -> An
         raise TypeError(f"config must be a {cls.__name__}, got {type(config).__name__}.")
     if not overrides:
         return config
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(overrides) - known)
-    if unknown:
-        raise TypeError(f"Unknown option(s) {unknown}: expected some of {sorted(known)}.")
-    section = next((k for k, v in SECTIONS.items() if v is cls), cls.__name__)
-    return dataclasses.replace(config, **check_config_types(cls, overrides, where=section))
+    section = _section_of(cls)
+    overrides = renamed_keys(section, overrides, error=TypeError)
+    checked = check_config_types(cls, overrides, where=section, unknown=TypeError)
+    return dataclasses.replace(config, **checked)

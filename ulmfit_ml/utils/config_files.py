@@ -20,7 +20,7 @@ from typing import Any, Sequence
 import tomli_w
 from jsonargparse import ArgumentError, ArgumentParser
 
-from .config import SECTIONS, RunConfig, config_from_dict, config_to_dict
+from .config import SECTIONS, RunConfig, config_from_dict, config_to_dict, current_key, renamed_keys
 from .valuetypes import check_keys, check_value, key_of_error, user_path
 
 __all__ = ["ConfigError", "load_config_file", "parse_set", "resolve_config", "sections_parser", "config_sections",
@@ -32,7 +32,7 @@ _RUN_PATHS = ("train", "out", "test")
 RUN_KEY_COMMANDS: dict[str, tuple[str, ...]] = {"folds": ("cv",), "test": ("cv",), "id_col": ("cv",),
                                                 "save_fold_models": ("cv",), "keep_checkpoints": ("train",)}
 #: keys that moved to another section: (section, key) -> "new_section.key"
-_MOVED = {("run", "thresholds"): "classifier.thresholds", ("run", "lm"): "run.encoder"}
+_MOVED = {("run", "thresholds"): "classifier.threshold_strategy", ("run", "lm"): "run.encoder"}
 
 
 class ConfigError(ValueError):
@@ -147,10 +147,7 @@ def _check_keys(section: str, keys: Sequence[str], *, where: str = "") -> None:
             new = _MOVED[(section, key)]
             raise ConfigError(f"{section}.{key} is now {new} (one option, meaning what the Python API's "
                               f"argument of that name means): move it to [{new.split('.')[0]}].")
-    try:
-        check_keys(SECTIONS[section], keys, where=section)
-    except KeyError as e:
-        raise ConfigError(e.args[0]) from None
+    check_keys(SECTIONS[section], keys, where=section, error=ConfigError)
 
 
 def resolve_config(file_sections: dict[str, dict[str, Any]] | None = None,
@@ -173,7 +170,9 @@ def resolve_config(file_sections: dict[str, dict[str, Any]] | None = None,
             or a value the dataclass rejects; the message names ``section.key``.
     """
     sections = tuple(sections)
-    file_sections = {s: dict(v) for s, v in (file_sections or {}).items()}
+    file_sections = {s: renamed_keys(s, dict(v), error=ConfigError) for s, v in (file_sections or {}).items()}
+    overrides = [(s, current_key(s, k), v) for s, k, v in overrides]
+    flags = [_current_flag(f) for f in flags]
     given_flags = _check_given_keys(file_sections, overrides, flags, sections)
     cfg = _layer(sections_parser(sections), sections, file_sections, overrides, flags, given_flags)
     out: dict[str, Any] = {}
@@ -190,6 +189,15 @@ def resolve_config(file_sections: dict[str, dict[str, Any]] | None = None,
         for section in ("data", "lm", "classifier"):
             out[section] = dataclasses.replace(out[section], seed=seed)
     return out
+
+
+def _current_flag(item: str) -> str:
+    """``--SECTION.KEY[=VALUE]`` with a renamed key under its current name."""
+    if not item.startswith("--") or "." not in item:
+        return item
+    name, eq, raw = item[2:].partition("=")
+    section, _, key = name.partition(".")
+    return f"--{section}.{current_key(section, key)}{eq}{raw}"
 
 
 def _check_given_keys(file_sections: dict[str, dict[str, Any]], overrides: Sequence[tuple[str, str, Any]],

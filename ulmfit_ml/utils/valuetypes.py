@@ -115,18 +115,30 @@ def check_value(value: Any, hint: Any, *, name: str = "value") -> Any:
         raise _type_error("", name, value, hint) from None
 
 
-def check_keys(cls: type, keys: typing.Iterable[str], *, where: str) -> None:
-    """Every key is a field of config ``cls``, or a KeyError names it with the close match
-    (jsonargparse names no alternative) and the accepted keys."""
-    known = typing.get_type_hints(cls)
-    for key in keys:
-        if key not in known:
-            close = difflib.get_close_matches(key, list(known), n=1)
-            raise KeyError(f"unknown config key {where}.{key}" + (f" (did you mean {where}.{close[0]}?)" if close else "")
-                           + f"; [{where}] accepts {', '.join(sorted(known))}.")
+def check_keys(cls: type | typing.Iterable[str], keys: typing.Iterable[str], *, where: str,
+               error: type[Exception] = KeyError) -> None:
+    """The one unknown-key check (config files, ``--SECTION.KEY`` flags, keyword options, saved
+    configs, ``arch`` dicts): every key is a field of config dataclass ``cls`` (or one of the names
+    ``cls``), or ``error`` names each unknown key as ``where.key`` with its close match
+    (jsonargparse names no alternative) and the accepted keys.
+
+    ``error`` is the caller's exception type: ``TypeError`` for keyword options (as Python's own
+    "unexpected keyword argument"), ``ValueError`` for a dict, ``ConfigError`` for the CLI.
+    """
+    known = list(typing.get_type_hints(cls)) if isinstance(cls, type) else list(cls)
+    unknown = [k for k in dict.fromkeys(keys) if k not in known]
+    if not unknown:
+        return
+    named = []
+    for key in unknown:
+        close = difflib.get_close_matches(str(key), known, n=1)
+        named.append(f"{where}.{key}" + (f" (did you mean {where}.{close[0]}?)" if close else ""))
+    raise error(f"unknown config key{'s' if len(unknown) > 1 else ''} {', '.join(named)}; "
+                f"[{where}] accepts {', '.join(sorted(known))}.")
 
 
-def check_config_types(cls: type, values: dict[str, Any], *, where: str) -> dict[str, Any]:
+def check_config_types(cls: type, values: dict[str, Any], *, where: str,
+                       unknown: type[Exception] = KeyError) -> dict[str, Any]:
     """The one type check of config values (CLI, config files, keyword options, saved models).
 
     ``where`` names the values in messages (``"classifier"`` -> ``classifier.epochs``).
@@ -135,11 +147,11 @@ def check_config_types(cls: type, values: dict[str, Any], *, where: str) -> dict
         ``values`` converted to the fields' types (lists to tuples, ints to floats).
 
     Raises:
-        KeyError: an unknown key (with a close match and the accepted keys).
+        KeyError: (or ``unknown``) an unknown key, from :func:`check_keys`.
         TypeError: a value of the wrong type, naming ``where.key``, the expected and found types.
     """
     hints = typing.get_type_hints(cls)
-    check_keys(cls, values, where=where)
+    check_keys(cls, values, where=where, error=unknown)
     values = {k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in values.items()}
     try:
         ns = _class_parser(cls).parse_object(values, defaults=False)
