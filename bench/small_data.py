@@ -51,6 +51,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "vocab-drop": dict(lm=dict(pretrained_vocab="train"), clf=dict(drop_mult=1.0)),
     "vocab-lm5": dict(lm=dict(pretrained_vocab="train", epochs=5), clf={}),
     "vocab-extra": dict(lm=dict(pretrained_vocab="train"), clf={}, extra=5000),
+    # seed averaging: the same LM, k classifiers (seeds 0..k-1), probabilities averaged (um.MultiLabelEnsemble)
+    "defaults-avg3": dict(lm={}, clf={}, clf_seeds=3),
+    "defaults-extra": dict(lm={}, clf={}, extra=5000),
+    "defaults-drop1": dict(lm={}, clf=dict(drop_mult=1.0)),
+    "defaults-nohidden": dict(lm={}, clf=dict(lin_ftrs=())),
 }
 
 
@@ -122,6 +127,10 @@ def run_one(dataset: str, n: int, seed: int, variant: str, pool: pd.DataFrame, d
         data = um.MultiLabelData.from_df(rows, label_cols=names, extra_texts=extra or None)
         lm = um.finetune_lm(data, quiet=True, **v["lm"])
         clf = um.train_classifier(data, encoder=lm, quiet=True, **v["clf"])
+        if v.get("clf_seeds"):  # the first member is the seed-42 default; then seeds 0, 1, ...
+            more = [um.train_classifier(data, encoder=lm, quiet=True, seed=s, **v["clf"]) for s in range(v["clf_seeds"] - 1)]
+            clf = um.MultiLabelEnsemble([clf, *more])
+            clf.tune_thresholds()
         seconds = time.perf_counter() - t0
         p_dev = clf.predict_proba(dev["text"].tolist())
         res = {**scores(clf, y_dev, p_dev), "seconds": round(seconds, 1), "lm_vocab": len(lm.vocab)}

@@ -247,7 +247,7 @@ def test_every_config_key_is_a_generated_flag_and_means_what_the_file_means(tmp_
 
 
 @pytest.mark.parametrize("argv, msg", [
-    (["train", "--classifier.epochs=abc"], r"config error: classifier\.epochs = 'abc': expected a list of int, got str"),
+    (["train", "--classifier.epochs=abc"], r"config error: classifier\.epochs = 'abc': expected a list of int or None, got str"),
     (["train", "--lm.epochs=true"], r"config error: lm\.epochs = 'true': expected int"),
     (["train", "--classifier.epocs=[1]"], r"unknown config key classifier\.epocs \(did you mean classifier\.epochs\?\)"),
     (["train", "--clasifier.epochs=[1]"], r"unknown config section 'clasifier' .*\(did you mean classifier\?\)"),
@@ -322,7 +322,7 @@ def test_set_values_are_toml_or_plain_strings(value, expected):
 CONFIG_ERRORS = [
     ("[classifier]\nepoch = [1]\n", [], r"unknown config key classifier\.epoch \(did you mean classifier\.epochs\?\)"),
     ("[clasifier]\nepochs = [1]\n", [], r"unknown section \[clasifier\] \(did you mean \[classifier\]\?\)"),
-    ('[classifier]\nepochs = "abc"\n', [], r"classifier\.epochs = 'abc': expected a list of int, got str"),
+    ('[classifier]\nepochs = "abc"\n', [], r"classifier\.epochs = 'abc': expected a list of int or None, got str"),
     ("[lm]\nmoms = [0.8, 0.7]\n", [], r"lm\.moms = \[0\.8, 0\.7\]: expected a list of 3 float"),
     ("[data]\nvalid_pct = 2\n", [], r"\[data\] valid_pct must be a float in \(0, 1\), got 2"),
     ("[lm]\narch = \"huge\"\n", [], r"\[lm\] Unknown arch preset 'huge'"),

@@ -68,13 +68,13 @@ def test_unquoted_separator_raises_in_both_readers(tmp_path, tiny_clf):
 
 # ---------------------------------------------------------------------- options and files
 def test_scalar_where_a_list_is_expected_names_the_key_and_the_fix(data):
-    with pytest.raises(TypeError, match=r"classifier\.epochs = 1: expected a list of int, got int \(e\.g\. epochs=\(1,\)"):
+    with pytest.raises(TypeError, match=r"classifier\.epochs = 1: expected a list of int or None, got int \(e\.g\. epochs=\(1,\)"):
         um.train_classifier(data, epochs=1)
 
 
-@pytest.mark.parametrize("value, msg", [(True, r"lm\.epochs = True: expected int, got bool"),
-                                        (2.5, r"lm\.epochs = 2\.5: expected int, got float"),
-                                        ("two", r"lm\.epochs = 'two': expected int, got str")])
+@pytest.mark.parametrize("value, msg", [(True, r"lm\.epochs = True: expected int or None, got bool"),
+                                        (2.5, r"lm\.epochs = 2\.5: expected int or None, got float"),
+                                        ("two", r"lm\.epochs = 'two': expected int or None, got str")])
 def test_keyword_options_get_the_one_type_check(value, msg):
     from ulmfit_ml.utils.config import LMConfig, merge_config
 

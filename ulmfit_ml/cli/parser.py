@@ -208,7 +208,8 @@ def _lm_flags() -> argparse.ArgumentParser:
     lmf = argparse.ArgumentParser(add_help=False)
     g = lmf.add_argument_group("language model")
     g.add_argument("--arch", help="AWD-LSTM size: tiny, small, cpu or paper ([lm] arch)")
-    g.add_argument("--lm-epochs", type=int, metavar="N", help="LM fine-tuning epochs ([lm] epochs)")
+    g.add_argument("--lm-epochs", type=int, metavar="N", help="LM fine-tuning epochs after the frozen one "
+                   "([lm] epochs; default: 2, or 1 above 0.67M tokens)")
     return lmf
 
 
@@ -223,7 +224,8 @@ def _classifier_flags() -> argparse.ArgumentParser:
     clf = argparse.ArgumentParser(add_help=False)
     g = clf.add_argument_group("classifier")
     g.add_argument("--epochs", type=_comma_list(int), metavar="E1,E2,...",
-                   help="epochs of each gradual-unfreezing stage ([classifier] epochs; as many as unfreeze/lrs)")
+                   help="epochs of each gradual-unfreezing stage ([classifier] epochs; as many as unfreeze/lrs; "
+                   "default: by the training split's size, 20 for small data)")
     return clf
 
 

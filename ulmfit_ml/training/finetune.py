@@ -9,6 +9,7 @@ LSTM is frozen, then unfreeze, all with one-cycle schedules. :class:`LMTrainer` 
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from typing import Any
@@ -17,6 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .schedule import count_tokens, lm_epochs
 from ..utils.arch import scale_dropouts
 from ..utils.config import LMConfig, config_to_dict, merge_config
 from ..data.core import MultiLabelData
@@ -140,6 +142,8 @@ class LMTrainer:
         if self.start is not None and cfg.pretrained_vocab == "train":
             vocab = lm_vocab(data.lm_tokens(), min_freq=cfg.min_freq, max_vocab=cfg.max_vocab,
                              pretrained_vocab=self.start[1])
+        if cfg.epochs is None:  # by size; the saved LM's config records the number
+            self.config = cfg = dataclasses.replace(cfg, epochs=lm_epochs(count_tokens(data.lm_tokens())))
         self.dls = data.lm_dataloaders(bs=cfg.bs, seq_len=cfg.seq_len, min_freq=cfg.min_freq, max_vocab=cfg.max_vocab,
                                        backwards=cfg.backwards, seed=cfg.seed, device=self.device, vocab=vocab)
         self.learner = build_lm_learner(self.dls, cfg, start=self.start, metrics=[accuracy, Perplexity()])

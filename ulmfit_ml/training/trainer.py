@@ -10,6 +10,7 @@ the sum of their cross-entropies as loss) or a :class:`~ulmfit_ml.models.heads.T
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import tempfile
 import time
@@ -22,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .schedule import classifier_epochs, count_tokens
 from .checkpoint import checkpoint_callback, load_checkpoint, restore_rng_states, resumable_save_model_callback
 from ..utils.arch import resolve_arch, scale_dropouts
 from ..utils.config import ClassifierConfig, config_to_dict, merge_config
@@ -115,7 +117,6 @@ class ClassifierTrainer:
         self.device = resolve_device(cfg.device)
         self.checkpoint_dir = checkpoint_dir
         self.resume = resume
-        self._ckpt, self._ckpt_info = _open_checkpoint(data, cfg, checkpoint_dir, resume)
         self.lm = lm = resolve_encoder(encoder)
         if lm is not None:
             if lm.tokenizer.name != data.config.tokenizer:
@@ -126,6 +127,10 @@ class ClassifierTrainer:
         else:
             self.arch = resolve_arch(arch)
             self.vocab = _vocab_from_data(data, 2, 30000)
+        if cfg.epochs is None:  # by size; the config the model records (and a resume checks) holds the number
+            n_tokens = count_tokens(t for t, valid in zip(data.tokens, data.is_valid) if not valid)
+            self.config = cfg = dataclasses.replace(cfg, epochs=(classifier_epochs(n_tokens),))
+        self._ckpt, self._ckpt_info = _open_checkpoint(data, cfg, checkpoint_dir, resume)
         seed_everything(cfg.seed)
         backwards = bool(lm.backwards) if lm is not None else False  # a backward LM's encoder reads reversed texts
         dls = data.classifier_dataloaders(self.vocab, bs=cfg.bs, seq_len=cfg.seq_len, device=self.device,

@@ -124,7 +124,8 @@ class LMConfig:
 
     arch: str | dict[str, Any] = "cpu"
     pretrained: bool | str = "en-small"
-    epochs: int = 2
+    #: unfrozen epochs; None: by the LM's tokens, 2 up to 0.67M tokens, else 1 (training/schedule.py)
+    epochs: int | None = None
     frozen_epochs: int | None = None  #: None: 1 when pretrained weights are loaded, else 0
     lr: float | None = None  #: None: 1e-2 from scratch, 2e-3 (ULMFiT's fine-tuning rate) from pretrained weights
     bs: int = 64
@@ -152,11 +153,11 @@ class LMConfig:
             _check_positive(name, getattr(self, name))
         if self.lr is not None:
             _check_positive("lr", self.lr)
-        for name in ("epochs", "drop_mult", "wd"):
+        for name in ("drop_mult", "wd"):
             _check_positive(name, getattr(self, name), allow_zero=True)
-        if self.frozen_epochs is not None:
-            _check_positive("frozen_epochs", self.frozen_epochs, allow_zero=True)
         for name in ("epochs", "frozen_epochs"):
+            if getattr(self, name) is not None:
+                _check_positive(name, getattr(self, name), allow_zero=True)
             check_at_most(f"lm.{name}", getattr(self, name), MAX_EPOCHS, _EPOCHS_WHY)
         if self.pretrained_vocab not in ("drop", "extend", "train"):
             raise ValueError(f"pretrained_vocab must be 'drop', 'extend' or 'train', got {self.pretrained_vocab!r}.")
@@ -171,11 +172,13 @@ class ClassifierConfig:
     means all) for ``epochs[i]`` one-cycle epochs with peak learning rate ``lrs[i]``;
     lower groups get discriminative rates down to ``lrs[i] / lr_div`` (``slice(lr/2.6**4, lr)``).
     The ULMFiT paper's schedule is ``unfreeze=(1, 2, 3, 0), epochs=(1, 1, 1, 2),
-    lrs=(2e-2, 1e-2, 5e-3, 1e-3)``; the defaults (one stage, all layers, 20 epochs, batch 32)
-    are the schedule measured best with the shipped ``en-small`` encoder on small data. On
-    large data (tens of thousands of texts) use fewer epochs at a larger batch, ``epochs=(12,),
-    bs=64`` (all 39k GoEmotions train comments: 0.499 dev macro-F1, about 30 minutes on 2 CPU cores,
-    against 0.490 for 8 epochs; bench/RESULTS.md).
+    lrs=(2e-2, 1e-2, 5e-3, 1e-3)``; the defaults (one stage, all layers, batch 32) are the schedule
+    measured best with the shipped ``en-small`` encoder on small data, and ``epochs=None`` sets
+    the epochs by the training split's size (:func:`ulmfit_ml.training.schedule.classifier_epochs`):
+    20 up to 128k training tokens (8,000 GoEmotions comments), fewer above, at least 3, so that
+    10,000 texts of 70 words train in minutes. For the best score on large data (tens of thousands
+    of texts), give the epochs: ``epochs=(12,), bs=64`` (all 39k GoEmotions train comments: 0.499 dev
+    macro-F1, about 30 minutes on 2 CPU cores, against 0.490 for 8 epochs; bench/RESULTS.md).
     """
 
     bs: int = 32
@@ -189,7 +192,7 @@ class ClassifierConfig:
     # held-out part of train, 3 seeds): a peak rate of 2e-2 with the focal loss and pos_weight="auto"
     # (rare labels' positives up-weighted) beat 1e-2 with plain BCE on every seed.
     unfreeze: tuple[int, ...] = (0,)
-    epochs: tuple[int, ...] = (20,)
+    epochs: tuple[int, ...] | None = None  #: one per stage; None: by size, one stage only (see above)
     lrs: tuple[float, ...] = (2e-2,)
     lr_div: float = 2.6**4
     moms: tuple[float, float, float] = (0.8, 0.7, 0.8)
@@ -216,14 +219,18 @@ class ClassifierConfig:
 
     def __post_init__(self) -> None:
         self.unfreeze = tuple(self.unfreeze)
-        self.epochs = tuple(self.epochs)
+        if self.epochs is None and len(self.unfreeze) > 1:
+            raise ValueError(f"epochs=None sets one stage's epochs by the data's size, but unfreeze={self.unfreeze} "
+                             f"has {len(self.unfreeze)} stages: give epochs, one per stage, e.g. "
+                             f"epochs={tuple([1] * len(self.unfreeze))}.")
+        self.epochs = tuple(self.epochs) if self.epochs is not None else None
         self.lrs = tuple(self.lrs)
         self.moms = tuple(self.moms)
         self.lin_ftrs = tuple(self.lin_ftrs)
         for u in self.unfreeze:
             if not isinstance(u, int) or u < 0:
                 raise ValueError(f"unfreeze entries must be ints >= 0 (0 = all layers), got {u!r}.")
-        for i, e in enumerate(self.epochs):
+        for i, e in enumerate(self.epochs or ()):
             _check_positive("epochs entries", e, allow_zero=True)
             check_at_most(f"classifier.epochs[{i}]", e, MAX_EPOCHS, _EPOCHS_WHY)
         for i, n in enumerate(self.lin_ftrs):
@@ -231,10 +238,11 @@ class ClassifierConfig:
             check_at_most(f"classifier.lin_ftrs[{i}]", n, MAX_LIN_FTRS, "the head's weights are allocated at once")
         for lr in self.lrs:
             _check_positive("lrs entries", lr)
-        if not (len(self.unfreeze) == len(self.epochs) == len(self.lrs)) or not self.unfreeze:
+        n_epochs = len(self.unfreeze) if self.epochs is None else len(self.epochs)
+        if not (len(self.unfreeze) == n_epochs == len(self.lrs)) or not self.unfreeze:
             raise ValueError(
                 "unfreeze, epochs and lrs must have the same non-zero length (one entry per "
-                f"stage), got {len(self.unfreeze)}, {len(self.epochs)} and {len(self.lrs)}."
+                f"stage), got {len(self.unfreeze)}, {n_epochs} and {len(self.lrs)}."
             )
         for name in ("bs", "seq_len", "max_len", "lr_div"):
             _check_positive(name, getattr(self, name))

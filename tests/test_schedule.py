@@ -1,0 +1,78 @@
+"""Defaults by size (issue 22): ``epochs=None`` picks the LM's and the classifier's epochs from the
+tokens they read, as training/schedule.py documents, for a small and a large frame."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import ulmfit_ml as um
+from ulmfit_ml.training.finetune import LMTrainer
+from ulmfit_ml.training.schedule import CLASSIFIER_TOKEN_BUDGET, classifier_epochs, count_tokens, lm_epochs
+from ulmfit_ml.training.trainer import ClassifierTrainer
+from ulmfit_ml.utils.config import ClassifierConfig, LMConfig
+
+from conftest import CUES, FILLER, TINY, make_frame
+
+
+@pytest.mark.parametrize("n_tokens, want", [
+    (0, 20), (30_000, 20), (118_000, 20),  # GoEmotions 2,000 / 8,000 comments' training splits
+    (128_205, 20), (128_206, 19),  # 2.5M / 19.5: the last size that keeps all 20
+    (250_000, 10), (640_000, 4),  # all 43k GoEmotions comments
+    (720_000, 3), (10**9, 3),  # 10,000 texts of ~70 words; never below 3
+])
+def test_classifier_epochs_follow_the_documented_token_budget(n_tokens, want):
+    assert classifier_epochs(n_tokens) == want
+    assert CLASSIFIER_TOKEN_BUDGET == 2_500_000
+
+
+@pytest.mark.parametrize("n_tokens, want", [(0, 2), (150_000, 2), (666_666, 2), (666_667, 1), (900_000, 1), (10**9, 1)])
+def test_lm_epochs_follow_the_documented_token_budget(n_tokens, want):
+    assert lm_epochs(n_tokens) == want
+
+
+def test_defaults_leave_epochs_to_the_size_and_given_epochs_win():
+    assert ClassifierConfig().epochs is None and LMConfig().epochs is None
+    assert ClassifierConfig(epochs=(20,)).epochs == (20,)
+    with pytest.raises(ValueError, match=r"epochs=None sets one stage's epochs by the data's size, but unfreeze=\(1, 0\) "
+                                         r"has 2 stages: give epochs, one per stage, e.g. epochs=\(1, 1\)"):
+        ClassifierConfig(unfreeze=(1, 0), lrs=(1e-2, 1e-3))
+
+
+def _long_frame(n: int, n_words: int) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    words = rng.choice(FILLER, size=(n, n_words))
+    labels = rng.random((n, len(CUES))) < 0.3
+    return pd.DataFrame({"text": [" ".join(w) for w in words], **{lab: labels[:, j].astype(int) for j, lab in enumerate(CUES)}})
+
+
+@pytest.fixture(scope="module")
+def large():
+    """3,000 texts of 250 words: ~0.75M LM tokens, ~0.6M in the training split."""
+    return um.MultiLabelData.from_df(_long_frame(3000, 250), label_cols=list(CUES), seed=0)
+
+
+@pytest.fixture(scope="module")
+def small():
+    return um.MultiLabelData.from_df(make_frame(200), label_cols=list(CUES), seed=0)
+
+
+def test_a_small_frame_keeps_the_small_data_schedule(small):
+    lm = LMTrainer(small, arch=TINY, pretrained=False, bs=8, seq_len=10, quiet=True, device="cpu")
+    clf = ClassifierTrainer(small, arch=TINY, bs=8, quiet=True, device="cpu")
+    assert lm.config.epochs == 2 and clf.config.epochs == (20,)
+
+
+def test_a_large_frame_reads_each_text_fewer_times(large):
+    n_lm = count_tokens(large.lm_tokens())
+    n_train = count_tokens(t for t, v in zip(large.tokens, large.is_valid) if not v)
+    assert n_lm > 700_000 and 550_000 < n_train < 650_000
+    lm = LMTrainer(large, arch=TINY, pretrained=False, quiet=True, device="cpu")
+    clf = ClassifierTrainer(large, arch=TINY, quiet=True, device="cpu")
+    assert lm.config.epochs == 1 and clf.config.epochs == (4,)
+    assert ClassifierTrainer(large, arch=TINY, quiet=True, device="cpu", epochs=(7,)).config.epochs == (7,)
+
+
+def test_the_trained_model_records_the_epochs_it_ran(small):
+    clf = um.train_classifier(small, arch=TINY, bs=32, seq_len=20, lin_ftrs=(8,), quiet=True, device="cpu")
+    assert clf.meta["config"]["epochs"] == [20] and len(clf.history) == 20

@@ -1,0 +1,54 @@
+"""Defaults that scale with the data: how many epochs the language model and the classifier train
+when ``epochs`` is left unset (``None``, the default of both configs).
+
+Training time on a CPU grows with the tokens read, so the budgets are in tokens: small data keeps
+the schedules measured best on few labels (20 classifier epochs, 2 LM epochs after the frozen one),
+large data reads each text fewer times. Given ``epochs`` always win (``epochs=(20,)`` restores the
+fixed schedule whatever the size).
+
+Measured (bench/RESULTS.md, "Defaults by size"): 10,000 texts of ~70 words hold ~0.72M training
+tokens; with these budgets ``finetune_lm`` runs 1 frozen + 1 epoch and the classifier 3 epochs.
+GoEmotions: 500 to 8,000 comments (at most 118k training tokens) keep 20 epochs; all 43k
+comments (~640k) get 4. The full-size GoEmotions bench used 12 epochs at batch 64 (0.499 forward)
+and 8 epochs scored 0.490-0.494: the budget trades about 0.005-0.01 macro-F1 there for a run that
+fits in half an hour on two cores.
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterable, Sequence
+
+__all__ = ["LM_TOKEN_BUDGET", "CLASSIFIER_TOKEN_BUDGET", "CLASSIFIER_EPOCH_RANGE", "lm_epochs", "classifier_epochs",
+           "count_tokens"]
+
+#: unfrozen LM epochs x tokens the LM reads: 2 epochs up to 0.67M tokens, 1 above (never 0).
+LM_TOKEN_BUDGET = 1_000_000
+#: classifier epochs x tokens of the training split, within :data:`CLASSIFIER_EPOCH_RANGE`.
+CLASSIFIER_TOKEN_BUDGET = 2_500_000
+#: (fewest, most) classifier epochs: 20 is the small-data schedule measured best at 500 and 2,000
+#: labels (bench/RESULTS.md "Small data": 10 and 40 epochs scored lower); 3 keeps a one-cycle
+#: schedule with a warm-up, a plateau and a decay on large data.
+CLASSIFIER_EPOCH_RANGE = (3, 20)
+_LM_EPOCH_RANGE = (1, 2)
+
+
+def count_tokens(tokens: Iterable[Sequence[str]]) -> int:
+    """Tokens in a list of tokenised texts."""
+    return int(sum(len(t) for t in tokens))
+
+
+def _by_budget(budget: int, n_tokens: int, lo: int, hi: int) -> int:
+    # half rounds up (Python's round() would send 2.5 to 2)
+    return int(min(hi, max(lo, math.floor(budget / max(n_tokens, 1) + 0.5))))
+
+
+def lm_epochs(n_tokens: int) -> int:
+    """Unfrozen epochs of LM fine-tuning for an LM corpus of ``n_tokens`` tokens: 2 (the small-data
+    default) up to 0.67M tokens, then 1."""
+    return _by_budget(LM_TOKEN_BUDGET, n_tokens, *_LM_EPOCH_RANGE)
+
+
+def classifier_epochs(n_tokens: int) -> int:
+    """Classifier epochs for a training split of ``n_tokens`` tokens: 20 up to 128k tokens, then
+    :data:`CLASSIFIER_TOKEN_BUDGET` / tokens, at least 3."""
+    return _by_budget(CLASSIFIER_TOKEN_BUDGET, n_tokens, *CLASSIFIER_EPOCH_RANGE)
