@@ -55,6 +55,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "defaults-avg3": dict(lm={}, clf={}, clf_seeds=3),
     "defaults-extra": dict(lm={}, clf={}, extra=5000),
     "defaults-drop1": dict(lm={}, clf=dict(drop_mult=1.0)),
+    # 5-fold CV over all n rows (no held-out 20%): thresholds tuned on the out-of-fold probabilities
+    # of every row, dev scored by the mean of the 5 fold models (um.cross_validate, keep_models=True)
+    "defaults-cv5": dict(lm={}, clf={}, cv=5),
     "defaults-nohidden": dict(lm={}, clf=dict(lin_ftrs=())),
 }
 
@@ -88,6 +91,18 @@ def load(dataset: str) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
         tr, dv = next(mss.split(np.zeros((len(frame), 1)), frame[names].to_numpy()))
         return frame.iloc[np.sort(tr)].reset_index(drop=True), frame.iloc[np.sort(dv)].reset_index(drop=True), names
     raise SystemExit(f"unknown dataset {dataset!r}")
+
+
+class _OOF:
+    """A CV result scored like a model: thresholds from the out-of-fold probabilities of every row,
+    dev probabilities the mean of the fold models."""
+
+    def __init__(self, res: Any) -> None:
+        self.res = res
+        self.validation_predictions = (res.y, res.oof)
+
+    def predict_proba(self, texts: list[str]) -> np.ndarray:
+        return self.res.predict_proba(texts)
 
 
 def save_result(key: str, value: dict[str, Any]) -> None:
@@ -126,7 +141,12 @@ def run_one(dataset: str, n: int, seed: int, variant: str, pool: pd.DataFrame, d
         t0 = time.perf_counter()
         data = um.MultiLabelData.from_df(rows, label_cols=names, extra_texts=extra or None)
         lm = um.finetune_lm(data, quiet=True, **v["lm"])
-        clf = um.train_classifier(data, encoder=lm, quiet=True, **v["clf"])
+        if v.get("cv"):
+            res = um.cross_validate(data, encoder=lm, n_folds=v["cv"], keep_models=True,
+                                    config=um.ClassifierConfig(quiet=True, **v["clf"]))
+            clf = _OOF(res)
+        else:
+            clf = um.train_classifier(data, encoder=lm, quiet=True, **v["clf"])
         if v.get("clf_seeds"):  # the first member is the seed-42 default; then seeds 0, 1, ...
             more = [um.train_classifier(data, encoder=lm, quiet=True, seed=s, **v["clf"]) for s in range(v["clf_seeds"] - 1)]
             clf = um.MultiLabelEnsemble([clf, *more])
@@ -138,6 +158,14 @@ def run_one(dataset: str, n: int, seed: int, variant: str, pool: pd.DataFrame, d
         np.savez_compressed(HERE / "_work" / f"probs-{dataset}-{n}-{seed}-{variant}.npz", y_val=clf.validation_predictions[0],
                             p_val=clf.validation_predictions[1], y_dev=y_dev, p_dev=p_dev)
         save_result(f"{dataset}/n={n}/seed={seed}/{variant}", res)
+        if v.get("cv"):  # TF-IDF with the same folds: fold models averaged, OOF thresholds
+            tf = [um.TfidfBaseline().fit(data.with_split(clf.res.folds == k)) for k in range(v["cv"])]
+            oof = np.zeros_like(clf.res.oof)
+            for k, m in enumerate(tf):
+                oof[clf.res.folds == k] = m.predict_proba(list(np.asarray(data.texts, dtype=object)[clf.res.folds == k]))
+            fake = type("TfidfCV", (), {"validation_predictions": (clf.res.y, oof)})()
+            p_tf = np.mean([m.predict_proba(dev["text"].tolist()) for m in tf], axis=0)
+            save_result(f"{dataset}/n={n}/seed={seed}/tfidf-cv{v['cv']}", scores(fake, y_dev, p_tf))
         if tfidf:
             run_tfidf(dataset, n, seed, data, dev, y_dev)
 

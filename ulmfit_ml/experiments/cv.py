@@ -143,7 +143,7 @@ def cross_validate(data: MultiLabelData, *, n_folds: int = 5, seed: int | None =
         finetune: ``False`` with ``encoder=None`` trains every fold from a random encoder of
             size ``arch`` (an ablation).
         lm_config: options of the one LM fine-tuning.
-        config: classifier options, used for every fold; its ``thresholds`` (``"per_label"``,
+        config: classifier options, used for every fold; its ``threshold_strategy`` (``"per_label"``,
             ``"global"``) tunes the thresholds on the OOF probabilities and reports the OOF
             metrics at them, ``"none"`` keeps ``threshold``.
         arch: encoder size when no language model is used.
