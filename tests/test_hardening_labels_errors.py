@@ -234,7 +234,9 @@ def test_ctrl_c_during_cli_start_up_is_one_line_and_exit_130(monkeypatch, capsys
 
 
 DRIVER = """
-import sys, time
+import signal, sys, time
+# a terminal's Ctrl-C: a job started in the background by a non-interactive shell inherits SIGINT ignored
+signal.signal(signal.SIGINT, signal.default_int_handler)
 import ulmfit_ml.cli as c
 load = c._commands
 def slow():  # a real SIGINT while the sub-commands (torch, fastai) load
