@@ -67,6 +67,8 @@ def main() -> None:
            "seconds_tokenise": round(t1 - t0, 1), "seconds_finetune_lm": round(t2 - t1, 1),
            "seconds_train_classifier": round(t3 - t2, 1), "seconds_total": round(t3 - t0, 1),
            "lm_vocab": len(lm.vocab), "lm_perplexity": round(lm.metrics["perplexity"], 2),
+           "lm_epochs_after_the_frozen_one": lm.config.get("epochs"),
+           "classifier_epochs": clf.meta["config"]["epochs"],
            "dev_f1_macro": round(float(r["f1_macro"]), 4), "tfidf_dev_f1_macro": round(float(rb["f1_macro"]), 4),
            "date": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
            "command": f"python bench/scale_timing.py --n {a.n} --threads {a.threads}"}
