@@ -17,13 +17,14 @@ from conftest import CUES, FILLER, TINY, make_frame
 
 @pytest.mark.parametrize("n_tokens, want", [
     (0, 20), (30_000, 20), (118_000, 20),  # GoEmotions 2,000 / 8,000 comments' training splits
-    (128_205, 20), (128_206, 19),  # 2.5M / 19.5: the last size that keeps all 20
-    (250_000, 10), (640_000, 4),  # all 43k GoEmotions comments
-    (720_000, 3), (10**9, 3),  # 10,000 texts of ~70 words; never below 3
+    (256_410, 20), (256_411, 19),  # 5M / 19.5: the last size that keeps all 20
+    (640_000, 8),  # all 43k GoEmotions comments
+    (690_000, 7),  # 10,000 texts of ~70 words (bench/scale_timing.py)
+    (1_000_000, 5), (1_500_000, 3), (10**9, 3),  # never below 3
 ])
 def test_classifier_epochs_follow_the_documented_token_budget(n_tokens, want):
     assert classifier_epochs(n_tokens) == want
-    assert CLASSIFIER_TOKEN_BUDGET == 2_500_000
+    assert CLASSIFIER_TOKEN_BUDGET == 5_000_000
 
 
 @pytest.mark.parametrize("n_tokens, want", [(0, 2), (150_000, 2), (666_666, 2), (666_667, 1), (900_000, 1), (10**9, 1)])
@@ -69,7 +70,7 @@ def test_a_large_frame_reads_each_text_fewer_times(large):
     assert n_lm > 700_000 and 550_000 < n_train < 650_000
     lm = LMTrainer(large, arch=TINY, pretrained=False, quiet=True, device="cpu")
     clf = ClassifierTrainer(large, arch=TINY, quiet=True, device="cpu")
-    assert lm.config.epochs == 1 and clf.config.epochs == (4,)
+    assert lm.config.epochs == 1 and clf.config.epochs == (classifier_epochs(n_train),) and 8 <= clf.config.epochs[0] <= 9
     assert ClassifierTrainer(large, arch=TINY, quiet=True, device="cpu", epochs=(7,)).config.epochs == (7,)
 
 

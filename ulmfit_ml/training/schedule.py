@@ -6,12 +6,15 @@ the schedules measured best on few labels (20 classifier epochs, 2 LM epochs aft
 large data reads each text fewer times. Given ``epochs`` always win (``epochs=(20,)`` restores the
 fixed schedule whatever the size).
 
-Measured (bench/RESULTS.md, "Defaults by size"): 10,000 texts of ~70 words hold ~0.72M training
-tokens; with these budgets ``finetune_lm`` runs 1 frozen + 1 epoch and the classifier 3 epochs.
-GoEmotions: 500 to 8,000 comments (at most 118k training tokens) keep 20 epochs; all 43k
-comments (~640k) get 4. The full-size GoEmotions bench used 12 epochs at batch 64 (0.499 forward)
-and 8 epochs scored 0.490-0.494: the budget trades about 0.005-0.01 macro-F1 there for a run that
-fits in half an hour on two cores.
+Measured (bench/RESULTS.md, "Defaults by size"; `python bench/scale_timing.py --n 10000`): 10,000
+texts of ~70 words hold ~0.69M training tokens. On 2 CPU cores ``finetune_lm`` runs 1 frozen + 1
+epoch in 516-546 s and each classifier epoch takes 73-93 s. With this budget the classifier runs 7
+epochs and the whole run takes 18 minutes (dev macro-F1 0.752 vs TF-IDF's 0.701); a first budget
+of 2.5M token-epochs (4 epochs, 15 minutes) scored the same there, and the larger one keeps more
+epochs for large sets of short texts: GoEmotions keeps the 20 epochs measured best at 500-8,000
+comments up to ~17,000 comments (256k training tokens); all 43k comments (~640k) get 8 at batch
+32, about the optimizer steps of 16 epochs at batch 64 (12 at batch 64 scored 0.499 there, 8
+scored 0.490-0.494).
 """
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ __all__ = ["LM_TOKEN_BUDGET", "CLASSIFIER_TOKEN_BUDGET", "CLASSIFIER_EPOCH_RANGE
 #: unfrozen LM epochs x tokens the LM reads: 2 epochs up to 0.67M tokens, 1 above (never 0).
 LM_TOKEN_BUDGET = 1_000_000
 #: classifier epochs x tokens of the training split, within :data:`CLASSIFIER_EPOCH_RANGE`.
-CLASSIFIER_TOKEN_BUDGET = 2_500_000
+CLASSIFIER_TOKEN_BUDGET = 5_000_000
 #: (fewest, most) classifier epochs: 20 is the small-data schedule measured best at 500 and 2,000
 #: labels (bench/RESULTS.md "Small data": 10 and 40 epochs scored lower); 3 keeps a one-cycle
 #: schedule with a warm-up, a plateau and a decay on large data.
@@ -49,6 +52,6 @@ def lm_epochs(n_tokens: int) -> int:
 
 
 def classifier_epochs(n_tokens: int) -> int:
-    """Classifier epochs for a training split of ``n_tokens`` tokens: 20 up to 128k tokens, then
+    """Classifier epochs for a training split of ``n_tokens`` tokens: 20 up to 256k tokens, then
     :data:`CLASSIFIER_TOKEN_BUDGET` / tokens, at least 3."""
     return _by_budget(CLASSIFIER_TOKEN_BUDGET, n_tokens, *CLASSIFIER_EPOCH_RANGE)
