@@ -191,12 +191,18 @@ def resolve_config(file_sections: dict[str, dict[str, Any]] | None = None,
     return out
 
 
+def _flag_parts(item: str) -> tuple[str, str, str, str]:
+    """``--SECTION.KEY[=VALUE]`` as ``(section, key, "=" or "", value)``: the one reading of a flag."""
+    name, eq, raw = item[2:].partition("=")
+    section, _, key = name.partition(".")
+    return section, key, eq, raw
+
+
 def _current_flag(item: str) -> str:
     """``--SECTION.KEY[=VALUE]`` with a renamed key under its current name."""
     if not item.startswith("--") or "." not in item:
         return item
-    name, eq, raw = item[2:].partition("=")
-    section, _, key = name.partition(".")
+    section, key, eq, raw = _flag_parts(item)
     return f"--{section}.{current_key(section, key)}{eq}{raw}"
 
 
@@ -211,8 +217,7 @@ def _check_given_keys(file_sections: dict[str, dict[str, Any]], overrides: Seque
     given_flags: dict[str, dict[str, Any]] = {}
     for i, item in enumerate(flags):
         if item.startswith("--"):
-            name, eq, raw = item[2:].partition("=")
-            section, _, key = name.partition(".")
+            section, key, eq, raw = _flag_parts(item)
             _check_keys(section, [key] if key else [], where=f" in {item}")
             raw = raw if eq else (flags[i + 1] if i + 1 < len(flags) and not flags[i + 1].startswith("--") else "")
             given_flags.setdefault(section, {})[key] = raw
