@@ -126,3 +126,72 @@ def test_errors(fitted) -> None:
         model.evaluate(pd.DataFrame({"text": ["a"]}))
     with pytest.raises(TypeError):
         TfidfBaseline((1, 2))  # options are keyword-only
+
+
+def test_probabilities_are_scikit_learns_logistic_regressions(fitted) -> None:
+    """predict_proba computes sigmoid(x . coef + intercept) from the fitted arrays (what save
+    writes); that is exactly OneVsRestClassifier(LogisticRegression).predict_proba."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.multiclass import OneVsRestClassifier
+
+    model, data = fitted
+    o = model.options
+    ovr = OneVsRestClassifier(LogisticRegression(C=o["C"], class_weight=o["class_weight"], max_iter=o["max_iter"],
+                                                 random_state=o["seed"]))
+    ovr.fit(model.vectorizer.transform(data.train_texts), np.asarray(data.y_train).astype(int))
+    texts = _frame(50, 7)["text"].tolist()
+    np.testing.assert_allclose(model.predict_proba(texts), ovr.predict_proba(model.vectorizer.transform(texts)), atol=1e-5)
+
+
+def test_save_and_load_round_trip(fitted, tmp_path) -> None:
+    model, _ = fitted
+    model.tune_thresholds()
+    out = model.save(tmp_path / "tfidf")
+    back = TfidfBaseline.load(out)
+    test = _frame(100, 8)
+    np.testing.assert_allclose(back.predict_proba(test.text), model.predict_proba(test.text), atol=1e-6)
+    np.testing.assert_array_equal(back.thresholds, model.thresholds)
+    assert back.labels == model.labels and back.label_delim == model.label_delim
+    assert back.evaluate(test) == model.evaluate(test)  # meta (text and label columns) kept
+    loaded = um.load_predictor(out)  # the one loader of every saved predictor
+    assert isinstance(loaded, TfidfBaseline)
+    np.testing.assert_allclose(loaded.predict_proba(["invoice"]), model.predict_proba(["invoice"]), atol=1e-6)
+    assert not any(p.suffix in (".pkl", ".joblib", ".pickle") for p in out.rglob("*"))  # nothing to unpickle
+
+
+def test_constant_labels_survive_save(tmp_path) -> None:
+    df = _frame(200, 2)
+    df["never"] = 0
+    df["billing"] = df["tags"].str.contains("billing").astype(int)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = TfidfBaseline().fit(um.MultiLabelData.from_df(df, label_cols=["billing", "never"]))
+    back = TfidfBaseline.load(model.save(tmp_path / "m"))
+    np.testing.assert_allclose(back.predict_proba(["invoice", "sky"]), model.predict_proba(["invoice", "sky"]), atol=1e-6)
+    assert back.predict_proba(["invoice"])[0, 1] == 0.0
+
+
+def test_save_and_load_errors(fitted, tmp_path) -> None:
+    model, _ = fitted
+    with pytest.raises(ValueError, match="not fitted yet"):
+        TfidfBaseline().save(tmp_path / "unfitted")
+    assert not (tmp_path / "unfitted").exists()
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    with pytest.raises(FileExistsError):
+        model.save(foreign, overwrite=True)
+    assert (foreign / "notes.txt").read_text() == "keep me"
+    out = model.save(tmp_path / "m")
+    model.save(out, overwrite=True)  # its own directory may be replaced
+    with pytest.raises(FileExistsError, match="already exists"):
+        model.save(out)
+    with pytest.raises(ValueError, match="load it with um.load_predictor"):
+        um.load_classifier(out)
+    (out / "thresholds.json").write_text("[" + ", ".join(["0.01"] * len(model.labels)) + "]")
+    with pytest.raises(ValueError, match="thresholds.json was changed after the model was saved"):
+        TfidfBaseline.load(out)
+    with pytest.raises(ValueError, match="is not a saved TfidfBaseline"):
+        (tmp_path / "other").mkdir()
+        (tmp_path / "other" / "config.json").write_text('{"kind": "classifier"}')
+        TfidfBaseline.load(tmp_path / "other")

@@ -36,6 +36,7 @@ def test_demo_runs_end_to_end_on_a_slice(tmp_path, capsys):
     assert {"f1_macro", "roc_auc_macro"} <= set(metrics)
     printed = capsys.readouterr().out
     assert "Test metrics" in printed and "TF-IDF" in printed and "trivial" in printed and "->" in printed
+    assert "ULMFiT + TF-IDF blend, tuned" in printed
     clf = um.load_classifier(out)
     assert clf.labels == EKMAN
     texts = ["Thank you so much!", "I hate this"]

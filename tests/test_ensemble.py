@@ -1,4 +1,6 @@
 """MultiLabelEnsemble: weighted probability averaging of models with the same labels."""
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -90,3 +92,48 @@ def test_average_probabilities_matches_the_ensemble_and_checks_shapes() -> None:
         average_probabilities([])
     with pytest.raises(ValueError, match="one entry per model"):
         average_probabilities([a, b], [1.0])
+
+
+def test_a_blend_saves_and_loads_as_one_predictor(data, tiny_clf, tmp_path) -> None:
+    """ULMFiT + TF-IDF saved as one directory (each member in its own format) loads back
+    through load_predictor with the same probabilities, weights and thresholds."""
+    ens = um.MultiLabelEnsemble([tiny_clf, um.TfidfBaseline().fit(data)], weights=[2, 1])
+    ens.tune_thresholds()
+    out = ens.save(tmp_path / "blend")
+    assert sorted(p.name for p in (out / "members").iterdir()) == ["00", "01"]
+    back = um.load_predictor(out)
+    assert isinstance(back, um.MultiLabelEnsemble)
+    assert isinstance(back.models[0], um.MultiLabelClassifier) and isinstance(back.models[1], um.TfidfBaseline)
+    test = make_frame(60, seed=9)
+    np.testing.assert_allclose(back.predict_proba(test.text), ens.predict_proba(test.text), atol=1e-5)
+    np.testing.assert_allclose(back.weights, [2 / 3, 1 / 3])
+    np.testing.assert_array_equal(back.thresholds, ens.thresholds)
+    assert back.predict(test.text[:5].tolist()) == ens.predict(test.text[:5].tolist())
+    res = um.predict_file(out, _csv(tmp_path, test), tmp_path / "pred.csv", output="both")  # the file path too
+    got = pd.read_csv(tmp_path / "pred.csv")
+    np.testing.assert_allclose(got[[f"proba_{c}" for c in ens.labels]].to_numpy(), ens.predict_proba(test.text), atol=1e-4)
+    assert res.n_rows == len(test)
+
+
+def _csv(tmp_path, frame):
+    p = tmp_path / "in.csv"
+    frame[["id", "text"]].to_csv(p, index=False)
+    return p
+
+
+def test_saving_and_loading_ensembles_errors(data, tiny_clf, tmp_path) -> None:
+    with pytest.raises(TypeError, match=r"models\[1\] \(FixedModel\) has no save\(\)"):
+        um.MultiLabelEnsemble([tiny_clf, FixedModel(tiny_clf.labels, [0.1] * len(tiny_clf.labels))]).save(tmp_path / "x")
+    assert not (tmp_path / "x").exists()
+    out = um.MultiLabelEnsemble([tiny_clf, um.TfidfBaseline().fit(data)]).save(tmp_path / "blend")
+    with pytest.raises(ValueError, match="load it with um.load_predictor"):
+        um.load_classifier(out)
+    cfg = (out / "config.json").read_text()
+    (out / "config.json").write_text(json.dumps({**json.loads(cfg), "weights": [0.9, 0.1]}))
+    with pytest.raises(ValueError, match="config.json was changed after the model was saved"):
+        um.load_predictor(out)
+    (out / "config.json").write_text(cfg)
+    assert isinstance(um.load_predictor(out), um.MultiLabelEnsemble)
+    (out / "members" / "01" / "labels.json").write_text('["x"]')
+    with pytest.raises(ValueError, match="changed after the model was saved"):
+        um.load_predictor(out)

@@ -399,7 +399,7 @@ def test_bad_paths(model_dir, inputs, tmp_path):
     (tmp_path / "empty.csv").write_bytes(b"")
     with pytest.raises(ValueError, match=r"empty\.csv is empty: it needs at least a header row"):
         um.predict_file(model_dir, tmp_path / "empty.csv", tmp_path / "o.csv")
-    with pytest.raises(TypeError, match=r"model must be a saved model directory, a run directory, a MultiLabelClassifier or a MultiLabelEnsemble, got int"):
+    with pytest.raises(TypeError, match=r"model must be a saved model directory, a run directory, a MultiLabelClassifier, a MultiLabelEnsemble or a TfidfBaseline, got int"):
         um.predict_file(3, inputs / "in.csv", tmp_path / "o.csv")
     with pytest.raises(FileNotFoundError, match=r"No saved model at"):
         um.predict_file(tmp_path / "no_model", inputs / "in.csv", tmp_path / "o.csv")

@@ -32,6 +32,7 @@ from ..models.ensemble import MultiLabelEnsemble, load_predictor, resolve_model_
 from ..utils.io import (ReadOptions, check_output_file, iter_table, table_bytes, table_columns, table_format,
                  write_table)
 from ..utils.config import OUTPUTS
+from ..models.baseline import TfidfBaseline
 from ..models.classifier import TextModel
 from ..utils.persist import write_json_atomic
 from ..utils.runtime import patch_fastai
@@ -99,30 +100,30 @@ def _model_fingerprint(predictor: Any) -> str:
     """sha256 of the weights (of every member of an ensemble), labels and thresholds: resuming
     with another model must fail."""
     h = hashlib.sha256()
-    members = predictor.models if isinstance(predictor, MultiLabelEnsemble) else [predictor]
-    for m in members:
-        for k, v in m.model.state_dict().items():
-            h.update(k.encode())
-            h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    for k, v in predictor.weight_arrays().items():
+        h.update(k.encode())
+        h.update(np.ascontiguousarray(v).tobytes())
     h.update(json.dumps([list(predictor.labels), [float(t) for t in getattr(predictor, "thresholds", [])]]).encode())
     return h.hexdigest()
 
 
 # ---------------------------------------------------------------------- prediction
 def _load_model(model: Any, device: str | None) -> Any:
-    if isinstance(model, (TextModel, MultiLabelEnsemble)):
+    if isinstance(model, (TextModel, MultiLabelEnsemble, TfidfBaseline)):
         return model
     if isinstance(model, (str, Path)):
         return load_predictor(model, device=device)
-    raise TypeError(f"model must be a saved model directory, a run directory, a MultiLabelClassifier or a "
-                    f"MultiLabelEnsemble, got {type(model).__name__}. (A MultiCategoryClassifier or TextRegressor "
+    raise TypeError(f"model must be a saved model directory, a run directory, a MultiLabelClassifier, a "
+                    f"MultiLabelEnsemble or a TfidfBaseline, got {type(model).__name__}. (A MultiCategoryClassifier or TextRegressor "
                     "is accepted too.)")
 
 
 def quantized_predictor(predictor: Any) -> Any:
     """The ``int8=True`` copy of a classifier or of an ensemble of classifiers (every member quantized)."""
     if isinstance(predictor, MultiLabelEnsemble):
-        ens = MultiLabelEnsemble([quantized_predictor(m) for m in predictor.models], weights=list(predictor.weights))
+        # the ULMFiT members quantized; a TF-IDF member is a sparse product already
+        ens = MultiLabelEnsemble([m if isinstance(m, TfidfBaseline) else quantized_predictor(m) for m in predictor.models],
+                                 weights=list(predictor.weights))
         ens.thresholds = predictor.thresholds.copy()
         return ens
     if not isinstance(predictor, TextModel):

@@ -10,6 +10,7 @@ Every experiment should print the neural model next to this baseline on the same
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -17,9 +18,16 @@ import numpy as np
 from .base import MultiLabelPredictorMixin
 from ..data.core import MultiLabelData
 from ..evaluation.thresholds import check_thresholds
+from ..utils.manifest import verify_files
+from ..utils.persist import FORMAT_VERSION, atomic_dir, read_json, versions, write_json
 from ..utils.validation import check_texts
+from ..utils.valuetypes import user_path
 
-__all__ = ["TfidfBaseline"]
+__all__ = ["TfidfBaseline", "TFIDF_KIND"]
+
+#: ``config.json`` ``"kind"`` of a saved baseline (and its marker's kind)
+TFIDF_KIND = "tfidf_baseline"
+_ARRAYS = "tfidf.safetensors"
 
 
 class TfidfBaseline(MultiLabelPredictorMixin):
@@ -57,9 +65,12 @@ class TfidfBaseline(MultiLabelPredictorMixin):
         self.meta: dict[str, Any] = {}
         self._valid: tuple[np.ndarray, np.ndarray] | None = None
         self.vectorizer: Any = None
-        self.model: Any = None
-        self._fitted_cols = np.zeros(0, dtype=int)  # labels with both classes in train
-        self._constant = np.zeros(0)  # probability of the other labels (0 or 1)
+        self._fitted_cols = np.zeros(0, dtype=np.int64)  # labels with both classes in train
+        self._constant = np.zeros(0, dtype=np.float32)  # probability of the other labels (0 or 1)
+        # the fitted logistic regressions, one row per label of _fitted_cols: P = sigmoid(x . coef + intercept),
+        # which is LogisticRegression.predict_proba for a binary problem; fitted and loaded models predict alike
+        self._coef = np.zeros((0, 0), dtype=np.float32)
+        self._intercept = np.zeros(0, dtype=np.float32)
 
     def fit(self, data: MultiLabelData) -> "TfidfBaseline":
         """Fit on ``data``'s training split; store validation predictions for
@@ -92,16 +103,19 @@ class TfidfBaseline(MultiLabelPredictorMixin):
         pos = y.sum(0)
         both = (pos > 0) & (pos < len(y))
         self.labels = list(data.labels)
-        self.meta = {"text_col": data.text_col, "label_spec": data.spec.to_dict(), "kind": "tfidf_baseline",
+        self.meta = {"text_col": data.text_col, "label_spec": data.spec.to_dict(), "kind": TFIDF_KIND,
                      "options": dict(o), "n_features": len(vec.vocabulary_)}
         self.vectorizer = vec
-        self._fitted_cols = np.flatnonzero(both)
+        self._fitted_cols = np.flatnonzero(both).astype(np.int64)
         self._constant = (pos >= len(y)).astype(np.float32)
-        self.model = None
+        self._coef = np.zeros((0, x.shape[1]), dtype=np.float32)
+        self._intercept = np.zeros(0, dtype=np.float32)
         if both.any():
             lr = LogisticRegression(C=o["C"], class_weight=o["class_weight"], max_iter=o["max_iter"],
                                     random_state=o["seed"])
-            self.model = OneVsRestClassifier(lr, n_jobs=o["n_jobs"]).fit(x, y[:, both].astype(int))
+            ovr = OneVsRestClassifier(lr, n_jobs=o["n_jobs"]).fit(x, y[:, both].astype(int))
+            self._coef = np.vstack([e.coef_ for e in ovr.estimators_]).astype(np.float32)
+            self._intercept = np.concatenate([e.intercept_ for e in ovr.estimators_]).astype(np.float32)
         self.thresholds = check_thresholds(0.5, len(self.labels))
         if data.is_valid.any():
             self._valid = (np.asarray(data.y_valid, dtype=np.float32), self.predict_proba(data.valid_texts))
@@ -122,15 +136,88 @@ class TfidfBaseline(MultiLabelPredictorMixin):
         if not isinstance(bs, int) or bs < 1:
             raise ValueError(f"bs must be a positive int, got {bs!r}.")
         out = np.tile(self._constant, (len(texts), 1)).astype(np.float32)
-        if self.model is None or not texts:
+        if not len(self._fitted_cols) or not texts:
             return out
         for s in range(0, len(texts), bs):
-            x = self.vectorizer.transform(texts[s:s + bs])
-            p = np.asarray(self.model.predict_proba(x))
-            if len(self._fitted_cols) == 1 and p.ndim == 2 and p.shape[1] == 2:
-                p = p[:, 1:]  # one fitted label: sklearn treats it as binary and returns [P(0), P(1)]
-            out[s:s + bs, self._fitted_cols] = p.reshape(len(x.indptr) - 1, -1)
+            z = np.asarray(self.vectorizer.transform(texts[s:s + bs]) @ self._coef.T) + self._intercept
+            out[s:s + bs, self._fitted_cols] = 1.0 / (1.0 + np.exp(-np.clip(z, -80, 80)))
         return out
+
+    # ------------------------------------------------------------------ persistence
+    def weight_arrays(self) -> dict[str, np.ndarray]:
+        """Everything fitted, as named arrays (what :meth:`save` writes; a predictor's fingerprint)."""
+        if self.vectorizer is None:
+            raise ValueError("This TfidfBaseline is not fitted yet: call .fit(data) first.")
+        return {"idf": np.asarray(self.vectorizer.idf_, dtype=np.float32), "coef": self._coef,
+                "intercept": self._intercept, "fitted_cols": self._fitted_cols, "constant": self._constant}
+
+    def save(self, path: str | Path, *, overwrite: bool = False, inputs: Sequence[str | Path] = ()) -> Path:
+        """Write the fitted baseline to directory ``path`` atomically: ``config.json`` (options,
+        columns), ``vocab.json`` (the n-grams in column order), ``labels.json``,
+        ``thresholds.json`` and ``tfidf.safetensors`` (idf, coefficients: arrays only, nothing
+        pickled), with ulmfit_ml's ownership marker and checksums. ``overwrite`` replaces only a
+        directory ulmfit_ml wrote, as :meth:`MultiLabelClassifier.save` does.
+        """
+        from safetensors.numpy import save_file
+
+        arrays = self.weight_arrays()
+        thresholds = [float(t) for t in check_thresholds(self.thresholds, len(self.labels), name="thresholds")]
+        vocab = sorted(self.vectorizer.vocabulary_, key=self.vectorizer.vocabulary_.get)
+        options = {**self.options, "ngram_range": list(self.options["ngram_range"])}
+
+        def write(tmp: Path) -> None:
+            save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(tmp / _ARRAYS))
+            write_json(tmp / "config.json", {"format_version": FORMAT_VERSION, "kind": TFIDF_KIND, "options": options,
+                                             "n_labels": len(self.labels), "n_features": len(vocab),
+                                             "text_col": self.meta["text_col"], "label_spec": self.meta["label_spec"],
+                                             "versions": versions()})
+            write_json(tmp / "vocab.json", vocab)
+            write_json(tmp / "labels.json", list(self.labels))
+            write_json(tmp / "thresholds.json", thresholds)
+
+        return atomic_dir(path, write, overwrite=overwrite, kind=TFIDF_KIND, inputs=inputs)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "TfidfBaseline":
+        """A baseline saved by :meth:`save`. Nothing is unpickled; every file is checked against
+        the checksum recorded at save time, and shapes against each other."""
+        from safetensors.numpy import load_file
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        path = user_path(path)
+        cfg = read_json(path / "config.json")
+        if not isinstance(cfg, dict) or cfg.get("kind") != TFIDF_KIND:
+            raise ValueError(f"{path / 'config.json'} is not a saved TfidfBaseline (kind {TFIDF_KIND!r}).")
+        verify_files(path, TFIDF_KIND, format_version=cfg.get("format_version", 0))
+        vocab, labels, thresholds = (read_json(path / f) for f in ("vocab.json", "labels.json", "thresholds.json"))
+        try:
+            arrays = load_file(str(path / _ARRAYS))
+        except Exception as e:  # noqa: BLE001 - safetensors raises its own error types on bad headers
+            raise ValueError(f"{path / _ARRAYS} is corrupt or not a safetensors file ({type(e).__name__}: {e}).") from e
+        n_lab = len(labels) if isinstance(labels, list) else -1
+        idf, coef, intercept = (arrays.get(k) for k in ("idf", "coef", "intercept"))
+        cols, const = arrays.get("fitted_cols"), arrays.get("constant")
+        ok = (isinstance(vocab, list) and all(isinstance(t, str) for t in vocab) and n_lab == cfg.get("n_labels")
+              and all(a is not None for a in (idf, coef, intercept, cols, const))
+              and idf.shape == (len(vocab),) and coef.ndim == 2 and coef.shape[1] == len(vocab)
+              and intercept.shape == cols.shape == (coef.shape[0],) and const.shape == (n_lab,)
+              and bool(np.all((cols >= 0) & (cols < n_lab))))
+        if not ok:
+            raise ValueError(f"The files of {path} do not fit together (vocab, labels and the arrays of {_ARRAYS} "
+                             "differ in size): the directory was edited. Save the baseline again.")
+        o = dict(cfg["options"])
+        o["ngram_range"] = tuple(o["ngram_range"])
+        base = cls(**o)
+        vec = TfidfVectorizer(ngram_range=o["ngram_range"], sublinear_tf=o["sublinear_tf"], dtype=np.float32,
+                              vocabulary={t: i for i, t in enumerate(vocab)})
+        vec.idf_ = idf
+        base.vectorizer, base.labels = vec, list(labels)
+        base._coef, base._intercept = coef.astype(np.float32), intercept.astype(np.float32)
+        base._fitted_cols, base._constant = cols.astype(np.int64), const.astype(np.float32)
+        base.thresholds = check_thresholds(thresholds, n_lab, name=f"{path / 'thresholds.json'}")
+        base.meta = {"text_col": cfg["text_col"], "label_spec": cfg["label_spec"], "kind": TFIDF_KIND,
+                     "options": dict(cfg["options"]), "n_features": len(vocab)}
+        return base
 
     def __repr__(self) -> str:
         state = f"{len(self.labels)} labels, {self.meta.get('n_features', 0)} n-grams" if self.labels else "not fitted"

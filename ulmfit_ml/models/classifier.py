@@ -199,6 +199,10 @@ class TextModel:
         return out
 
     # ------------------------------------------------------------------ persistence
+    def weight_arrays(self) -> dict[str, np.ndarray]:
+        """The network's state as named arrays (a predictor's fingerprint: :func:`~ulmfit_ml.inference.predict.predict_file`)."""
+        return {k: v.detach().cpu().contiguous().numpy() for k, v in self.model.state_dict().items()}
+
     def save(self, path: str | Path, *, overwrite: bool = False, inputs: Sequence[str | Path] = ()) -> Path:
         """Write the model directory atomically (safetensors weights + JSON); see :func:`save_classifier`.
 

@@ -12,6 +12,8 @@ same ``predict`` / ``evaluate`` / ``report`` / ``tune_thresholds`` as its member
     ens.evaluate(test_df)
 
 The members' own thresholds are ignored: an average of probabilities needs its own.
+``ens.save(dir)`` writes every member (each in its own format) with the weights and thresholds;
+:func:`load_predictor` loads it back.
 """
 from __future__ import annotations
 
@@ -21,13 +23,19 @@ from typing import Any, Sequence
 import numpy as np
 
 from .base import MultiLabelPredictorMixin
+from .baseline import TFIDF_KIND, TfidfBaseline
 from .classifier import MultiLabelClassifier, TextModel
 from .registry import load_classifier
 from ..evaluation.thresholds import check_thresholds
+from ..utils.manifest import verify_files
+from ..utils.persist import FORMAT_VERSION, atomic_dir, read_json, write_json
 from ..utils.validation import check_texts, suppress_empty_text_warning
 from ..utils.valuetypes import user_path
 
-__all__ = ["MultiLabelEnsemble", "average_probabilities", "resolve_model_dirs", "load_predictor"]
+__all__ = ["MultiLabelEnsemble", "average_probabilities", "resolve_model_dirs", "load_predictor", "ENSEMBLE_KIND"]
+
+#: ``config.json`` ``"kind"`` of a saved ensemble (and its marker's kind)
+ENSEMBLE_KIND = "ensemble"
 
 
 def _check_weights(weights: Sequence[float] | None, n: int) -> np.ndarray:
@@ -114,17 +122,94 @@ class MultiLabelEnsemble(MultiLabelPredictorMixin):
             probs = [m.predict_proba(texts, bs=bs) for _, m in used]
         return average_probabilities(probs, [wi for wi, _ in used])
 
+    def weight_arrays(self) -> dict[str, np.ndarray]:
+        """Every member's arrays (keys prefixed by the member's position) and the weights."""
+        out = {"weights": np.asarray(self.weights)}
+        for i, m in enumerate(self.models):
+            if not hasattr(m, "weight_arrays"):
+                raise TypeError(f"models[{i}] ({type(m).__name__}) exposes no weight_arrays().")
+            out.update({f"{i}.{k}": v for k, v in m.weight_arrays().items()})
+        return out
+
+    def save(self, path: str | Path, *, overwrite: bool = False, inputs: Sequence[str | Path] = ()) -> Path:
+        """Write the ensemble to directory ``path`` atomically: ``config.json`` (weights),
+        ``labels.json``, ``thresholds.json`` and ``members/00``, ``members/01``, ... (each
+        member saved by its own ``save``: a classifier, a TF-IDF baseline, another ensemble).
+        ``overwrite`` replaces only a directory ulmfit_ml wrote. Load it with
+        :func:`load_predictor` (or ``predict_file`` / ``ulmfit-ml predict``)."""
+        for i, m in enumerate(self.models):
+            if not callable(getattr(m, "save", None)):
+                raise TypeError(f"Cannot save the ensemble: models[{i}] ({type(m).__name__}) has no save(); save "
+                                "ensembles of MultiLabelClassifier / TfidfBaseline / MultiLabelEnsemble members.")
+        thresholds = [float(t) for t in check_thresholds(self.thresholds, len(self.labels), name="thresholds")]
+
+        def write(tmp: Path) -> None:
+            for i, m in enumerate(self.models):
+                m.save(tmp / "members" / f"{i:02d}")
+            write_json(tmp / "config.json", {"format_version": FORMAT_VERSION, "kind": ENSEMBLE_KIND,
+                                             "weights": [float(w) for w in self.weights], "n_labels": len(self.labels)})
+            write_json(tmp / "labels.json", list(self.labels))
+            write_json(tmp / "thresholds.json", thresholds)
+
+        return atomic_dir(path, write, overwrite=overwrite, kind=ENSEMBLE_KIND, inputs=inputs)
+
+    @classmethod
+    def load(cls, path: str | Path, *, device: str | None = "cpu") -> "MultiLabelEnsemble":
+        """An ensemble saved by :meth:`save` (every file checked against its save-time checksum)."""
+        path = user_path(path)
+        cfg = read_json(path / "config.json")
+        if not isinstance(cfg, dict) or cfg.get("kind") != ENSEMBLE_KIND:
+            raise ValueError(f"{path / 'config.json'} is not a saved MultiLabelEnsemble (kind {ENSEMBLE_KIND!r}).")
+        verify_files(path, ENSEMBLE_KIND, format_version=cfg.get("format_version", 0))
+        weights = cfg.get("weights")
+        dirs = sorted(p for p in (path / "members").iterdir() if p.is_dir()) if (path / "members").is_dir() else []
+        if not isinstance(weights, list) or len(dirs) != len(weights):
+            raise ValueError(f"{path} holds {len(dirs)} member directories but config.json lists "
+                             f"{len(weights) if isinstance(weights, list) else 'no'} weights: the directory was edited. "
+                             "Save the ensemble again.")
+        ens = cls([_load_model_dir(d, device=device) for d in dirs], weights=weights)
+        labels = read_json(path / "labels.json")
+        if labels != ens.labels:
+            raise ValueError(f"{path / 'labels.json'} lists {labels} but the members' labels are {ens.labels}.")
+        ens.thresholds = check_thresholds(read_json(path / "thresholds.json"), len(ens.labels),
+                                          name=f"{path / 'thresholds.json'}")
+        return ens
+
     def __repr__(self) -> str:
         parts = ", ".join(f"{type(m).__name__}:{w:.2f}" for m, w in zip(self.models, self.weights))
         return f"MultiLabelEnsemble({len(self.labels)} labels; {parts})"
 
 
 # ---------------------------------------------------------------------- loading saved models
+def _saved_kind(p: Path) -> str | None:
+    """The kind of model directory ``p`` is (``"classifier"``, a TF-IDF baseline, an ensemble), or ``None``."""
+    if not (p / "config.json").is_file():
+        return None
+    if (p / "model.safetensors").is_file():
+        return "classifier"
+    try:
+        kind = read_json(p / "config.json").get("kind")
+    except (ValueError, AttributeError):  # corrupt or not a dict: not a model directory
+        return None
+    return kind if kind in (TFIDF_KIND, ENSEMBLE_KIND) else None
+
+
+def _load_model_dir(p: Path, *, device: str | None) -> Any:
+    """One saved model directory, by its kind."""
+    kind = _saved_kind(p)
+    if kind == TFIDF_KIND:
+        return TfidfBaseline.load(p)
+    if kind == ENSEMBLE_KIND:
+        return MultiLabelEnsemble.load(p, device=device)
+    return load_classifier(p, device=device or "cpu")
+
+
 def resolve_model_dirs(path: str | Path) -> list[Path]:
-    """The model directories behind ``path``: a model directory, a ``train`` run directory
-    (``model/``) or a ``cv`` run directory (``folds/*/model``)."""
+    """The model directories behind ``path``: a model directory (a classifier, a saved
+    :class:`~ulmfit_ml.models.baseline.TfidfBaseline` or :class:`MultiLabelEnsemble`), a ``train`` run
+    directory (``model/``) or a ``cv`` run directory (``folds/*/model``)."""
     p = user_path(path)
-    if (p / "config.json").is_file() and (p / "model.safetensors").is_file():
+    if _saved_kind(p) is not None:
         return [p]
     if (p / "model" / "model.safetensors").is_file():
         return [p / "model"]
@@ -135,11 +220,12 @@ def resolve_model_dirs(path: str | Path) -> list[Path]:
                             "or a `cv` run directory saved with run.save_fold_models = true.")
 
 
-def load_predictor(path: str | Path, *, device: str | None = "cpu") -> MultiLabelClassifier | MultiLabelEnsemble:
-    """Load what :func:`resolve_model_dirs` finds: one classifier, or the equal-weight ensemble
+def load_predictor(path: str | Path, *, device: str | None = "cpu") -> MultiLabelClassifier | MultiLabelEnsemble | TfidfBaseline:
+    """Load what :func:`resolve_model_dirs` finds: one saved model (a classifier, a TF-IDF
+    baseline, a saved ensemble such as a ULMFiT + TF-IDF blend), or the equal-weight ensemble
     of a cv run's fold models (with the first fold's thresholds, as each fold tuned its own on
     its validation fold)."""
-    models = [load_classifier(m, device=device or "cpu") for m in resolve_model_dirs(path)]
+    models = [_load_model_dir(m, device=device) for m in resolve_model_dirs(path)]
     if len(models) == 1:
         return models[0]
     first = models[0].labels

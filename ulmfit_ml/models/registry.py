@@ -112,6 +112,9 @@ def _read_model_config(path: Path) -> tuple[dict[str, Any], str]:
         raise FileNotFoundError(f"No model directory at {path}.{hint}")
     _not_a_run_directory(path)
     cfg = read_json(path / "config.json")
+    if isinstance(cfg, dict) and cfg.get("kind") in ("tfidf_baseline", "ensemble"):
+        raise ValueError(f"{path} holds a saved {cfg['kind'].replace('_', ' ')}, not an AWD-LSTM classifier: load it with "
+                         f"um.load_predictor({str(path)!r}).")
     if not isinstance(cfg, dict) or cfg.get("kind") != "classifier":
         raise ValueError(f"{path / 'config.json'} is not a ulmfit_ml classifier config.")
     if cfg.get("format_version", 0) > FORMAT_VERSION:

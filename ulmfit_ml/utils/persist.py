@@ -42,7 +42,7 @@ __all__ = ["atomic_file", "write_text_atomic", "write_json_atomic", "atomic_dir"
            "save_weights", "load_weights", "file_sha256", "raise_if_disk_full", "HASHED_KINDS", "RUN_FILES", "run_file_name"]
 
 FORMAT_VERSION = 2  # 2: a model's marker holds the sha256 of its files (checked by ulmfit_ml.manifest)
-HASHED_KINDS = frozenset({"classifier", "language_model"})  #: the kinds whose marker records sha256s
+HASHED_KINDS = frozenset({"classifier", "language_model", "tfidf_baseline", "ensemble"})  #: the kinds whose marker records sha256s
 
 
 def versions() -> dict[str, str]:
