@@ -101,6 +101,7 @@ def test_a_blend_saves_and_loads_as_one_predictor(data, tiny_clf, tmp_path) -> N
     ens.tune_thresholds()
     out = ens.save(tmp_path / "blend")
     assert sorted(p.name for p in (out / "members").iterdir()) == ["00", "01"]
+    assert ens.save(out, overwrite=True) == out  # its own directory (nested members included) may be replaced
     back = um.load_predictor(out)
     assert isinstance(back, um.MultiLabelEnsemble)
     assert isinstance(back.models[0], um.MultiLabelClassifier) and isinstance(back.models[1], um.TfidfBaseline)
