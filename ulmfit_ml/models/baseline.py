@@ -19,14 +19,12 @@ from .base import MultiLabelPredictorMixin
 from ..data.core import MultiLabelData
 from ..evaluation.thresholds import check_thresholds
 from ..utils.manifest import verify_files
-from ..utils.persist import FORMAT_VERSION, atomic_dir, read_json, versions, write_json
+from ..utils.persist import FORMAT_VERSION, TFIDF_KIND, atomic_dir, read_json, versions, write_json
 from ..utils.validation import check_texts
 from ..utils.valuetypes import user_path
 
-__all__ = ["TfidfBaseline", "TFIDF_KIND"]
+__all__ = ["TfidfBaseline"]
 
-#: ``config.json`` ``"kind"`` of a saved baseline (and its marker's kind)
-TFIDF_KIND = "tfidf_baseline"
 _ARRAYS = "tfidf.safetensors"
 
 

@@ -23,19 +23,16 @@ from typing import Any, Sequence
 import numpy as np
 
 from .base import MultiLabelPredictorMixin
-from .baseline import TFIDF_KIND, TfidfBaseline
+from .baseline import TfidfBaseline
 from .classifier import MultiLabelClassifier, TextModel
 from .registry import load_classifier
 from ..evaluation.thresholds import check_thresholds
 from ..utils.manifest import verify_files
-from ..utils.persist import FORMAT_VERSION, atomic_dir, read_json, write_json
+from ..utils.persist import ENSEMBLE_KIND, FORMAT_VERSION, TFIDF_KIND, atomic_dir, read_json, write_json
 from ..utils.validation import check_texts, suppress_empty_text_warning
 from ..utils.valuetypes import user_path
 
-__all__ = ["MultiLabelEnsemble", "average_probabilities", "resolve_model_dirs", "load_predictor", "ENSEMBLE_KIND"]
-
-#: ``config.json`` ``"kind"`` of a saved ensemble (and its marker's kind)
-ENSEMBLE_KIND = "ensemble"
+__all__ = ["MultiLabelEnsemble", "average_probabilities", "resolve_model_dirs", "load_predictor"]
 
 
 def _check_weights(weights: Sequence[float] | None, n: int) -> np.ndarray:
@@ -102,7 +99,7 @@ class MultiLabelEnsemble(MultiLabelPredictorMixin):
         self.labels = labels
         self.thresholds = check_thresholds(0.5, len(labels))
         self.meta: dict[str, Any] = dict(getattr(models[0], "meta", {}))
-        self.meta["kind"] = "ensemble"
+        self.meta["kind"] = ENSEMBLE_KIND
         self._valid = self._mean_valid()
 
     def _mean_valid(self) -> tuple[np.ndarray, np.ndarray] | None:

@@ -13,7 +13,7 @@ from torch import nn
 
 from ..data.tokens import TextTokenizer
 from ..utils.manifest import verify_files
-from ..utils.persist import FORMAT_VERSION, file_sha256, load_weights, read_json
+from ..utils.persist import ENSEMBLE_KIND, FORMAT_VERSION, TFIDF_KIND, file_sha256, load_weights, read_json
 from ..utils.runtime import resolve_device
 from ..utils.valuetypes import check_value, describe_type, user_path
 from .classifier import MultiLabelClassifier, model_from_meta
@@ -112,7 +112,7 @@ def _read_model_config(path: Path) -> tuple[dict[str, Any], str]:
         raise FileNotFoundError(f"No model directory at {path}.{hint}")
     _not_a_run_directory(path)
     cfg = read_json(path / "config.json")
-    if isinstance(cfg, dict) and cfg.get("kind") in ("tfidf_baseline", "ensemble"):
+    if isinstance(cfg, dict) and cfg.get("kind") in (TFIDF_KIND, ENSEMBLE_KIND):
         raise ValueError(f"{path} holds a saved {cfg['kind'].replace('_', ' ')}, not an AWD-LSTM classifier: load it with "
                          f"um.load_predictor({str(path)!r}).")
     if not isinstance(cfg, dict) or cfg.get("kind") != "classifier":
