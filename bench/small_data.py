@@ -122,14 +122,17 @@ def save_result(key: str, value: dict[str, Any]) -> None:
     print(f"[small-data] {key}: {json.dumps(value)[:300]}", flush=True)
 
 
+def mean_ap(y: np.ndarray, p: np.ndarray) -> float:
+    """Macro average precision over the labels with a positive in ``y``."""
+    from sklearn.metrics import average_precision_score
+
+    return float(np.mean([average_precision_score(y[:, j], p[:, j]) for j in range(y.shape[1]) if y[:, j].any()]))
+
+
 def scores(model: Any, y_dev: np.ndarray, p_dev: np.ndarray) -> dict[str, float]:
     """Dev macro/micro-F1 at 0.5 and with thresholds tuned on the model's own validation split."""
     y_val, p_val = model.validation_predictions
-    from sklearn.metrics import average_precision_score
-
-    out = {"roc_auc_macro": multilabel_report(y_dev, p_dev).summary["roc_auc_macro"],
-           "ap_macro": np.mean([average_precision_score(y_dev[:, j], p_dev[:, j]) for j in range(y_dev.shape[1])
-                                if y_dev[:, j].any()])}
+    out = {"roc_auc_macro": multilabel_report(y_dev, p_dev).summary["roc_auc_macro"], "ap_macro": mean_ap(y_dev, p_dev)}
     # "per_label": each label's own threshold (shrink=0, as before 2026-12-07's default); "shrunk": the
     # library's default since then (pulled toward the global one by 10 positives' worth)
     for strategy, kw in (("none", None), ("global", dict(strategy="global")), ("per_label", dict(shrink=0)),
@@ -223,11 +226,7 @@ def cmd_blend(a: argparse.Namespace) -> None:
             raise SystemExit(f"{f1.name} and {f2.name} were not scored on the same rows")
         w, name = [0.5, 0.5], f"blend-{variant}"
         if a.tune_weight:  # ULMFiT's weight from 0, 0.1, ... 1 by the validation split's mean average precision
-            from sklearn.metrics import average_precision_score
-
-            yv, cols = u["y_val"], [j for j in range(u["y_val"].shape[1]) if u["y_val"][:, j].any()]
-            ap = {x: np.mean([average_precision_score(yv[:, j], (x * u["p_val"] + (1 - x) * t["p_val"])[:, j]) for j in cols])
-                  for x in np.round(np.linspace(0, 1, 11), 1)}
+            ap = {x: mean_ap(u["y_val"], x * u["p_val"] + (1 - x) * t["p_val"]) for x in np.round(np.linspace(0, 1, 11), 1)}
             best = max(ap, key=ap.get)
             w, name = [best, 1 - best], f"blend-{variant}-tuned"
             print(f"[small-data] seed {seed}: ULMFiT weight {best} (validation mean AP {ap[best]:.3f})")
