@@ -19,7 +19,8 @@ from .base import MultiLabelPredictorMixin
 from ..data.core import MultiLabelData
 from ..evaluation.thresholds import check_thresholds
 from ..utils.manifest import verify_files
-from ..utils.persist import FORMAT_VERSION, TFIDF_KIND, atomic_dir, read_json, versions, write_json
+from ..utils.kinds import TFIDF_KIND
+from ..utils.persist import FORMAT_VERSION, atomic_dir, read_json, versions, write_json
 from ..utils.validation import check_texts
 from ..utils.valuetypes import user_path
 

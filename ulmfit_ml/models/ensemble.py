@@ -28,7 +28,8 @@ from .classifier import MultiLabelClassifier, TextModel
 from .registry import load_classifier
 from ..evaluation.thresholds import check_thresholds
 from ..utils.manifest import verify_files
-from ..utils.persist import ENSEMBLE_KIND, FORMAT_VERSION, TFIDF_KIND, atomic_dir, read_json, write_json
+from ..utils.kinds import ENSEMBLE_KIND, TFIDF_KIND
+from ..utils.persist import FORMAT_VERSION, atomic_dir, read_json, write_json
 from ..utils.validation import check_texts, suppress_empty_text_warning
 from ..utils.valuetypes import user_path
 

@@ -13,7 +13,8 @@ from torch import nn
 
 from ..data.tokens import TextTokenizer
 from ..utils.manifest import verify_files
-from ..utils.persist import ENSEMBLE_KIND, FORMAT_VERSION, TFIDF_KIND, file_sha256, load_weights, read_json
+from ..utils.kinds import ENSEMBLE_KIND, TFIDF_KIND
+from ..utils.persist import FORMAT_VERSION, file_sha256, load_weights, read_json
 from ..utils.runtime import resolve_device
 from ..utils.valuetypes import check_value, describe_type, user_path
 from .classifier import MultiLabelClassifier, model_from_meta

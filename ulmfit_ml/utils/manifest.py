@@ -1,7 +1,7 @@
 """The sha256 manifest of saved model and language-model directories, checked at every load.
 
 :func:`~ulmfit_ml.utils.persist.atomic_dir` writes the ownership marker ``.ulmfit_ml.json`` of a
-model (kinds :data:`~ulmfit_ml.utils.persist.HASHED_KINDS`) with the sha256 of every file it holds;
+model (kinds :data:`~ulmfit_ml.utils.kinds.HASHED_KINDS`) with the sha256 of every file it holds;
 :func:`verify_files` is the one check of them, called by
 :func:`~ulmfit_ml.models.registry.load_classifier` and :func:`~ulmfit_ml.models.lm.load_lm`. Without it a
 hand-edited ``labels.json`` (two names swapped) or ``config.json`` (``"backwards": true``)

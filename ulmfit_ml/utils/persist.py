@@ -34,17 +34,15 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
+from .kinds import HASHED_KINDS
 from .valuetypes import same_or_inside, user_path
 from .version import __version__
 
 __all__ = ["atomic_file", "write_text_atomic", "write_json_atomic", "atomic_dir", "check_replaceable",
            "remove_owned_dir", "write_marker", "MARKER", "FORMAT_VERSION", "versions", "read_json", "write_json",
-           "save_weights", "load_weights", "file_sha256", "raise_if_disk_full", "HASHED_KINDS", "TFIDF_KIND", "ENSEMBLE_KIND", "RUN_FILES", "run_file_name"]
+           "save_weights", "load_weights", "file_sha256", "raise_if_disk_full", "RUN_FILES", "run_file_name"]
 
 FORMAT_VERSION = 2  # 2: a model's marker holds the sha256 of its files (checked by ulmfit_ml.manifest)
-TFIDF_KIND = "tfidf_baseline"  #: config.json / marker kind of a saved TfidfBaseline
-ENSEMBLE_KIND = "ensemble"  #: config.json / marker kind of a saved MultiLabelEnsemble
-HASHED_KINDS = frozenset({"classifier", "language_model", TFIDF_KIND, ENSEMBLE_KIND})  #: the kinds whose marker records sha256s
 
 
 def versions() -> dict[str, str]:
