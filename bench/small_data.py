@@ -67,6 +67,15 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "defaults-lr5e-3": dict(lm={}, clf=dict(lrs=(5e-3,))),
     # forward + backward (the shipped backward LM fine-tuned the same way), probabilities averaged
     "defaults-fwdbwd": dict(lm={}, clf={}, backward=True),
+    # session 6, self-training / distillation: a teacher scores `self_train` unlabelled texts of the pool
+    # (never the dev part); a new ULMFiT classifier (the student, the same fine-tuned LM) trains on the
+    # labelled training split + those texts with the teacher's probabilities as soft targets, and keeps
+    # the labelled validation split for its thresholds. Teacher "self": the default classifier;
+    # "blend": it and TF-IDF averaged. What predicts is one ULMFiT model either way.
+    "defaults-st-self": dict(lm={}, clf={}, self_train=2000, teacher="self"),
+    "defaults-st-blend": dict(lm={}, clf={}, self_train=2000, teacher="blend"),
+    "defaults-st-blend-5k": dict(lm={}, clf={}, self_train=5000, teacher="blend"),
+    "defaults-st-blend-fb": dict(lm={}, clf={}, self_train=2000, teacher="blend", backward=True),  # fwd+bwd in the teacher
 }
 
 
@@ -170,6 +179,9 @@ def run_one(dataset: str, n: int, seed: int, variant: str, pool: pd.DataFrame, d
             more = [um.train_classifier(data, encoder=lm, quiet=True, seed=s, **v["clf"]) for s in range(v["clf_seeds"] - 1)]
             clf = um.MultiLabelEnsemble([clf, *more])
             clf.tune_thresholds()
+        if v.get("self_train"):
+            clf = _student(data, lm, clf, pool.drop(rows.index).sample(n=v["self_train"], random_state=seed + 1000),
+                           teacher=v["teacher"], clf_options=v["clf"])
         seconds = time.perf_counter() - t0
         p_dev = clf.predict_proba(dev["text"].tolist())
         res = {**scores(clf, y_dev, p_dev), "seconds": round(seconds, 1), "lm_vocab": len(lm.vocab)}
@@ -187,6 +199,12 @@ def run_one(dataset: str, n: int, seed: int, variant: str, pool: pd.DataFrame, d
             save_result(f"{dataset}/n={n}/seed={seed}/tfidf-cv{v['cv']}", scores(fake, y_dev, p_tf))
         if tfidf:
             run_tfidf(dataset, n, seed, data, dev, y_dev)
+
+
+def _student(data: Any, lm: Any, clf: Any, unlabelled: pd.DataFrame, *, teacher: str, clf_options: dict) -> Any:
+    """``um.self_train`` with the classifier already trained as the teacher (or its blend with TF-IDF)."""
+    t = clf if teacher == "self" else um.MultiLabelEnsemble([clf, um.TfidfBaseline().fit(data)])
+    return um.self_train(data, encoder=lm, texts=unlabelled["text"].tolist(), teacher=t, quiet=True, **clf_options)
 
 
 def run_tfidf(dataset: str, n: int, seed: int, data: Any, dev: pd.DataFrame, y_dev: np.ndarray) -> None:

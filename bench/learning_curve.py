@@ -1,0 +1,189 @@
+"""Issue 22, requirement 4: the learning curve on three datasets, ULMFiT vs TF-IDF vs a random
+encoder vs the first shipped ``en-small``, on the same rows.
+
+Protocol (the paper's semi-supervised setting): the language model is fine-tuned **once per
+dataset** on all of its training texts (labels unused; ``finetune_lm`` with every default), then
+for each size ``n`` (500, 2,000, 8,000, all) the same ``n`` rows as ``bench/small_data.py``
+(``pool.sample(n, random_state=seed)``) get the default split (20% validation, where thresholds
+are tuned with the library's default rule) and ``train_classifier(data, encoder=lm)`` with every
+default; figures on the dataset's dev part, which no threshold sees. Encoders:
+
+* ``en-small``: today's shipped LM, fine-tuned as above;
+* ``en-small-v0``: the first shipped ``en-small`` (commit 89bc1b4, 18M tokens, held-out
+  perplexity 61.0), extracted with ``git archive`` and fine-tuned the same way;
+* ``random``: ``train_classifier(data, encoder=None)``, no language model at all;
+* ``tfidf``: ``um.TfidfBaseline`` on the same rows and split.
+
+    python bench/learning_curve.py lm --dataset semeval --lm en-small          # once per dataset and LM
+    python bench/learning_curve.py run --dataset semeval --n 500 --seeds 0,1,2 --encoders en-small,random,tfidf
+    python bench/learning_curve.py report          # bench/learning_curve.md + bench/learning_curve.png
+
+Each run adds one key (dataset/n/seed/encoder) to ``bench/learning_curve.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import ulmfit_ml as um  # noqa: E402
+from small_data import load, scores  # noqa: E402
+from transfer import save_result as _save  # noqa: E402
+
+WORK = HERE / "_work"
+RESULTS = HERE / "learning_curve.json"
+V0_COMMIT = "89bc1b4"  #: the first shipped en-small (perplexity 61.0)
+ENCODERS = ("en-small", "en-small-v0", "random", "tfidf")
+
+
+def _v0_dir() -> Path:
+    """The first shipped forward ``en-small``, extracted from git once (never committed again)."""
+    out = WORK / "en-small-v0"
+    if not (out / "ulmfit_ml/pretrained/en-small/forward").exists():
+        out.mkdir(parents=True, exist_ok=True)
+        tar = subprocess.run(["git", "archive", V0_COMMIT, "ulmfit_ml/pretrained/en-small/forward"], cwd=HERE.parent,
+                             check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(out)], input=tar, check=True)
+    return out / "ulmfit_ml/pretrained/en-small/forward"
+
+
+def lm_dir(dataset: str, lm: str) -> Path:
+    return WORK / f"curve-lm-{dataset}-{lm}"
+
+
+def save_result(key: str, value: dict[str, Any]) -> None:
+    _save(key, value, path=RESULTS, tag="curve")
+
+
+def cmd_lm(a: argparse.Namespace) -> None:
+    pool, _, names = load(a.dataset)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        data = um.MultiLabelData.from_df(pool, label_cols=names)
+    t0 = time.perf_counter()
+    lm = um.finetune_lm(data, quiet=True, pretrained="en-small" if a.lm == "en-small" else str(_v0_dir()))
+    lm.save(lm_dir(a.dataset, a.lm), overwrite=True)
+    save_result(f"lm/{a.dataset}/{a.lm}", {"seconds": round(time.perf_counter() - t0, 1), "texts": len(pool),
+                                           "perplexity": round(float(lm.metrics["perplexity"]), 2)})
+
+
+def cmd_run(a: argparse.Namespace) -> None:
+    pool, dev, names = load(a.dataset)
+    y_dev = dev[names].to_numpy()
+    done = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    n = len(pool) if a.n == "all" else int(a.n)
+    for seed in map(int, a.seeds.split(",")):
+        rows = pool.sample(n=n, random_state=seed)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the few-positives warnings of small validation splits
+            data = um.MultiLabelData.from_df(rows, label_cols=names)
+            for enc in a.encoders.split(","):
+                key = f"{a.dataset}/n={a.n}/seed={seed}/{enc}"
+                if key in done and not a.again:
+                    continue
+                if enc not in ENCODERS:
+                    raise SystemExit(f"unknown encoder {enc!r}: one of {ENCODERS}")
+                t0 = time.perf_counter()
+                if enc == "tfidf":
+                    model = um.TfidfBaseline().fit(data)
+                else:
+                    lm = None if enc == "random" else um.load_lm(lm_dir(a.dataset, enc))
+                    model = um.train_classifier(data, encoder=lm, quiet=True)
+                seconds = time.perf_counter() - t0
+                p_dev = model.predict_proba(dev["text"].tolist())
+                save_result(key, {**scores(model, y_dev, p_dev), "seconds": round(seconds, 1), "n": n})
+                np.savez_compressed(WORK / f"curve-probs-{a.dataset}-{a.n}-{seed}-{enc}.npz",
+                                    y_val=model.validation_predictions[0], p_val=model.validation_predictions[1],
+                                    p_dev=p_dev)
+                done = json.loads(RESULTS.read_text())
+
+
+def _cell(xs: list[float]) -> str:
+    if not xs:
+        return ""
+    return f"{np.median(xs):.3f}" + (f" ({min(xs):.3f}-{max(xs):.3f})" if len(xs) > 1 else "")
+
+
+def cmd_report(a: argparse.Namespace) -> None:
+    res = {k: v for k, v in json.loads(RESULTS.read_text()).items() if not k.startswith("lm/")}
+    groups: dict[tuple[str, str, str], list[dict]] = {}
+    for key, v in res.items():
+        ds, n, _seed, enc = key.split("/")
+        groups.setdefault((ds, n.split("=")[1], enc), []).append(v)
+    sizes = ["500", "2000", "8000", "all"]
+    lines = ["Dev macro-F1 at the library's default thresholds (tuned on each run's own 20% validation split),",
+             "median of seeds (range); in brackets: ULMFiT (`en-small`) minus TF-IDF, median of the per-seed",
+             "differences. Generated by `python bench/learning_curve.py report` from `bench/learning_curve.json`.", ""]
+    for ds in sorted({g[0] for g in groups}):
+        lines += [f"### {ds}", "", "| labelled | seeds | " + " | ".join(ENCODERS) + " | en-small - TF-IDF | ROC-AUC en-small / TF-IDF |",
+                  "|---" * (len(ENCODERS) + 4) + "|"]
+        for n in sizes:
+            if not any((ds, n, e) in groups for e in ENCODERS):
+                continue
+            cells = [_cell([x["f1_macro_shrunk"] for x in groups.get((ds, n, e), [])]) for e in ENCODERS]
+            by_seed = {e: {k.split("/")[2]: v for k, v in res.items() if k.startswith(f"{ds}/n={n}/") and k.endswith(f"/{e}")}
+                       for e in ("en-small", "tfidf")}
+            common = sorted(set(by_seed["en-small"]) & set(by_seed["tfidf"]))
+            diff = [by_seed["en-small"][s]["f1_macro_shrunk"] - by_seed["tfidf"][s]["f1_macro_shrunk"] for s in common]
+            auc = "/".join(_cell([x["roc_auc_macro"] for x in groups.get((ds, n, e), [])]).split(" ")[0] or "-"
+                           for e in ("en-small", "tfidf"))
+            seeds = max(len(groups.get((ds, n, e), [])) for e in ENCODERS)
+            lines.append(f"| {n} | {seeds} | " + " | ".join(cells) + f" | {'%+.3f' % np.median(diff) if diff else ''} | {auc} |")
+        lines.append("")
+    (HERE / "learning_curve.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+    _plot(groups, sizes)
+
+
+def _plot(groups: dict[tuple[str, str, str], list[dict]], sizes: list[str]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    datasets = sorted({g[0] for g in groups})
+    fig, axes = plt.subplots(1, len(datasets), figsize=(4.5 * len(datasets), 3.6), squeeze=False)
+    for ax, ds in zip(axes[0], datasets):
+        for enc in ENCODERS:
+            pts = [(np.median([x["n"] for x in groups[(ds, n, enc)]]), np.median([x["f1_macro_shrunk"] for x in groups[(ds, n, enc)]]))
+                   for n in sizes if (ds, n, enc) in groups]
+            if pts:
+                ax.plot(*zip(*pts), marker="o", label=enc)
+        ax.set_xscale("log")
+        ax.set_title(ds)
+        ax.set_xlabel("labelled texts")
+        ax.set_ylabel("dev macro-F1")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend()
+    fig.tight_layout()
+    fig.savefig(HERE / "learning_curve.png", dpi=110)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("job", choices=["lm", "run", "report"])
+    ap.add_argument("--dataset", default="semeval", choices=["goemotions", "semeval", "reuters"])
+    ap.add_argument("--lm", default="en-small", choices=["en-small", "en-small-v0"])
+    ap.add_argument("--n", default="500", help="a number of labelled texts, or 'all'")
+    ap.add_argument("--seeds", default="0")
+    ap.add_argument("--encoders", default="en-small,tfidf")
+    ap.add_argument("--again", action="store_true")
+    ap.add_argument("--threads", type=int, default=1)
+    a = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(a.threads)
+    {"lm": cmd_lm, "run": cmd_run, "report": cmd_report}[a.job](a)
+
+
+if __name__ == "__main__":
+    main()

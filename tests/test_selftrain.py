@@ -1,0 +1,101 @@
+"""Self-training: soft-labelled rows join the training split only; the student learns a teacher's
+rule from unlabelled texts; every refusal names the fix."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import ulmfit_ml as um
+from conftest import CUES, FAST_CLF, TINY, make_frame
+
+
+class CueTeacher:
+    """A teacher that knows the synthetic rule: label L's probability is 0.95 iff its cue word is in the text."""
+
+    labels = list(CUES)
+
+    def predict_proba(self, texts):
+        return np.array([[0.95 if CUES[lab] in t.split() else 0.05 for lab in self.labels] for t in texts])
+
+
+def test_soft_labels_join_the_training_split_only(data) -> None:
+    texts = ["happy day", "furious night", "scared and happy"]
+    p = np.array([[0.9, 0.1, 0.0], [0.2, 0.8, 0.1], [0.7, 0.0, 1.0]])
+    out = um.with_soft_labels(data, texts, p)
+    n = len(data.texts)
+    assert out.texts[:n] == data.texts and out.texts[n:] == texts
+    np.testing.assert_array_equal(out.is_valid[:n], data.is_valid)
+    assert not out.is_valid[n:].any()
+    np.testing.assert_allclose(out.y[n:], p.astype(np.float32))
+    np.testing.assert_array_equal(out.y_valid, data.y_valid)  # thresholds still see real labels only
+    assert list(out.index[n:]) == [-1, -2, -3] and out.labels == data.labels
+    assert [toks[-2:] for toks in out.tokens[n:]] == [t.split()[-2:] for t in texts]
+
+
+@pytest.mark.parametrize("texts, p, err, match", [
+    (["a", "b"], np.zeros((3, 3)), ValueError, r"shape \(n_texts, n_labels\) = \(2, 3\), got \(3, 3\)"),
+    (["a", "b"], np.zeros((2, 2)), ValueError, r"= \(2, 3\), got \(2, 2\)"),
+    (["a", "b"], np.full((2, 3), 1.5), ValueError, r"finite values in \[0, 1\]"),
+    (["a", "b"], np.array([[0.1, np.nan, 0.2], [0, 0, 0]]), ValueError, r"finite values in \[0, 1\]"),
+    (["a", ""], np.zeros((2, 3)), ValueError, r"NaN or empty text"),
+    ("a b", np.zeros((3, 3)), TypeError, r"not a single str"),
+])
+def test_soft_labels_refuse_bad_input(data, texts, p, err, match) -> None:
+    with pytest.raises(err, match=match):
+        um.with_soft_labels(data, texts, p)
+
+
+def test_soft_labels_need_multilabel_data() -> None:
+    df = pd.DataFrame({"text": [f"text number {i}" for i in range(20)], "score": np.arange(20.0)})
+    reg = um.MultiLabelData.from_df(df, target_cols=["score"], seed=0)
+    with pytest.raises(ValueError, match=r"Soft labels need multi-label data .* 'regression'"):
+        um.with_soft_labels(reg, ["x"], np.zeros((1, 1)))
+    with pytest.raises(ValueError, match=r"self_train needs multi-label data; .* 'regression'"):
+        um.self_train(reg, encoder=None, texts=["x"])
+
+
+def _f1(model, frame: pd.DataFrame) -> float:
+    return float(model.evaluate(frame)["f1_macro"])
+
+
+def test_the_student_learns_the_teachers_rule_from_unlabelled_texts() -> None:
+    """24 labelled training rows are too few for the classifier to find the cue words; 600
+    unlabelled texts scored by a teacher that knows them are enough."""
+    labelled = make_frame(124, seed=1)
+    is_valid = np.r_[np.zeros(24, dtype=bool), np.ones(100, dtype=bool)]
+    small = um.MultiLabelData.from_df(labelled.assign(v=is_valid), label_cols=list(CUES), split="column", valid_col="v")
+    unlabelled = make_frame(600, seed=2)["text"].tolist()
+    dev = make_frame(300, seed=3)
+    opts = dict(FAST_CLF, arch=TINY, seed=0)
+    alone = um.train_classifier(small, encoder=None, **opts)
+    student = um.self_train(small, encoder=None, texts=unlabelled, teacher=CueTeacher(), **opts)
+    assert isinstance(student, um.MultiLabelClassifier)
+    np.testing.assert_array_equal(student.validation_predictions[0], small.y_valid)  # thresholds from real labels
+    f_alone, f_student = _f1(alone, dev), _f1(student, dev)
+    assert f_student > 0.9, (f_alone, f_student)
+    assert f_student > f_alone + 0.1, (f_alone, f_student)
+
+
+@pytest.mark.parametrize("teacher", ["blend", "self"])
+def test_the_built_in_teachers_train_on_extra_texts(tiny_lm, teacher) -> None:
+    extra = make_frame(100, seed=5)["text"].tolist()
+    data = um.MultiLabelData.from_df(make_frame(200, seed=4), label_cols=list(CUES), seed=0, extra_texts=extra)
+    student = um.self_train(data, encoder=tiny_lm, teacher=teacher, **FAST_CLF)
+    assert isinstance(student, um.MultiLabelClassifier) and student.labels == list(CUES)
+    assert student.predict_proba(["happy", "scared"]).shape == (2, 3)
+
+
+def test_self_train_refusals(data, tiny_clf) -> None:
+    with pytest.raises(ValueError, match=r"needs unlabelled texts .* pass texts=\[\.\.\.\] or build the data with extra_texts="):
+        um.self_train(data, encoder=None)  # the fixture has no extra_texts
+    with pytest.raises(ValueError, match=r"found none that is not already a labelled text"):
+        um.self_train(data, encoder=None, texts=data.texts[:5])
+    with pytest.raises(ValueError, match=r"teacher must be one of \('blend', 'self'\) or a fitted model, got 'tfidf'"):
+        um.self_train(data, encoder=None, texts=["new text"], teacher="tfidf")
+    other = CueTeacher()
+    other.labels = ["a", "b", "c"]
+    with pytest.raises(ValueError, match=r"The teacher must have predict_proba and the data's labels"):
+        um.self_train(data, encoder=None, texts=["new text"], teacher=other)
+    with pytest.raises(TypeError, match=r"texts must be a list of texts, not a single str"):
+        um.self_train(data, encoder=None, texts="one text", teacher=tiny_clf)

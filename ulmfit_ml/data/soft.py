@@ -1,0 +1,55 @@
+"""Soft-labelled training rows: unlabelled texts whose targets are a teacher model's probabilities
+(the data side of :func:`ulmfit_ml.training.selftrain.self_train`).
+
+The labelled rows and their split are kept as they are; the new rows join the training split
+only, so thresholds and every validation figure still come from real labels.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from .core import MultiLabelData
+from ..utils.validation import extra_text_list
+
+__all__ = ["with_soft_labels"]
+
+
+def with_soft_labels(data: MultiLabelData, texts: Sequence[str], probabilities: np.ndarray) -> MultiLabelData:
+    """A copy of ``data`` whose training split also holds ``texts``, with ``probabilities`` as
+    their targets (soft labels; the multi-label loss reads any target in [0, 1]).
+
+    Args:
+        data: multi-label :class:`~ulmfit_ml.data.core.MultiLabelData` (its rows and split are kept).
+        texts: the unlabelled texts.
+        probabilities: ``(len(texts), data.n_labels)`` values in [0, 1], in ``data.labels``' order.
+
+    Returns:
+        A new :class:`~ulmfit_ml.data.core.MultiLabelData`: ``data``'s rows, then ``texts`` as
+        training rows (index ``-1, -2, ...``: they are no row of the user's frame). It shares
+        ``data``'s tokenizer.
+
+    Raises:
+        ValueError: ``data`` is not multi-label, a text is missing or empty, ``probabilities`` has
+            the wrong shape, or values outside [0, 1] (or NaN).
+        TypeError: ``texts`` is a single string or a DataFrame.
+    """
+    if data.task != "multilabel":
+        raise ValueError(f"Soft labels need multi-label data (0/1 label columns or a delimited label column); this "
+                         f"data's targets are {data.task!r}.")
+    texts = extra_text_list(texts, empty_text="raise", col="texts")  # aligned with probabilities: none may drop
+    p = np.asarray(probabilities, dtype=np.float32)
+    if p.shape != (len(texts), data.n_labels):
+        raise ValueError(f"probabilities must have shape (n_texts, n_labels) = ({len(texts)}, {data.n_labels}), "
+                         f"got {p.shape}.")
+    if not np.isfinite(p).all() or (p < 0).any() or (p > 1).any():
+        raise ValueError("probabilities must be finite values in [0, 1] (a model's predict_proba output), "
+                         "found values outside that range.")
+    out = MultiLabelData(list(data.texts) + list(texts), np.vstack([np.asarray(data.y, dtype=np.float32), p]),
+                         list(data.labels), np.r_[data.is_valid, np.zeros(len(texts), dtype=bool)],
+                         text_col=data.text_col, spec=data.spec, config=data.config, extra_texts=data.extra_texts,
+                         index=data.index.append(pd.RangeIndex(-1, -len(texts) - 1, -1)))
+    out._tokenizer = data._tokenizer  # the same tokenizer (a SentencePiece model is not retrained), as subset() does
+    return out
