@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from .core import MultiLabelData
+from ..tasks.multilabel import MultiLabelSpec
 from ..utils.validation import extra_text_list
 
 __all__ = ["with_soft_labels"]
@@ -36,7 +37,7 @@ def with_soft_labels(data: MultiLabelData, texts: Sequence[str], probabilities: 
             the wrong shape, or values outside [0, 1] (or NaN).
         TypeError: ``texts`` is a single string or a DataFrame.
     """
-    if data.task != "multilabel":
+    if not isinstance(data.spec, MultiLabelSpec):
         raise ValueError(f"Soft labels need multi-label data (0/1 label columns or a delimited label column); this "
                          f"data's targets are {data.task!r}.")
     texts = extra_text_list(texts, empty_text="raise", col="texts")  # aligned with probabilities: none may drop

@@ -22,6 +22,7 @@ from ..models.baseline import TfidfBaseline
 from ..models.classifier import TextModel
 from ..models.ensemble import MultiLabelEnsemble
 from ..models.lm import LanguageModel
+from ..tasks.multilabel import MultiLabelSpec
 from ..utils.config import ClassifierConfig
 from ..utils.validation import extra_text_list
 
@@ -72,7 +73,7 @@ def self_train(data: MultiLabelData, *, encoder: LanguageModel | str | Path | No
         ValueError: ``data`` is not multi-label; no unlabelled text; an unknown teacher name; a
             teacher whose labels are not ``data.labels``.
     """
-    if data.task != "multilabel":
+    if not isinstance(data.spec, MultiLabelSpec):
         raise ValueError(f"self_train needs multi-label data; this data's targets are {data.task!r} "
                          "(use train_classifier).")
     unlabelled = _unlabelled(data, texts)
