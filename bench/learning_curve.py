@@ -160,6 +160,9 @@ def _plot(groups: dict[tuple[str, str, str], list[dict]], sizes: list[str]) -> N
             if pts:
                 ax.plot(*zip(*pts), marker="o", label=enc)
         ax.set_xscale("log")
+        ns = sorted({float(np.median([x["n"] for x in v])) for (d, _n, _e), v in groups.items() if d == ds})
+        ax.minorticks_off()
+        ax.set_xticks(ns, [f"{int(n):,}" for n in ns])
         ax.set_title(ds)
         ax.set_xlabel("labelled texts")
         ax.set_ylabel("dev macro-F1")
