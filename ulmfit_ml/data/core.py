@@ -220,6 +220,18 @@ class MultiLabelData:
         out.is_valid = np.asarray(is_valid, dtype=bool).copy()
         return out
 
+    def with_training_rows(self, texts: list[str], y: np.ndarray) -> "MultiLabelData":
+        """A copy with ``texts`` (targets ``y``, already checked by the caller) appended as training
+        rows, index ``-1, -2, ...``; tokenizer and computed tokens are shared, not redone."""
+        out = MultiLabelData(list(self.texts) + list(texts), np.vstack([self.y, y]), list(self.labels),
+                             np.r_[self.is_valid, np.zeros(len(texts), dtype=bool)], text_col=self.text_col,
+                             spec=self.spec, config=self.config, extra_texts=self.extra_texts,
+                             index=self.index.append(pd.RangeIndex(-1, -len(texts) - 1, -1)))
+        out._tokenizer, out._extra_tokens = self._tokenizer, self._extra_tokens
+        if self._tokens is not None:
+            out._tokens = list(self._tokens) + list(self.tokenizer(list(texts)))
+        return out
+
     # ------------------------------------------------------------------ tokens and DataLoaders
     @property
     def tokenizer(self) -> TextTokenizer:

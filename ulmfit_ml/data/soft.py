@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
-import pandas as pd
 
 from .core import MultiLabelData
 from ..tasks.multilabel import MultiLabelSpec
@@ -48,9 +47,4 @@ def with_soft_labels(data: MultiLabelData, texts: Sequence[str], probabilities: 
     if not np.isfinite(p).all() or (p < 0).any() or (p > 1).any():
         raise ValueError("probabilities must be finite values in [0, 1] (a model's predict_proba output), "
                          "found values outside that range.")
-    out = MultiLabelData(list(data.texts) + list(texts), np.vstack([np.asarray(data.y, dtype=np.float32), p]),
-                         list(data.labels), np.r_[data.is_valid, np.zeros(len(texts), dtype=bool)],
-                         text_col=data.text_col, spec=data.spec, config=data.config, extra_texts=data.extra_texts,
-                         index=data.index.append(pd.RangeIndex(-1, -len(texts) - 1, -1)))
-    out._tokenizer = data._tokenizer  # the same tokenizer (a SentencePiece model is not retrained), as subset() does
-    return out
+    return data.with_training_rows(texts, p)
