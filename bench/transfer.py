@@ -56,12 +56,17 @@ def load() -> tuple[pd.DataFrame, pd.DataFrame, list[str], np.ndarray]:
 
 def save_result(key: str, value: dict[str, Any], *, path: Path = RESULTS, tag: str = "transfer") -> None:
     """Add ``value`` (with the date and machine) under ``key`` in the JSON results file ``path``,
-    replacing the file atomically, so separate processes can append jobs one after another."""
-    res = json.loads(path.read_text()) if path.exists() else {}
-    res[key] = {**value, "date": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores"}
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(res, indent=1, sort_keys=True))
-    os.replace(tmp, path)
+    replacing the file atomically under an exclusive lock (``fcntl.flock`` on a side file), so
+    benchmark jobs running side by side never lose each other's keys."""
+    import fcntl
+
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        res = json.loads(path.read_text()) if path.exists() else {}
+        res[key] = {**value, "date": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores"}
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(res, indent=1, sort_keys=True))
+        os.replace(tmp, path)
     print(f"[{tag}] {key}: {json.dumps({k: v for k, v in value.items() if k not in ('per_label', 'history')})[:400]}",
           flush=True)
 

@@ -115,6 +115,42 @@ def test_train_writes_the_run_directory(train_run):
          "labels_per_text.png"])
 
 
+def test_train_self_train_from_the_command_line(work, lm_run):
+    """`--self-train blend --extra-texts FILE`: the student's run directory, like any train run's."""
+    make_frame(60, seed=8)[["text"]].to_csv(work / "unlabelled.csv", index=False)
+    p = _run(["train", "--config", "exp.toml", "--lm", str(lm_run), "--out", "runs/student", "--seed", "5",
+              "--self-train", "blend", "--extra-texts", "unlabelled.csv"], work)
+    _ok(p)
+    r = work / "runs" / "student"
+    assert json.loads((r / "status.json").read_text())["status"] == "done"
+    assert not (r / "checkpoints").exists(), "the teacher's probabilities went with the checkpoints"
+    assert "self-training, teacher 'blend'" in (r / "run.log").read_text()
+    cfg = load_config_file(r / "config.toml")["run"]
+    assert cfg["self_train"] == "blend" and cfg["extra_texts"] == [str(work / "unlabelled.csv")]
+    assert um.load_classifier(r / "model").labels == LABELS_SORTED
+
+
+@pytest.mark.parametrize("args, match", [
+    (["train", "--self-train", "blend"], r"run.self_train = 'blend' trains on unlabelled texts: list their files in "
+                                         r"run.extra_texts \(or pass --extra-texts"),
+    (["train", "--self-train", "blend", "--extra-texts", "x.csv", "--category-cols", "tags"],
+     r"run.self_train is for multi-label data"),
+    (["train", "--set", "run.self_train=tfidf"], r"self_train must be one of \('blend', 'self'\) or unset, got 'tfidf'"),
+    (["cv", "--set", "run.self_train=blend"], r"run.self_train = 'blend' is read by `ulmfit-ml train` only"),
+])
+def test_self_train_usage_errors(work, capsys, monkeypatch, args, match):
+    monkeypatch.chdir(work)
+    assert main(args + ["--config", "exp.toml", "--quiet"]) == 2
+    assert re.search(match, capsys.readouterr().err)
+
+
+def test_self_train_flag_names_its_choices(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--self-train", "tfidf"])
+    assert e.value.code == 2 and re.search(r"argument --self-train: invalid choice: 'tfidf' \(choose from",
+                                           capsys.readouterr().err)
+
+
 def test_same_config_and_seed_give_the_same_metrics(train_run, work):
     """`ulmfit-ml train` and the library's `um.run_train` on the same config give the same run."""
     out = work / "runs" / "rerun"

@@ -2,11 +2,14 @@
 rule from unlabelled texts; every refusal names the fix."""
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pandas as pd
 import pytest
 
 import ulmfit_ml as um
+from ulmfit_ml.utils.persist import MARKER, remove_owned_dir
 from conftest import CUES, FAST_CLF, TINY, make_frame
 
 
@@ -99,3 +102,38 @@ def test_self_train_refusals(data, tiny_clf) -> None:
         um.self_train(data, encoder=None, texts=["new text"], teacher=other)
     with pytest.raises(TypeError, match=r"texts must be a list of texts, not a single str"):
         um.self_train(data, encoder=None, texts="one text", teacher=tiny_clf)
+
+
+class CountingTeacher(CueTeacher):
+    """The cue teacher, counting its calls (a resumed run must not ask it again)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def predict_proba(self, texts):
+        self.calls += 1
+        return super().predict_proba(texts)
+
+
+def test_a_resumed_self_train_reuses_the_saved_teacher_probabilities(data, tmp_path) -> None:
+    """Interrupted after the teacher scored the texts (its probabilities saved, no student epoch
+    yet): resume trains the student from those probabilities without the teacher, to the same model."""
+    unlabelled = make_frame(80, seed=9)["text"].tolist()
+    opts = dict(FAST_CLF, arch=TINY, seed=0)
+    ck = tmp_path / "ck"
+    teacher = CountingTeacher()
+    first = um.self_train(data, encoder=None, texts=unlabelled, teacher=teacher, checkpoint_dir=ck, **opts)
+    assert teacher.calls == 1 and (ck / "teacher.npz").is_file() and (ck / "checkpoint.json").is_file()
+    for f in ck.iterdir():  # the state of a run killed right after the teacher
+        if f.name not in ("teacher.npz", MARKER):
+            f.unlink() if f.is_file() else shutil.rmtree(f)
+    again = CountingTeacher()
+    resumed = um.self_train(data, encoder=None, texts=unlabelled, teacher=again, checkpoint_dir=ck, resume=True, **opts)
+    assert again.calls == 0, "the saved probabilities are used, the teacher is not asked again"
+    np.testing.assert_allclose(resumed.predict_proba(data.texts[:20]), first.predict_proba(data.texts[:20]), atol=1e-5)
+    with pytest.raises(ValueError, match=r"teacher\.npz holds a teacher's probabilities for other unlabelled texts"):
+        um.self_train(data, encoder=None, texts=unlabelled[:-1], teacher=again, checkpoint_dir=ck, resume=True, **opts)
+    with pytest.raises(ValueError, match=r"resume=True needs checkpoint_dir="):
+        um.self_train(data, encoder=None, texts=unlabelled, teacher=again, resume=True, **opts)
+    remove_owned_dir(ck)  # the teacher's file is one of the checkpoint directory's own
+    assert not ck.exists()

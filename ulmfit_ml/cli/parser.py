@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, Sequence
 
-from ..utils.config import OUTPUTS
+from ..utils.config import OUTPUTS, SELF_TRAIN_TEACHERS
 from ..utils.config_files import load_config_file, parse_set, resolve_config, sections_parser
 from ..utils.version import __version__
 
@@ -36,7 +36,8 @@ FLAG_KEYS: dict[str, list[tuple[str, str]]] = {
     "category_cols": [("data", "category_cols")], "target_cols": [("data", "target_cols")],
     "arch": [("lm", "arch")], "lm_epochs": [("lm", "epochs")], "epochs": [("classifier", "epochs")],
     "device": [("lm", "device"), ("classifier", "device")], "quiet": [("lm", "quiet"), ("classifier", "quiet")],
-    "sep": [("run", "sep")], "no_header": [("run", "header")],
+    "sep": [("run", "sep")], "no_header": [("run", "header")], "extra_texts": [("run", "extra_texts")],
+    "self_train": [("run", "self_train")],
 }
 
 
@@ -195,6 +196,8 @@ def _data_flags() -> argparse.ArgumentParser:
                      help="columns that each hold one category: one softmax head per column ([data] category_cols)")
     one.add_argument("--target-cols", type=_comma_list(str), metavar="A,B,...",
                      help="numeric columns to predict (regression) ([data] target_cols)")
+    g.add_argument("--extra-texts", type=_comma_list(str), metavar="FILE,...",
+                   help="unlabelled files of texts (same text column): they join the LM corpus ([run] extra_texts)")
     g.add_argument("--label-delim", help="delimiter of --label-col (default ';')")
     g.add_argument("--sep", help="separator of the CSV/TSV files read (--train, --test, extra texts; default ',' or "
                                  "a tab for .tsv), e.g. --sep ';' ([run] sep)")
@@ -266,6 +269,9 @@ def _add_train(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
                                    "save everything in a run directory (config.toml, data.json, environment.json, "
                                    "history.csv, metrics.json, plots/, model/, run.log). A checkpoint is kept after "
                                    "every epoch: continue an interrupted run with --resume RUN_DIR.")
+    p.add_argument("--self-train", choices=SELF_TRAIN_TEACHERS, metavar="TEACHER",
+                   help="few labels: train the classifier as a student of TEACHER (blend: ULMFiT + TF-IDF, or self) "
+                        "on the --extra-texts, scored by the teacher ([run] self_train)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last completed epoch "
                                                        "(its config.json is used; only --quiet/--device may change)")
     p.set_defaults(command_name="train")

@@ -10,18 +10,20 @@ import dataclasses
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import pandas as pd
 
+from ..training.selftrain import self_train
 from ..training.trainer import train_classifier
 from ..training.checkpoint import load_checkpoint
 from ..utils.config import DataConfig, RunConfig
 from ..utils.config_files import ConfigError, check_run_keys, config_sections
 from .cv import CVResult, cross_validate
 from ..data.core import MultiLabelData
-from ..utils.distrib import barrier, broadcast_object, init_distributed
+from ..utils.distrib import barrier, broadcast_object, init_distributed, is_distributed, world_size
 from ..models.ensemble import MultiLabelEnsemble, load_predictor, resolve_model_dirs
 from ..training.finetune import finetune_lm
 from ..utils.io import check_output_file, read_table, table_format, write_table
@@ -224,10 +226,26 @@ def _open_train_run(cfgs: dict[str, Any], resume: bool, inputs: Sequence[str]) -
     require_train(cfgs["run"])
     require_labels(cfgs["data"])
     check_run_keys("train", cfgs["run"])
+    _check_self_train(cfgs)
     if cfgs["run"].out is None:
         out = broadcast_object(str(Path(default_out("train")).resolve()))  # one directory (rank 0's clock)
         cfgs["run"] = dataclasses.replace(cfgs["run"], out=out)
     return _create_run(cfgs, "train", cfgs["run"].out, inputs)
+
+
+def _check_self_train(cfgs: dict[str, Any]) -> None:
+    """``run.self_train`` needs unlabelled texts, one process and multi-label targets (checked before any work)."""
+    rc, dc = cfgs["run"], cfgs["data"]
+    if rc.self_train is None:
+        return
+    if not rc.extra_texts:
+        raise ConfigError(f"run.self_train = {rc.self_train!r} trains on unlabelled texts: list their files in "
+                          "run.extra_texts (or pass --extra-texts FILE[,FILE...]).")
+    if dc.category_cols is not None or dc.target_cols is not None:
+        raise ConfigError("run.self_train is for multi-label data (data.label_col or data.label_cols); "
+                          "drop it for category or numeric targets.")
+    if is_distributed():
+        raise ConfigError(f"run.self_train does not train distributed (WORLD_SIZE={world_size()}): run it as one process.")
 
 
 def _nothing_to_resume(run: RunDir, log: Any) -> bool:
@@ -293,9 +311,11 @@ def run_train(cfgs: dict[str, Any], *, resume: bool = False, inputs: Sequence[st
         data = _load_and_record_data(cfgs, run, device, resume=resume)
         log.info(f"data: {data!r}")
         lm = _language_model(cfgs, data, run, log)
-        log.info("training the classifier")
-        clf = train_classifier(data, encoder=lm, config=cfgs["classifier"], arch=cfgs["lm"].arch,
-                               checkpoint_dir=run.checkpoint_dir, resume=resume)
+        log.info("training the classifier" + (f" (self-training, teacher {cfgs['run'].self_train!r})"
+                                              if cfgs["run"].self_train else ""))
+        fit = train_classifier if cfgs["run"].self_train is None else partial(self_train, teacher=cfgs["run"].self_train)
+        clf = fit(data, encoder=lm, config=cfgs["classifier"], arch=cfgs["lm"].arch,
+                  checkpoint_dir=run.checkpoint_dir, resume=resume)
         report = _write_train_results(cfgs, run, log, data, lm, clf, inputs)
     log.info("done: " + " ".join(f"{k}={report.summary[k]:.4f}" for k in clf.headline_metrics))
     return run

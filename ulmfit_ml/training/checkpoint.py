@@ -19,7 +19,7 @@ import torch
 from ..utils.distrib import barrier, is_main, unwrap_model
 from ..utils.persist import atomic_file, write_json_atomic, write_marker
 
-__all__ = ["save_checkpoint", "load_checkpoint", "restore_rng_states", "checkpoint_callback",
+__all__ = ["open_checkpoint_dir", "save_checkpoint", "load_checkpoint", "restore_rng_states", "checkpoint_callback",
            "resumable_save_model_callback", "CHECKPOINT_JSON"]
 
 CHECKPOINT_JSON = "checkpoint.json"
@@ -84,6 +84,16 @@ def _opt_state(opt: Any) -> dict[str, Any]:
     return {"state": sd["state"], "hypers": hypers}
 
 
+def open_checkpoint_dir(directory: str | Path) -> Path:
+    """``directory``, created with the ``checkpoints`` ownership marker when it does not exist yet
+    (so a later cleanup may remove it; a directory the caller made is left unmarked)."""
+    d = Path(directory)
+    if not d.is_dir():
+        d.mkdir(parents=True, exist_ok=True)
+        write_marker(d, "checkpoints")
+    return d
+
+
 def save_checkpoint(directory: str | Path, *, learn: Any, stage: int, epoch: int,
                     info: dict[str, Any]) -> Path:
     """Save the state after a completed epoch.
@@ -103,10 +113,7 @@ def save_checkpoint(directory: str | Path, *, learn: Any, stage: int, epoch: int
     Returns:
         The path of ``checkpoint.json``.
     """
-    d = Path(directory)
-    if not d.is_dir():  # ours: marked, so a later cleanup may remove it (a directory the caller made is not)
-        d.mkdir(parents=True, exist_ok=True)
-        write_marker(d, "checkpoints")
+    d = open_checkpoint_dir(directory)
     name = f"ckpt-s{stage}-e{epoch}.pt"
     # unwrapped: the plain key names of a single-process run, also while DDP wraps the model
     tensors: dict[str, Any] = {"model": unwrap_model(learn.model).state_dict(), "torch_rng": torch.get_rng_state()}

@@ -10,11 +10,13 @@ predicts afterwards is one ULMFiT model (saved, loaded and quantised like any ot
 """
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
+from .checkpoint import open_checkpoint_dir
 from .trainer import train_classifier
 from ..data.core import MultiLabelData
 from ..data.soft import with_soft_labels
@@ -23,13 +25,14 @@ from ..models.classifier import TextModel
 from ..models.ensemble import MultiLabelEnsemble
 from ..models.lm import LanguageModel
 from ..tasks.multilabel import MultiLabelSpec
-from ..utils.config import ClassifierConfig
+from ..utils.config import SELF_TRAIN_TEACHERS, ClassifierConfig
+from ..utils.persist import atomic_file
 from ..utils.validation import extra_text_list
 
 __all__ = ["TEACHERS", "self_train"]
 
-#: the teachers :func:`self_train` builds itself
-TEACHERS = ("blend", "self")
+TEACHERS = SELF_TRAIN_TEACHERS  #: the teachers :func:`self_train` builds itself
+TEACHER_FILE = "teacher.npz"  #: the teacher's probabilities in a checkpoint directory (``resume``)
 
 
 def _unlabelled(data: MultiLabelData, texts: Sequence[str] | None) -> list[str]:
@@ -47,7 +50,7 @@ def _unlabelled(data: MultiLabelData, texts: Sequence[str] | None) -> list[str]:
 def self_train(data: MultiLabelData, *, encoder: LanguageModel | str | Path | None,
                texts: Sequence[str] | None = None, teacher: str | Any = "blend",
                config: ClassifierConfig | None = None, arch: str | dict[str, Any] = "cpu",
-               **options: Any) -> TextModel:
+               checkpoint_dir: str | Path | None = None, resume: bool = False, **options: Any) -> TextModel:
     """Train a classifier on ``data``'s labelled rows plus unlabelled ``texts`` whose targets are a
     teacher's probabilities.
 
@@ -64,6 +67,12 @@ def self_train(data: MultiLabelData, *, encoder: LanguageModel | str | Path | No
             :func:`~ulmfit_ml.load_predictor`).
         config, arch, options: the classifier's options, for the teacher's classifier and the
             student alike (see :func:`~ulmfit_ml.train_classifier`).
+        checkpoint_dir: when set, the teacher's probabilities are saved there (``teacher.npz``)
+            as soon as they are computed, and the student's epochs as with
+            :func:`~ulmfit_ml.train_classifier`. The teacher's own training is not checkpointed.
+        resume: continue an interrupted run from ``checkpoint_dir``: the saved teacher
+            probabilities (the same unlabelled texts and labels are required) and the student's
+            last completed epoch; the teacher is trained only when none were saved.
 
     Returns:
         The student: a :class:`~ulmfit_ml.models.classifier.MultiLabelClassifier` with thresholds
@@ -71,20 +80,57 @@ def self_train(data: MultiLabelData, *, encoder: LanguageModel | str | Path | No
 
     Raises:
         ValueError: ``data`` is not multi-label; no unlabelled text; an unknown teacher name; a
-            teacher whose labels are not ``data.labels``.
+            teacher whose labels are not ``data.labels``; ``resume`` without ``checkpoint_dir``,
+            or saved teacher probabilities for other texts or labels.
     """
     if not isinstance(data.spec, MultiLabelSpec):
         raise ValueError(f"self_train needs multi-label data; this data's targets are {data.task!r} "
                          "(use train_classifier).")
+    if resume and checkpoint_dir is None:
+        raise ValueError("resume=True needs checkpoint_dir= (the directory the interrupted run saved its checkpoints to).")
     unlabelled = _unlabelled(data, texts)
+    probs = _saved_probs(checkpoint_dir, unlabelled, data.labels) if resume else None
+    if probs is None:
+        probs = _teacher_probs(data, unlabelled, teacher, encoder=encoder, config=config, arch=arch, **options)
+        if checkpoint_dir is not None:
+            _save_probs(checkpoint_dir, unlabelled, data.labels, probs)
+    return train_classifier(with_soft_labels(data, unlabelled, probs), encoder=encoder, config=config, arch=arch,
+                            checkpoint_dir=checkpoint_dir, resume=resume, **options)
+
+
+def _teacher_probs(data: MultiLabelData, unlabelled: list[str], teacher: str | Any, **train: Any) -> np.ndarray:
+    """The teacher's probabilities of ``unlabelled`` (a built-in teacher is trained first)."""
     if isinstance(teacher, str):
         if teacher not in TEACHERS:
             raise ValueError(f"teacher must be one of {TEACHERS} or a fitted model, got {teacher!r}.")
-        clf = train_classifier(data, encoder=encoder, config=config, arch=arch, **options)
+        clf = train_classifier(data, **train)
         teacher = clf if teacher == "self" else MultiLabelEnsemble([clf, TfidfBaseline().fit(data)])
     elif not hasattr(teacher, "predict_proba") or list(getattr(teacher, "labels", [])) != list(data.labels):
         raise ValueError(f"The teacher must have predict_proba and the data's labels {list(data.labels)[:5]}...; "
                          f"got {type(teacher).__name__} with labels {list(getattr(teacher, 'labels', []))[:5]}.")
-    probs = np.clip(np.asarray(teacher.predict_proba(unlabelled), dtype=np.float32), 0.0, 1.0)
-    return train_classifier(with_soft_labels(data, unlabelled, probs), encoder=encoder, config=config, arch=arch,
-                            **options)
+    return np.clip(np.asarray(teacher.predict_proba(unlabelled), dtype=np.float32), 0.0, 1.0)
+
+
+def _texts_sha256(texts: list[str]) -> str:
+    return hashlib.sha256("\x00".join(texts).encode("utf-8")).hexdigest()
+
+
+def _save_probs(directory: str | Path, texts: list[str], labels: list[str], probs: np.ndarray) -> None:
+    """``teacher.npz`` in the checkpoint directory, written atomically (plain arrays: loaded without pickle)."""
+    with atomic_file(open_checkpoint_dir(directory) / TEACHER_FILE) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, probs=probs, labels=np.asarray(labels, dtype=str), texts_sha256=np.asarray(_texts_sha256(texts)))
+
+
+def _saved_probs(directory: str | Path | None, texts: list[str], labels: list[str]) -> np.ndarray | None:
+    """The teacher probabilities an interrupted run saved, or ``None`` when there are none."""
+    path = Path(directory) / TEACHER_FILE
+    if not path.is_file():
+        return None
+    with np.load(path, allow_pickle=False) as z:
+        same = str(z["texts_sha256"]) == _texts_sha256(texts) and z["labels"].tolist() == list(labels)
+        probs = z["probs"]
+    if not same or probs.shape != (len(texts), len(labels)):
+        raise ValueError(f"{path} holds a teacher's probabilities for other unlabelled texts or labels: resume with "
+                         f"the same data and texts, or delete {directory} to start over.")
+    return probs

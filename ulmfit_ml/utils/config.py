@@ -14,25 +14,16 @@ from typing import Any
 from .arch import check_at_most, resolve_arch
 from .valuetypes import check_config_types, check_keys
 
-__all__ = ["OUTPUTS", 
-    "DataConfig",
-    "LMConfig",
-    "ClassifierConfig",
-    "PretrainConfig",
-    "RunConfig",
-    "SECTIONS",
-    "RENAMED",
-    "config_from_dict",
-    "config_to_dict",
-    "current_key",
-    "renamed_keys",
-    "merge_config",
-]
+__all__ = ["OUTPUTS", "SELF_TRAIN_TEACHERS", "DataConfig", "LMConfig", "ClassifierConfig", "PretrainConfig",
+           "RunConfig", "SECTIONS", "RENAMED", "config_from_dict", "config_to_dict", "current_key", "renamed_keys",
+           "merge_config"]
 
 #: The prediction tables every model makes (``output_table``) and :func:`~ulmfit_ml.inference.predict.predict_file`,
 #: ``predict_dask`` and the CLI's ``--format`` offer: probabilities, label lists, both, or a Kaggle-style
 #: submission (id + one probability column per label, named by label). The one list of them.
 OUTPUTS = ("proba", "labels", "both", "submission")
+#: The teachers that :func:`~ulmfit_ml.self_train` builds itself (``[run] self_train``, ``--self-train``).
+SELF_TRAIN_TEACHERS = ("blend", "self")
 
 # Bounds on counts that size memory up front, checked before anything is allocated: a typo (``epochs = 10**9``: fastai's
 # progress bar grew by ~370 MB/s listing the epochs, then an IndexError) fails naming the key, value, bound and why.
@@ -369,6 +360,9 @@ class RunConfig:
     id_col: str | None = None  #: cv: id column copied to the OOF and test predictions
     save_fold_models: bool = False  #: cv: save every fold's classifier under folds/
     keep_checkpoints: bool = False  #: train: keep checkpoints/ after a successful run
+    #: train: "blend" or "self" trains the classifier as a student of that teacher on the extra_texts
+    #: (``um.self_train``; README "Few labels"); None: the classifier alone
+    self_train: str | None = None
     plots: bool = True  #: write plots/ (needs matplotlib)
     overwrite: bool = False  #: replace an existing run directory
 
@@ -377,6 +371,8 @@ class RunConfig:
             raise ValueError(f"encoder must be 'lm', 'random' or a saved language model's directory, got {self.encoder!r}.")
         if isinstance(self.folds, bool) or not isinstance(self.folds, int) or self.folds < 2:
             raise ValueError(f"folds must be an int >= 2, got {self.folds!r}.")
+        if self.self_train is not None and self.self_train not in SELF_TRAIN_TEACHERS:
+            raise ValueError(f"self_train must be one of {SELF_TRAIN_TEACHERS} or unset, got {self.self_train!r}.")
 
 
 #: Config-file sections -> dataclasses (the CLI's TOML sections).

@@ -30,7 +30,8 @@ _RUN_PATHS = ("train", "out", "test")
 #: [run] keys that only some commands read -> those commands; the others refuse a value for them
 #: (:func:`check_run_keys`) instead of ignoring it
 RUN_KEY_COMMANDS: dict[str, tuple[str, ...]] = {"folds": ("cv",), "test": ("cv",), "id_col": ("cv",),
-                                                "save_fold_models": ("cv",), "keep_checkpoints": ("train",)}
+                                                "save_fold_models": ("cv",), "keep_checkpoints": ("train",),
+                                                "self_train": ("train",)}
 #: keys that moved to another section: (section, key) -> "new_section.key"
 _MOVED = {("run", "thresholds"): "classifier.threshold_strategy", ("run", "lm"): "run.encoder"}
 

@@ -71,7 +71,7 @@ RUN_FILES = ("config.toml", "config.json", "data.json", "environment.json", "his
               "metrics.json", "run.log", "status.json", "oof.csv", "cv_metrics.csv", "test_predictions.csv",
               ".tmp-*", MARKER)
 #: Directories of files that ulmfit_ml adds one by one: kind -> the file names allowed.
-_PATTERN_KINDS = {"checkpoints": ("ckpt-s*-e*.pt", "checkpoint.json", ".tmp-*", MARKER),
+_PATTERN_KINDS = {"checkpoints": ("ckpt-s*-e*.pt", "checkpoint.json", "teacher.npz", ".tmp-*", MARKER),
                   "plots": ("*.png", ".tmp-*", MARKER)}
 _RUN_SUBDIRS = {"lm": "owned", "model": "owned", "checkpoints": _PATTERN_KINDS["checkpoints"],
                 "plots": _PATTERN_KINDS["plots"], "folds": "folds"}
