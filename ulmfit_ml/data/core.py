@@ -35,7 +35,17 @@ from .tokens import TextTokenizer, pretokenized_tfm
 from .trainchecks import check_lm_tokens, stratification_matrix
 from ..utils.validation import as_frame, check_columns, column_keys, extra_text_list, validate_texts
 
-__all__ = ["MultiLabelData", "lm_dataloaders_from_tokens"]
+__all__ = ["MultiLabelData", "hash_texts", "lm_dataloaders_from_tokens"]
+
+
+def hash_texts(texts: Sequence[str]) -> Any:
+    """A SHA-256 object fed with ``texts`` in order (NUL-separated; lone surrogates kept): the one
+    content hash of texts (data fingerprints, a self-training run's saved teacher probabilities)."""
+    h = hashlib.sha256()
+    for t in texts:
+        h.update(t.encode("utf-8", "surrogatepass"))
+        h.update(b"\0")
+    return h
 
 
 class MultiLabelData:
@@ -187,10 +197,7 @@ class MultiLabelData:
 
     def fingerprint(self) -> dict[str, Any]:
         """Row counts, label counts and a content hash (for run directories)."""
-        h = hashlib.sha256()
-        for t in self.texts:
-            h.update(t.encode("utf-8", "surrogatepass"))
-            h.update(b"\0")
+        h = hash_texts(self.texts)
         h.update(np.ascontiguousarray(self.y).tobytes())
         h.update(np.ascontiguousarray(self.is_valid).tobytes())
         return {"n_rows": len(self.texts), "n_train": int((~self.is_valid).sum()),

@@ -10,7 +10,6 @@ predicts afterwards is one ULMFiT model (saved, loaded and quantised like any ot
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -18,7 +17,7 @@ import numpy as np
 
 from .checkpoint import open_checkpoint_dir
 from .trainer import train_classifier
-from ..data.core import MultiLabelData
+from ..data.core import MultiLabelData, hash_texts
 from ..data.soft import with_soft_labels
 from ..models.baseline import TfidfBaseline
 from ..models.classifier import TextModel
@@ -111,15 +110,12 @@ def _teacher_probs(data: MultiLabelData, unlabelled: list[str], teacher: str | A
     return np.clip(np.asarray(teacher.predict_proba(unlabelled), dtype=np.float32), 0.0, 1.0)
 
 
-def _texts_sha256(texts: list[str]) -> str:
-    return hashlib.sha256("\x00".join(texts).encode("utf-8")).hexdigest()
-
-
 def _save_probs(directory: str | Path, texts: list[str], labels: list[str], probs: np.ndarray) -> None:
     """``teacher.npz`` in the checkpoint directory, written atomically (plain arrays: loaded without pickle)."""
     with atomic_file(open_checkpoint_dir(directory) / TEACHER_FILE) as tmp:
         with open(tmp, "wb") as f:
-            np.savez(f, probs=probs, labels=np.asarray(labels, dtype=str), texts_sha256=np.asarray(_texts_sha256(texts)))
+            np.savez(f, probs=probs, labels=np.asarray(labels, dtype=str),
+                     texts_sha256=np.asarray(hash_texts(texts).hexdigest()))
 
 
 def _saved_probs(directory: str | Path | None, texts: list[str], labels: list[str]) -> np.ndarray | None:
@@ -128,7 +124,7 @@ def _saved_probs(directory: str | Path | None, texts: list[str], labels: list[st
     if not path.is_file():
         return None
     with np.load(path, allow_pickle=False) as z:
-        same = str(z["texts_sha256"]) == _texts_sha256(texts) and z["labels"].tolist() == list(labels)
+        same = str(z["texts_sha256"]) == hash_texts(texts).hexdigest() and z["labels"].tolist() == list(labels)
         probs = z["probs"]
     if not same or probs.shape != (len(texts), len(labels)):
         raise ValueError(f"{path} holds a teacher's probabilities for other unlabelled texts or labels: resume with "
