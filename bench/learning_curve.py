@@ -39,7 +39,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import ulmfit_ml as um  # noqa: E402
-from small_data import load, scores  # noqa: E402
+from small_data import _student as small_student, load, scores  # noqa: E402
 from transfer import save_result as _save  # noqa: E402
 
 WORK = HERE / "_work"
@@ -96,7 +96,7 @@ def cmd_run(a: argparse.Namespace) -> None:
                     continue
                 if enc not in ENCODERS:
                     raise SystemExit(f"unknown encoder {enc!r}: one of {ENCODERS}")
-                t0 = time.perf_counter()
+                t0, extra = time.perf_counter(), 0.0
                 if enc == "tfidf":
                     model = um.TfidfBaseline().fit(data)
                 elif enc == "student":
@@ -105,7 +105,7 @@ def cmd_run(a: argparse.Namespace) -> None:
                     lm = None if enc == "random" else um.load_lm(lm_dir(a.dataset, enc))
                     model = um.train_classifier(data, encoder=lm, quiet=True)
                     trained[enc] = (model, time.perf_counter() - t0)
-                seconds = time.perf_counter() - t0 + (extra if enc == "student" else 0.0)
+                seconds = time.perf_counter() - t0 + extra
                 p_dev = model.predict_proba(dev["text"].tolist())
                 save_result(key, {**scores(model, y_dev, p_dev), "seconds": round(seconds, 1), "n": n})
                 np.savez_compressed(WORK / f"curve-probs-{a.dataset}-{a.n}-{seed}-{enc}.npz",
@@ -115,16 +115,15 @@ def cmd_run(a: argparse.Namespace) -> None:
 
 
 def _student(dataset: str, pool: Any, rows: Any, data: Any, seed: int, teacher: tuple[Any, float] | None) -> tuple[Any, float]:
-    """``um.self_train`` (the default blend teacher: the en-small classifier + TF-IDF) on 2,000 other
-    training texts of the dataset, labels unused (``bench/small_data.py``'s rows:
-    ``pool.drop(rows).sample(2000, random_state=seed + 1000)``). Returns the student and the
+    """``bench/small_data.py``'s student (``um.self_train``, the blend teacher: the en-small
+    classifier + TF-IDF) on its 2,000 other training texts, labels unused
+    (``pool.drop(rows).sample(2000, random_state=seed + 1000)``). Returns the student and the
     seconds of the teacher's classifier when it was trained in an earlier step of the same run."""
     lm = um.load_lm(lm_dir(dataset, "en-small"))
     rest = pool.drop(rows.index)
-    texts = rest.sample(n=min(2000, len(rest)), random_state=seed + 1000)["text"].tolist()
     clf, before = teacher if teacher is not None else (um.train_classifier(data, encoder=lm, quiet=True), 0.0)
-    blend = um.MultiLabelEnsemble([clf, um.TfidfBaseline().fit(data)])
-    return um.self_train(data, encoder=lm, texts=texts, teacher=blend, quiet=True), before
+    unlabelled = rest.sample(n=min(2000, len(rest)), random_state=seed + 1000)
+    return small_student(data, lm, clf, unlabelled, teacher="blend", clf_options={}), before
 
 
 def _cell(xs: list[float]) -> str:
