@@ -84,6 +84,9 @@ def cmd_run(a: argparse.Namespace) -> None:
     y_dev = dev[names].to_numpy()
     done = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     n = len(pool) if a.n == "all" else int(a.n)
+    options = json.loads(a.options) if a.options else {}  # classifier options of a probe (kept apart by --tag)
+    if options and not a.tag:
+        raise SystemExit("--options needs --tag: the results of a probe are kept apart from the defaults' rows")
     for seed in map(int, a.seeds.split(",")):
         rows = pool.sample(n=n, random_state=seed)
         trained: dict[str, tuple[Any, float]] = {}  # en-small's classifier, the student's teacher when both run
@@ -91,7 +94,7 @@ def cmd_run(a: argparse.Namespace) -> None:
             warnings.simplefilter("ignore")  # the few-positives warnings of small validation splits
             data = um.MultiLabelData.from_df(rows, label_cols=names)
             for enc in a.encoders.split(","):
-                key = f"{a.dataset}/n={a.n}/seed={seed}/{enc}"
+                key = f"{a.dataset}/n={a.n}/seed={seed}/{enc}" + (f"@{a.tag}" if a.tag else "")
                 if key in done and not a.again:
                     continue
                 if enc not in ENCODERS:
@@ -103,12 +106,15 @@ def cmd_run(a: argparse.Namespace) -> None:
                     model, extra = _student(a.dataset, pool, rows, data, seed, trained.get("en-small"))
                 else:
                     lm = None if enc == "random" else um.load_lm(lm_dir(a.dataset, enc))
-                    model = um.train_classifier(data, encoder=lm, quiet=True)
+                    model = um.train_classifier(data, encoder=lm, quiet=True, **options)
                     trained[enc] = (model, time.perf_counter() - t0)
                 seconds = time.perf_counter() - t0 + extra
                 p_dev = model.predict_proba(dev["text"].tolist())
-                save_result(key, {**scores(model, y_dev, p_dev), "seconds": round(seconds, 1), "n": n})
-                np.savez_compressed(WORK / f"curve-probs-{a.dataset}-{a.n}-{seed}-{enc}.npz",
+                history = getattr(model, "history", None)
+                save_result(key, {**scores(model, y_dev, p_dev), "seconds": round(seconds, 1), "n": n,
+                                  **({"options": options} if options else {}),
+                                  **({"history": history.round(4).to_dict(orient="list")} if history is not None and len(history) else {})})
+                np.savez_compressed(WORK / f"curve-probs-{a.dataset}-{a.n}-{seed}-{enc}" + (f"@{a.tag}" if a.tag else "") + ".npz",
                                     y_val=model.validation_predictions[0], p_val=model.validation_predictions[1],
                                     p_dev=p_dev)
                 done = json.loads(RESULTS.read_text())
@@ -206,6 +212,8 @@ def main() -> None:
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--encoders", default="en-small,tfidf")
     ap.add_argument("--again", action="store_true")
+    ap.add_argument("--options", default="", help='classifier options as JSON, e.g. \'{"epochs": [20]}\' (with --tag)')
+    ap.add_argument("--tag", default="", help="a probe's name: its keys are ENCODER@TAG, left out of the report's table")
     ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args()
     import torch

@@ -134,7 +134,8 @@ def test_train_self_train_from_the_command_line(work, lm_run):
     (["train", "--self-train", "blend"], r"run.self_train = 'blend' trains on unlabelled texts: list their files in "
                                          r"run.extra_texts \(or pass --extra-texts"),
     (["train", "--self-train", "blend", "--extra-texts", "x.csv", "--category-cols", "tags"],
-     r"run.self_train is for multi-label data"),
+     r"run.self_train = 'blend' needs multi-label data \(0/1 label columns or a delimited label column\); these "
+     r"targets are 'multicategory'"),
     (["train", "--set", "run.self_train=tfidf"], r"self_train must be one of \('blend', 'self'\) or unset, got 'tfidf'"),
     (["cv", "--set", "run.self_train=blend"], r"run.self_train = 'blend' is read by `ulmfit-ml train` only"),
 ])

@@ -54,7 +54,7 @@ def test_soft_labels_need_multilabel_data() -> None:
     reg = um.MultiLabelData.from_df(df, target_cols=["score"], seed=0)
     with pytest.raises(ValueError, match=r"Soft labels need multi-label data .* 'regression'"):
         um.with_soft_labels(reg, ["x"], np.zeros((1, 1)))
-    with pytest.raises(ValueError, match=r"self_train needs multi-label data; .* 'regression'"):
+    with pytest.raises(ValueError, match=r"self_train needs multi-label data .*; these targets are 'regression'"):
         um.self_train(reg, encoder=None, texts=["x"])
 
 
@@ -137,3 +137,48 @@ def test_a_resumed_self_train_reuses_the_saved_teacher_probabilities(data, tmp_p
         um.self_train(data, encoder=None, texts=unlabelled, teacher=again, resume=True, **opts)
     remove_owned_dir(ck)  # the teacher's file is one of the checkpoint directory's own
     assert not ck.exists()
+
+
+def test_self_train_killed_while_the_teacher_trains_resumes_the_teacher(data, tmp_path, monkeypatch) -> None:
+    """A kill during the built-in teacher's epochs: resume goes on from the teacher's last saved
+    epoch (not from scratch), then trains the student, to the model of an uninterrupted run; the
+    teacher's epoch files make way for the student's."""
+    from ulmfit_ml.training import checkpoint as C
+    from ulmfit_ml.training import selftrain as S
+
+    unlabelled = make_frame(60, seed=9)["text"].tolist()
+    opts = dict(FAST_CLF, arch=TINY, seed=0)  # 2 + 10 epochs for the teacher, then for the student
+    ref = um.self_train(data, encoder=None, texts=unlabelled, teacher="self", checkpoint_dir=tmp_path / "ref", **opts)
+    real, saved = C.save_checkpoint, []
+
+    def save(directory, **kw):
+        out = real(directory, **kw)
+        saved.append((kw["stage"], kw["epoch"]))
+        if len(saved) == 3 and kill:
+            raise KeyboardInterrupt  # after the teacher's 3rd epoch (stage 2, epoch 1)
+        return out
+
+    monkeypatch.setattr(C, "save_checkpoint", save)
+    ck, kill = tmp_path / "ck", True
+    with pytest.raises(KeyboardInterrupt):
+        um.self_train(data, encoder=None, texts=unlabelled, teacher="self", checkpoint_dir=ck, **opts)
+    assert not (ck / "teacher.npz").exists() and C.load_checkpoint(ck)["epoch"] == 1
+    saved.clear()
+    kill = False
+    resumed = um.self_train(data, encoder=None, texts=unlabelled, teacher="self", checkpoint_dir=ck, resume=True, **opts)
+    assert saved[:9] == [(1, e) for e in range(2, 11)], "the teacher goes on from its 3rd epoch"
+    assert saved[9:] == [(0, 1), (0, 2)] + [(1, e) for e in range(1, 11)], "then the whole student"
+    np.testing.assert_allclose(resumed.predict_proba(data.texts[:20]), ref.predict_proba(data.texts[:20]), atol=1e-5)
+    assert C.load_checkpoint(ck)["data_sha256"] != data.fingerprint()["sha256"], "the student's checkpoint, not the teacher's"
+
+    # killed between saving the teacher's probabilities and clearing its epoch files: resume clears them
+    ck2 = tmp_path / "ck2"
+    monkeypatch.setattr(S, "clear_checkpoint", lambda d: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        um.self_train(data, encoder=None, texts=unlabelled, teacher="self", checkpoint_dir=ck2, **opts)
+    assert (ck2 / "teacher.npz").is_file() and C.load_checkpoint(ck2)["data_sha256"] == data.fingerprint()["sha256"]
+    monkeypatch.setattr(S, "clear_checkpoint", C.clear_checkpoint)
+    saved.clear()
+    again = um.self_train(data, encoder=None, texts=unlabelled, teacher="self", checkpoint_dir=ck2, resume=True, **opts)
+    assert saved == [(0, 1), (0, 2)] + [(1, e) for e in range(1, 11)], "the student from scratch, the teacher not again"
+    np.testing.assert_allclose(again.predict_proba(data.texts[:20]), ref.predict_proba(data.texts[:20]), atol=1e-5)

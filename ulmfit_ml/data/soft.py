@@ -6,7 +6,7 @@ only, so thresholds and every validation figure still come from real labels.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -14,7 +14,21 @@ from .core import MultiLabelData
 from ..tasks.multilabel import MultiLabelSpec
 from ..utils.validation import extra_text_list
 
-__all__ = ["with_soft_labels"]
+__all__ = ["check_soft_label_targets", "with_soft_labels"]
+
+
+def check_soft_label_targets(spec: Any, *, what: str = "Soft labels need") -> None:
+    """The one rule of which targets take soft labels (and so self-training): multi-label 0/1
+    labels, since each label's probability becomes its own target. ``spec`` is a data's target
+    spec (``data.spec``, or ``spec_for_config(data_config)`` before any data is read); ``what``
+    starts the error message (the caller's name).
+
+    Raises:
+        ValueError: category or numeric targets.
+    """
+    if not isinstance(spec, MultiLabelSpec):
+        raise ValueError(f"{what} multi-label data (0/1 label columns or a delimited label column); these targets "
+                         f"are {spec.task!r}: train them with train_classifier.")
 
 
 def with_soft_labels(data: MultiLabelData, texts: Sequence[str], probabilities: np.ndarray) -> MultiLabelData:
@@ -36,9 +50,7 @@ def with_soft_labels(data: MultiLabelData, texts: Sequence[str], probabilities: 
             the wrong shape, or values outside [0, 1] (or NaN).
         TypeError: ``texts`` is a single string or a DataFrame.
     """
-    if not isinstance(data.spec, MultiLabelSpec):
-        raise ValueError(f"Soft labels need multi-label data (0/1 label columns or a delimited label column); this "
-                         f"data's targets are {data.task!r}.")
+    check_soft_label_targets(data.spec)
     texts = extra_text_list(texts, empty_text="raise", col="texts")  # aligned with probabilities: none may drop
     p = np.asarray(probabilities, dtype=np.float32)
     if p.shape != (len(texts), data.n_labels):

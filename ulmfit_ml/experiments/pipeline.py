@@ -23,6 +23,7 @@ from ..utils.config import DataConfig, RunConfig
 from ..utils.config_files import ConfigError, check_run_keys, config_sections
 from .cv import CVResult, cross_validate
 from ..data.core import MultiLabelData
+from ..data.soft import check_soft_label_targets
 from ..utils.distrib import barrier, broadcast_object, init_distributed, is_distributed, world_size
 from ..models.ensemble import MultiLabelEnsemble, load_predictor, resolve_model_dirs
 from ..training.finetune import finetune_lm
@@ -35,6 +36,7 @@ from .runs import RunDir
 from ..utils.runtime import resolve_device
 from ..tasks.multicategory import CategoryReport
 from ..tasks.regression import RegressionReport
+from ..tasks.registry import spec_for_config
 from ..utils.validation import check_columns, check_texts, extra_text_list, text_cells
 
 __all__ = ["run_lm", "run_train", "run_cv", "evaluate_file", "EvaluateFileResult", "run_inputs", "default_out",
@@ -241,9 +243,10 @@ def _check_self_train(cfgs: dict[str, Any]) -> None:
     if not rc.extra_texts:
         raise ConfigError(f"run.self_train = {rc.self_train!r} trains on unlabelled texts: list their files in "
                           "run.extra_texts (or pass --extra-texts FILE[,FILE...]).")
-    if dc.category_cols is not None or dc.target_cols is not None:
-        raise ConfigError("run.self_train is for multi-label data (data.label_col or data.label_cols); "
-                          "drop it for category or numeric targets.")
+    try:  # self_train's own rule, on the configured targets before any work
+        check_soft_label_targets(spec_for_config(dc), what=f"run.self_train = {rc.self_train!r} needs")
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
     if is_distributed():
         raise ConfigError(f"run.self_train does not train distributed (WORLD_SIZE={world_size()}): run it as one process.")
 

@@ -19,7 +19,7 @@ import torch
 from ..utils.distrib import barrier, is_main, unwrap_model
 from ..utils.persist import atomic_file, write_json_atomic, write_marker
 
-__all__ = ["open_checkpoint_dir", "save_checkpoint", "load_checkpoint", "restore_rng_states", "checkpoint_callback",
+__all__ = ["open_checkpoint_dir", "save_checkpoint", "load_checkpoint", "clear_checkpoint", "restore_rng_states", "checkpoint_callback",
            "resumable_save_model_callback", "CHECKPOINT_JSON"]
 
 CHECKPOINT_JSON = "checkpoint.json"
@@ -162,6 +162,16 @@ def load_checkpoint(directory: str | Path) -> dict[str, Any] | None:
     except Exception as e:  # noqa: BLE001 - torch raises several types for truncated/foreign files
         raise ValueError(f"Checkpoint weights {w} are unreadable ({type(e).__name__}: {e}); delete {d} to start over.") from e
     return meta
+
+
+def clear_checkpoint(directory: str | Path) -> None:
+    """Remove the epoch checkpoint in ``directory`` (``checkpoint.json`` first, then the weight
+    files :func:`save_checkpoint` names), so that the next training run there starts afresh;
+    every other file stays."""
+    d = Path(directory)
+    (d / CHECKPOINT_JSON).unlink(missing_ok=True)
+    for w in d.glob("ckpt-s*-e*.pt"):
+        w.unlink(missing_ok=True)
 
 
 def checkpoint_callback(directory: str | Path, *, stage: int, start_epoch: int = 0, info: Any = None,

@@ -15,15 +15,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .checkpoint import open_checkpoint_dir
+from .checkpoint import clear_checkpoint, load_checkpoint, open_checkpoint_dir
 from .trainer import train_classifier
 from ..data.core import MultiLabelData, hash_texts
-from ..data.soft import with_soft_labels
+from ..data.soft import check_soft_label_targets, with_soft_labels
 from ..models.baseline import TfidfBaseline
 from ..models.classifier import TextModel
 from ..models.ensemble import MultiLabelEnsemble
 from ..models.lm import LanguageModel
-from ..tasks.multilabel import MultiLabelSpec
 from ..utils.config import SELF_TRAIN_TEACHERS, ClassifierConfig
 from ..utils.persist import atomic_file
 from ..utils.validation import extra_text_list
@@ -67,11 +66,12 @@ def self_train(data: MultiLabelData, *, encoder: LanguageModel | str | Path | No
         config, arch, options: the classifier's options, for the teacher's classifier and the
             student alike (see :func:`~ulmfit_ml.train_classifier`).
         checkpoint_dir: when set, the teacher's probabilities are saved there (``teacher.npz``)
-            as soon as they are computed, and the student's epochs as with
-            :func:`~ulmfit_ml.train_classifier`. The teacher's own training is not checkpointed.
+            as soon as they are computed, and the epochs of the built-in teacher's classifier, then
+            the student's, as with :func:`~ulmfit_ml.train_classifier`.
         resume: continue an interrupted run from ``checkpoint_dir``: the saved teacher
             probabilities (the same unlabelled texts and labels are required) and the student's
-            last completed epoch; the teacher is trained only when none were saved.
+            last completed epoch; without saved probabilities, the built-in teacher's classifier
+            goes on from its own last completed epoch.
 
     Returns:
         The student: a :class:`~ulmfit_ml.models.classifier.MultiLabelClassifier` with thresholds
@@ -82,17 +82,21 @@ def self_train(data: MultiLabelData, *, encoder: LanguageModel | str | Path | No
             teacher whose labels are not ``data.labels``; ``resume`` without ``checkpoint_dir``,
             or saved teacher probabilities for other texts or labels.
     """
-    if not isinstance(data.spec, MultiLabelSpec):
-        raise ValueError(f"self_train needs multi-label data; this data's targets are {data.task!r} "
-                         "(use train_classifier).")
+    check_soft_label_targets(data.spec, what="self_train needs")
     if resume and checkpoint_dir is None:
         raise ValueError("resume=True needs checkpoint_dir= (the directory the interrupted run saved its checkpoints to).")
     unlabelled = _unlabelled(data, texts)
     probs = _saved_probs(checkpoint_dir, unlabelled, data.labels) if resume else None
     if probs is None:
-        probs = _teacher_probs(data, unlabelled, teacher, encoder=encoder, config=config, arch=arch, **options)
+        # a built-in teacher's classifier saves its epochs in the same directory (a kill while it trains
+        # resumes it there); they make way for the student's once the teacher's probabilities are saved
+        probs = _teacher_probs(data, unlabelled, teacher, encoder=encoder, config=config, arch=arch,
+                               checkpoint_dir=checkpoint_dir, resume=resume, **options)
         if checkpoint_dir is not None:
             _save_probs(checkpoint_dir, unlabelled, data.labels, probs)
+            clear_checkpoint(checkpoint_dir)
+    elif _is_teachers_checkpoint(checkpoint_dir, data):  # killed between saving the probabilities and clearing
+        clear_checkpoint(checkpoint_dir)
     return train_classifier(with_soft_labels(data, unlabelled, probs), encoder=encoder, config=config, arch=arch,
                             checkpoint_dir=checkpoint_dir, resume=resume, **options)
 
@@ -108,6 +112,13 @@ def _teacher_probs(data: MultiLabelData, unlabelled: list[str], teacher: str | A
         raise ValueError(f"The teacher must have predict_proba and the data's labels {list(data.labels)[:5]}...; "
                          f"got {type(teacher).__name__} with labels {list(getattr(teacher, 'labels', []))[:5]}.")
     return np.clip(np.asarray(teacher.predict_proba(unlabelled), dtype=np.float32), 0.0, 1.0)
+
+
+def _is_teachers_checkpoint(directory: str | Path, data: MultiLabelData) -> bool:
+    """Whether the epoch checkpoint in ``directory`` is the teacher's: made on the labelled data
+    alone (the student's data also holds the unlabelled texts)."""
+    ckpt = load_checkpoint(directory)
+    return ckpt is not None and ckpt.get("data_sha256") == data.fingerprint()["sha256"]
 
 
 def _save_probs(directory: str | Path, texts: list[str], labels: list[str], probs: np.ndarray) -> None:
