@@ -114,7 +114,7 @@ def cmd_run(a: argparse.Namespace) -> None:
                 save_result(key, {**scores(model, y_dev, p_dev), "seconds": round(seconds, 1), "n": n,
                                   **({"options": options} if options else {}),
                                   **({"history": history.round(4).to_dict(orient="list")} if history is not None and len(history) else {})})
-                np.savez_compressed(WORK / f"curve-probs-{a.dataset}-{a.n}-{seed}-{enc}" + (f"@{a.tag}" if a.tag else "") + ".npz",
+                np.savez_compressed(WORK / (f"curve-probs-{a.dataset}-{a.n}-{seed}-{enc}" + (f"@{a.tag}" if a.tag else "") + ".npz"),
                                     y_val=model.validation_predictions[0], p_val=model.validation_predictions[1],
                                     p_dev=p_dev)
                 done = json.loads(RESULTS.read_text())

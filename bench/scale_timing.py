@@ -73,9 +73,9 @@ def main() -> None:
            "date": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
            "command": f"python bench/scale_timing.py --n {a.n} --threads {a.threads}"}
     res = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    from ulmfit_ml.training.schedule import CLASSIFIER_TOKEN_BUDGET
+    from ulmfit_ml.training.schedule import CLASSIFIER_STEP_FLOOR, CLASSIFIER_TOKEN_BUDGET
 
-    res[f"n={a.n}/threads={a.threads}/budget={CLASSIFIER_TOKEN_BUDGET / 1e6:g}M"] = out
+    res[f"n={a.n}/threads={a.threads}/budget={CLASSIFIER_TOKEN_BUDGET / 1e6:g}M/steps={CLASSIFIER_STEP_FLOOR}"] = out
     tmp = RESULTS.with_suffix(".tmp")
     tmp.write_text(json.dumps(res, indent=1, sort_keys=True))
     os.replace(tmp, RESULTS)

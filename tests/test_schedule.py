@@ -1,5 +1,6 @@
 """Defaults by size (issue 22): ``epochs=None`` picks the LM's and the classifier's epochs from the
-tokens they read, as training/schedule.py documents, for a small and a large frame."""
+tokens they read (and the classifier's updates per epoch), as training/schedule.py documents, for a
+small frame, a large frame of long texts and a large frame of short ones."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,7 +9,8 @@ import pytest
 
 import ulmfit_ml as um
 from ulmfit_ml.training.finetune import LMTrainer
-from ulmfit_ml.training.schedule import CLASSIFIER_TOKEN_BUDGET, classifier_epochs, count_tokens, lm_epochs
+from ulmfit_ml.training.schedule import (CLASSIFIER_STEP_FLOOR, CLASSIFIER_TOKEN_BUDGET, CLASSIFIER_TOKEN_CAP,
+                                         classifier_epochs, count_tokens, lm_epochs)
 from ulmfit_ml.training.trainer import ClassifierTrainer
 from ulmfit_ml.utils.config import ClassifierConfig, LMConfig
 
@@ -23,8 +25,24 @@ from conftest import CUES, FILLER, TINY, make_frame
     (1_000_000, 5), (1_500_000, 3), (10**9, 3),  # never below 3
 ])
 def test_classifier_epochs_follow_the_documented_token_budget(n_tokens, want):
-    assert classifier_epochs(n_tokens) == want
+    """Many short texts (3,000 batches of 32 or more per epoch): the token budget alone decides."""
+    assert classifier_epochs(n_tokens, n_texts=96_000, bs=32) == want
     assert CLASSIFIER_TOKEN_BUDGET == 5_000_000
+
+
+@pytest.mark.parametrize("n_tokens, n_texts, bs, want", [
+    (900_000, 5_286, 32, 18),  # all Reuters training stories: 166 batches; by tokens alone 6
+    (272_000, 1_600, 32, 20),  # 2,000 Reuters stories' training split: 18 by tokens, 20 by steps
+    (690_000, 8_000, 32, 12),  # 10,000 texts of ~70 words (bench/scale_timing.py): 7 by tokens
+    (690_000, 8_000, 64, 20),  # the same at batch 64: 125 batches, the floor wants 24, the epoch range allows 20
+    (640_000, 34_728, 32, 8),  # all GoEmotions comments: 1,086 batches, the token budget's 8
+    (5_000_000, 5_000, 32, 4),  # 5,000 texts of 1,000 tokens: the floor wants 19, the cap allows 4
+    (20_000_000, 5_000, 32, 3),  # never below 3
+    (0, 0, 32, 20),
+])
+def test_few_long_texts_get_the_step_floor_within_the_token_cap(n_tokens, n_texts, bs, want):
+    assert classifier_epochs(n_tokens, n_texts=n_texts, bs=bs) == want
+    assert CLASSIFIER_STEP_FLOOR == 3_000 and CLASSIFIER_TOKEN_CAP == 20_000_000
 
 
 @pytest.mark.parametrize("n_tokens, want", [(0, 2), (150_000, 2), (666_666, 2), (666_667, 1), (900_000, 1), (10**9, 1)])
@@ -64,13 +82,19 @@ def test_a_small_frame_keeps_the_small_data_schedule(small):
     assert lm.config.epochs == 2 and clf.config.epochs == (20,)
 
 
-def test_a_large_frame_reads_each_text_fewer_times(large):
+def test_a_large_frame_reads_each_text_fewer_times_unless_it_makes_few_updates(large):
     n_lm = count_tokens(large.lm_tokens())
-    n_train = count_tokens(t for t, v in zip(large.tokens, large.is_valid) if not v)
-    assert n_lm > 700_000 and 550_000 < n_train < 650_000
+    train = [t for t, v in zip(large.tokens, large.is_valid) if not v]
+    n_train = count_tokens(train)
+    assert n_lm > 700_000 and 550_000 < n_train < 650_000 and 2_300 < len(train) < 2_500
     lm = LMTrainer(large, arch=TINY, pretrained=False, quiet=True, device="cpu")
-    clf = ClassifierTrainer(large, arch=TINY, quiet=True, device="cpu")
-    assert lm.config.epochs == 1 and clf.config.epochs == (classifier_epochs(n_train),) and 8 <= clf.config.epochs[0] <= 9
+    assert lm.config.epochs == 1
+    # batches of 2 make ~1,200 updates per epoch: the token budget decides (5M / 0.6M tokens)
+    many = ClassifierTrainer(large, arch=TINY, bs=2, quiet=True, device="cpu")
+    assert many.config.epochs == (classifier_epochs(n_train, n_texts=len(train), bs=2),) and 8 <= many.config.epochs[0] <= 9
+    # the default batch of 32 makes ~75 per epoch: the step floor (3,000 updates) raises them to 20
+    few = ClassifierTrainer(large, arch=TINY, quiet=True, device="cpu")
+    assert few.config.epochs == (20,) and n_train * 20 <= CLASSIFIER_TOKEN_CAP
     assert ClassifierTrainer(large, arch=TINY, quiet=True, device="cpu", epochs=(7,)).config.epochs == (7,)
 
 

@@ -128,8 +128,9 @@ class ClassifierTrainer:
             self.arch = resolve_arch(arch)
             self.vocab = _vocab_from_data(data, 2, 30000)
         if cfg.epochs is None:  # by size; the config the model records (and a resume checks) holds the number
-            n_tokens = count_tokens(t for t, valid in zip(data.tokens, data.is_valid) if not valid)
-            self.config = cfg = dataclasses.replace(cfg, epochs=(classifier_epochs(n_tokens),))
+            train = [t for t, valid in zip(data.tokens, data.is_valid) if not valid]
+            epochs = classifier_epochs(count_tokens(train), n_texts=len(train), bs=cfg.bs)
+            self.config = cfg = dataclasses.replace(cfg, epochs=(epochs,))
         self._ckpt, self._ckpt_info = _open_checkpoint(data, cfg, checkpoint_dir, resume)
         seed_everything(cfg.seed)
         backwards = bool(lm.backwards) if lm is not None else False  # a backward LM's encoder reads reversed texts

@@ -166,7 +166,8 @@ class ClassifierConfig:
     lrs=(2e-2, 1e-2, 5e-3, 1e-3)``; the defaults (one stage, all layers, batch 32) are the schedule
     measured best with the shipped ``en-small`` encoder on small data, and ``epochs=None`` sets
     the epochs by the training split's size (:func:`ulmfit_ml.training.schedule.classifier_epochs`):
-    20 up to 256k training tokens (about 17,000 GoEmotions comments), fewer above, at least 3, so
+    20 up to 256k training tokens (about 17,000 GoEmotions comments), fewer above, at least 3, but
+    never fewer than 3,000 updates' worth for few long texts (within 4x the token budget), so
     that 10,000 texts of 70 words train in under 30 minutes on 2 CPU cores. For the best score on large data (tens of thousands
     of texts), give the epochs: ``epochs=(12,), bs=64`` (all 39k GoEmotions train comments: 0.499 dev
     macro-F1, about 30 minutes on 2 CPU cores, against 0.490 for 8 epochs; bench/RESULTS.md).
