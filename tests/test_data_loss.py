@@ -356,3 +356,24 @@ def test_evaluate_out_and_per_label_must_differ(model_dir, tmp_path, capsys):
                  "--per-label", str(tmp_path / "r.csv")]) == 2
     assert "--out and --per-label name the same file" in capsys.readouterr().err
     assert not (tmp_path / "r.csv").exists()
+
+
+# ---------------------------------------------------------------------- clear_checkpoint (self_train's teacher)
+def test_clear_checkpoint_removes_only_a_checkpoint_ulmfit_ml_wrote(tmp_path):
+    from ulmfit_ml.training.checkpoint import CHECKPOINT_JSON, clear_checkpoint
+
+    d = tmp_path / "ck"
+    d.mkdir()
+    theirs = {CHECKPOINT_JSON: b'{"my": "own file"}', "ckpt-s0-e1.pt": b"their weights", "notes.txt": b"keep"}
+    for name, body in theirs.items():
+        (d / name).write_bytes(body)
+    clear_checkpoint(d)  # a checkpoint.json of another format: nothing is touched
+    assert {f.name: f.read_bytes() for f in d.iterdir()} == theirs
+    (d / CHECKPOINT_JSON).write_text('{"format": 1, "weights": "../outside.pt", "stage": 0, "epoch": 1}')
+    (tmp_path / "outside.pt").write_bytes(b"x")
+    clear_checkpoint(d)  # names a file outside the directory: nothing is touched
+    assert (tmp_path / "outside.pt").exists() and (d / CHECKPOINT_JSON).exists()
+    (d / CHECKPOINT_JSON).write_text('{"format": 1, "weights": "ckpt-s0-e1.pt", "stage": 0, "epoch": 1}')
+    clear_checkpoint(d)  # ulmfit_ml's own: the JSON and the weights it names go, the rest stays
+    assert sorted(f.name for f in d.iterdir()) == ["notes.txt"]
+    clear_checkpoint(tmp_path / "absent")  # nothing to clear

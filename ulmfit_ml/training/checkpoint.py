@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import random
+from fnmatch import fnmatch
 import time
 from pathlib import Path
 from typing import Any
@@ -165,13 +166,20 @@ def load_checkpoint(directory: str | Path) -> dict[str, Any] | None:
 
 
 def clear_checkpoint(directory: str | Path) -> None:
-    """Remove the epoch checkpoint in ``directory`` (``checkpoint.json`` first, then the weight
-    files :func:`save_checkpoint` names), so that the next training run there starts afresh;
-    every other file stays."""
+    """Remove the epoch checkpoint in ``directory`` (``checkpoint.json``, then the weight file it
+    names), so that the next training run there starts afresh. Only a checkpoint that
+    :func:`save_checkpoint` wrote is removed (its format, a weight file named as it names them);
+    anything else, and every other file, is left alone."""
     d = Path(directory)
-    (d / CHECKPOINT_JSON).unlink(missing_ok=True)
-    for w in d.glob("ckpt-s*-e*.pt"):
-        w.unlink(missing_ok=True)
+    try:
+        meta = json.loads((d / CHECKPOINT_JSON).read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # none, or not a JSON file ulmfit_ml wrote
+        return
+    weights = meta.get("weights") if isinstance(meta, dict) and meta.get("format") == _CKPT_FORMAT else None
+    if not isinstance(weights, str) or Path(weights).name != weights or not fnmatch(weights, "ckpt-s*-e*.pt"):
+        return
+    (d / CHECKPOINT_JSON).unlink()
+    (d / weights).unlink(missing_ok=True)
 
 
 def checkpoint_callback(directory: str | Path, *, stage: int, start_epoch: int = 0, info: Any = None,

@@ -94,7 +94,8 @@ def self_train(data: MultiLabelData, *, encoder: LanguageModel | str | Path | No
                                checkpoint_dir=checkpoint_dir, resume=resume, **options)
         if checkpoint_dir is not None:
             _save_probs(checkpoint_dir, unlabelled, data.labels, probs)
-            clear_checkpoint(checkpoint_dir)
+            if isinstance(teacher, str):  # the built-in teacher's epochs, saved there by this call
+                clear_checkpoint(checkpoint_dir)
     elif _is_teachers_checkpoint(checkpoint_dir, data):  # killed between saving the probabilities and clearing
         clear_checkpoint(checkpoint_dir)
     return train_classifier(with_soft_labels(data, unlabelled, probs), encoder=encoder, config=config, arch=arch,
