@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import random
-from fnmatch import fnmatch
 import time
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +20,8 @@ import torch
 from ..utils.distrib import barrier, is_main, unwrap_model
 from ..utils.persist import atomic_file, write_json_atomic, write_marker
 
-__all__ = ["open_checkpoint_dir", "save_checkpoint", "load_checkpoint", "clear_checkpoint", "restore_rng_states", "checkpoint_callback",
-           "resumable_save_model_callback", "CHECKPOINT_JSON"]
+__all__ = ["open_checkpoint_dir", "save_checkpoint", "load_checkpoint", "clear_checkpoint", "restore_rng_states",
+           "checkpoint_callback", "resumable_save_model_callback", "CHECKPOINT_JSON"]
 
 CHECKPOINT_JSON = "checkpoint.json"
 _CKPT_FORMAT = 1
