@@ -20,8 +20,8 @@ import torch
 from ..utils.distrib import barrier, is_main, unwrap_model
 from ..utils.persist import atomic_file, write_json_atomic, write_marker
 
-__all__ = ["open_checkpoint_dir", "save_checkpoint", "load_checkpoint", "clear_checkpoint", "restore_rng_states",
-           "checkpoint_callback", "resumable_save_model_callback", "CHECKPOINT_JSON"]
+__all__ = ["open_checkpoint_dir", "save_checkpoint", "load_checkpoint", "checkpoint_info", "clear_checkpoint",
+           "restore_rng_states", "checkpoint_callback", "resumable_save_model_callback", "CHECKPOINT_JSON"]
 
 CHECKPOINT_JSON = "checkpoint.json"
 _CKPT_FORMAT = 1
@@ -139,11 +139,12 @@ def save_checkpoint(directory: str | Path, *, learn: Any, stage: int, epoch: int
     return out
 
 
-def load_checkpoint(directory: str | Path) -> dict[str, Any] | None:
-    """The last checkpoint in ``directory`` (its JSON plus ``"tensors"``), or ``None`` if there is none.
+def checkpoint_info(directory: str | Path) -> dict[str, Any] | None:
+    """The JSON of the last checkpoint in ``directory`` (position, RNG states, ``info``; no
+    tensors), or ``None`` if there is none.
 
     Raises:
-        ValueError: ``checkpoint.json`` or the weights it names are unreadable.
+        ValueError: ``checkpoint.json`` is unreadable or not a ulmfit_ml checkpoint.
     """
     d = Path(directory)
     p = d / CHECKPOINT_JSON
@@ -155,11 +156,24 @@ def load_checkpoint(directory: str | Path) -> dict[str, Any] | None:
         raise ValueError(f"Checkpoint {p} is corrupt (not valid JSON: {e}); delete {d} to start over.") from e
     if not isinstance(meta, dict) or meta.get("format") != _CKPT_FORMAT or "weights" not in meta:
         raise ValueError(f"{p} is not a ulmfit_ml checkpoint (format {_CKPT_FORMAT}).")
+    return meta
+
+
+def load_checkpoint(directory: str | Path) -> dict[str, Any] | None:
+    """The last checkpoint in ``directory`` (its JSON plus ``"tensors"``), or ``None`` if there is none.
+
+    Raises:
+        ValueError: ``checkpoint.json`` or the weights it names are unreadable.
+    """
+    meta = checkpoint_info(directory)
+    if meta is None:
+        return None
+    d = Path(directory)
     w = d / meta["weights"]
     try:
         meta["tensors"] = torch.load(w, map_location="cpu", weights_only=True)
     except FileNotFoundError as e:
-        raise ValueError(f"Checkpoint weights {w} named by {p} are missing; delete {d} to start over.") from e
+        raise ValueError(f"Checkpoint weights {w} named by {d / CHECKPOINT_JSON} are missing; delete {d} to start over.") from e
     except Exception as e:  # noqa: BLE001 - torch raises several types for truncated/foreign files
         raise ValueError(f"Checkpoint weights {w} are unreadable ({type(e).__name__}: {e}); delete {d} to start over.") from e
     return meta
@@ -172,10 +186,10 @@ def clear_checkpoint(directory: str | Path) -> None:
     anything else, and every other file, is left alone."""
     d = Path(directory)
     try:
-        meta = json.loads((d / CHECKPOINT_JSON).read_text(encoding="utf-8"))
-    except (OSError, ValueError):  # none, or not a JSON file ulmfit_ml wrote
+        meta = checkpoint_info(d)
+    except (OSError, ValueError):  # unreadable, or not ulmfit_ml's
         return
-    weights = meta.get("weights") if isinstance(meta, dict) and meta.get("format") == _CKPT_FORMAT else None
+    weights = meta.get("weights") if meta is not None else None
     if not isinstance(weights, str) or Path(weights).name != weights or not fnmatch(weights, "ckpt-s*-e*.pt"):
         return
     (d / CHECKPOINT_JSON).unlink()

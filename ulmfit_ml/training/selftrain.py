@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .checkpoint import clear_checkpoint, load_checkpoint, open_checkpoint_dir
+from .checkpoint import checkpoint_info, clear_checkpoint, open_checkpoint_dir
 from .trainer import train_classifier
 from ..data.core import MultiLabelData, hash_texts
 from ..data.soft import check_soft_label_targets, with_soft_labels
@@ -118,8 +118,8 @@ def _teacher_probs(data: MultiLabelData, unlabelled: list[str], teacher: str | A
 def _is_teachers_checkpoint(directory: str | Path, data: MultiLabelData) -> bool:
     """Whether the epoch checkpoint in ``directory`` is the teacher's: made on the labelled data
     alone (the student's data also holds the unlabelled texts)."""
-    ckpt = load_checkpoint(directory)
-    return ckpt is not None and ckpt.get("data_sha256") == data.fingerprint()["sha256"]
+    info = checkpoint_info(directory)  # the JSON alone: the trainer loads the weights it resumes from
+    return info is not None and info.get("data_sha256") == data.fingerprint()["sha256"]
 
 
 def _save_probs(directory: str | Path, texts: list[str], labels: list[str], probs: np.ndarray) -> None:
