@@ -184,6 +184,7 @@ def test_cli_train_interrupted_then_resumed(tmp_path, monkeypatch):
     monkeypatch.setattr(pipeline_mod, "finetune_lm", no_lm)
     saves = _record_saves(monkeypatch)
     assert main(["train", "--resume", str(run), "--quiet"]) == 0
+    assert "from stage 2, epoch 1" in (run / "run.log").read_text(), "where the run resumed, from the checkpoint's JSON"
     assert saves == [(1, 2)]
     assert json.loads((run / "status.json").read_text())["status"] == "done"
     assert not (run / "checkpoints").exists(), "checkpoints are removed after a successful run"

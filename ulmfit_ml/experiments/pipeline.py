@@ -18,7 +18,7 @@ import pandas as pd
 
 from ..training.selftrain import self_train
 from ..training.trainer import train_classifier
-from ..training.checkpoint import load_checkpoint
+from ..training.checkpoint import checkpoint_info
 from ..utils.config import DataConfig, RunConfig
 from ..utils.config_files import ConfigError, check_run_keys, config_sections
 from .cv import CVResult, cross_validate
@@ -186,7 +186,7 @@ def _load_and_record_data(cfgs: dict[str, Any], run: RunDir, device: Any, *, lab
 
 def _checkpoint_place(run: RunDir, none: str) -> str:
     """Where the classifier checkpoint of ``run`` stands (``none``: the words for no checkpoint)."""
-    ck = load_checkpoint(run.checkpoint_dir)  # None without one (or without the directory)
+    ck = checkpoint_info(run.checkpoint_dir)  # the JSON alone (the trainer loads the weights); None without one
     return f"stage {ck['stage'] + 1}, epoch {ck['epoch']}" if ck else none
 
 
