@@ -11,6 +11,10 @@ default; figures on the dataset's dev part, which no threshold sees. Encoders:
 * ``en-small``: today's shipped LM, fine-tuned as above;
 * ``en-small-v0``: the first shipped ``en-small`` (commit 89bc1b4, 18M tokens, held-out
   perplexity 61.0), extracted with ``git archive`` and fine-tuned the same way;
+* ``en-small-s9``: the forward ``en-small`` shipped in session 9 (122M tokens, perplexity 46.2),
+  fine-tuned the same way; the ``en-small`` rows were made with the weights of sessions 3-8 (90M
+  tokens, 47.3), their LMs fine-tuned before session 9 (``lm --lm en-small`` now starts from the
+  session-9 weights too: the shipped ones);
 * ``random``: ``train_classifier(data, encoder=None)``, no language model at all;
 * ``tfidf``: ``um.TfidfBaseline`` on the same rows and split;
 * ``student``: ``um.self_train`` with en-small's fine-tuned LM, taught by the blend of the
@@ -45,7 +49,7 @@ from transfer import save_result as _save  # noqa: E402
 WORK = HERE / "_work"
 RESULTS = HERE / "learning_curve.json"
 V0_COMMIT = "89bc1b4"  #: the first shipped en-small (perplexity 61.0)
-ENCODERS = ("en-small", "en-small-v0", "random", "tfidf", "student")
+ENCODERS = ("en-small", "en-small-v0", "en-small-s9", "random", "tfidf", "student")
 
 
 def _v0_dir() -> Path:
@@ -73,7 +77,7 @@ def cmd_lm(a: argparse.Namespace) -> None:
         warnings.simplefilter("ignore")
         data = um.MultiLabelData.from_df(pool, label_cols=names)
     t0 = time.perf_counter()
-    lm = um.finetune_lm(data, quiet=True, pretrained="en-small" if a.lm == "en-small" else str(_v0_dir()))
+    lm = um.finetune_lm(data, quiet=True, pretrained=str(_v0_dir()) if a.lm == "en-small-v0" else "en-small")
     lm.save(lm_dir(a.dataset, a.lm), overwrite=True)
     save_result(f"lm/{a.dataset}/{a.lm}", {"seconds": round(time.perf_counter() - t0, 1), "texts": len(pool),
                                            "perplexity": round(float(lm.metrics["perplexity"]), 2)})
@@ -207,7 +211,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("job", choices=["lm", "run", "report"])
     ap.add_argument("--dataset", default="semeval", choices=["goemotions", "semeval", "reuters"])
-    ap.add_argument("--lm", default="en-small", choices=["en-small", "en-small-v0"])
+    ap.add_argument("--lm", default="en-small", choices=["en-small", "en-small-v0", "en-small-s9"])
     ap.add_argument("--n", default="500", help="a number of labelled texts, or 'all'")
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--encoders", default="en-small,tfidf")
