@@ -88,3 +88,21 @@ def test_the_renamed_threshold_strategy_key_keeps_working_with_a_warning_on_ever
         resolve_config({"classifier": {"thresholds": "none", "threshold_strategy": "global"}})
     with pytest.warns(FutureWarning), pytest.raises(TypeError, match=both):
         merge_config(ClassifierConfig, None, {"thresholds": "none", "threshold_strategy": "global"})
+
+
+def test_the_version_is_written_once(capsys):
+    """pyproject.toml reads the version from ulmfit_ml/utils/version.py: the installed package,
+    ``um.__version__``, ``ulmfit-ml --version`` and saved models' metadata agree."""
+    import importlib.metadata
+    import tomllib
+    from pathlib import Path
+
+    import ulmfit_ml as um
+    from ulmfit_ml.utils.persist import versions
+
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
+    assert "version" not in project and "version" in project["dynamic"]
+    assert importlib.metadata.version("ulmfit_ml") == um.__version__ == versions()["ulmfit_ml"]
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--version"])
+    assert capsys.readouterr().out.strip() == f"ulmfit-ml {um.__version__}"
