@@ -25,9 +25,6 @@ classifier 888 s on 2 cores) and of the campaign's 5,166 pretraining tokens/s. A
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -35,11 +32,15 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from records import append_record  # bench/records.py
 
-import ulmfit_ml as um
 from ulmfit_ml.models.classifier import build_classifier_model
 from ulmfit_ml.models.lm import lm_arch_config
-from ulmfit_ml.models.lmsteps import build_pretrain_model, decoder_input, sampled_softmax_loss
+from ulmfit_ml.models.lmsteps import (
+    build_pretrain_model,
+    decoder_input,
+    sampled_softmax_loss,
+)
 from ulmfit_ml.utils.config import ClassifierConfig, LMConfig, PretrainConfig
 
 HERE = Path(__file__).resolve().parent
@@ -152,14 +153,10 @@ def main() -> None:
         print(f"{n:34s} {row['params'] / 1e6:5.1f}M params, {row['ship_mb_per_direction']:5.1f} MB | "
               + " | ".join(f"{s} {row[s]['batch_ms_median']:7.0f} ms x{row[s]['x_en_small']:.2f}" for s in stages)
               + f" | 10k texts ~{row['req3_10k_texts_min_est']} min | {row['pretrain_tokens_per_cpu_hour_est_M']}M tokens/h")
-    rec = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
+    append_record(HERE / "arch_cost.json", {
            "torch_threads": a.threads, "rounds": a.rounds, "batches_per_round": a.batches,
            "command": f"python bench/arch_cost.py --rounds {a.rounds} --batches {a.batches} --threads {a.threads}",
-           "sides": out, "ulmfit_ml_version": um.__version__}
-    p = HERE / "arch_cost.json"
-    hist = json.loads(p.read_text()) if p.exists() else []
-    hist.append(rec)
-    p.write_text(json.dumps(hist, indent=1))
+           "sides": out})
 
 
 if __name__ == "__main__":

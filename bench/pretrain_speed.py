@@ -17,9 +17,6 @@ round, not the median). Results are appended to bench/pretrain_speed.json.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -27,12 +24,17 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from records import append_record  # bench/records.py
 
-import ulmfit_ml as um
-from ulmfit_ml.utils.config import PretrainConfig
 from ulmfit_ml.data.corpus import tokenize_corpus
 from ulmfit_ml.models.lm import lm_arch_config
-from ulmfit_ml.models.lmsteps import TokenStream, build_pretrain_model, decoder_input, sampled_softmax_loss
+from ulmfit_ml.models.lmsteps import (
+    TokenStream,
+    build_pretrain_model,
+    decoder_input,
+    sampled_softmax_loss,
+)
+from ulmfit_ml.utils.config import PretrainConfig
 
 HERE = Path(__file__).resolve().parent
 CORPUS = HERE.parent.parent / "shared" / "corpora" / "english-web"
@@ -72,8 +74,8 @@ def fastai_learner(tc, cfg: PretrainConfig, n_tokens: int):
     from fastai.text.learner import language_model_learner
     from fastai.text.models.awdlstm import AWD_LSTM
 
-    from ulmfit_ml.utils.arch import scale_dropouts
     from ulmfit_ml.data.core import lm_dataloaders_from_tokens
+    from ulmfit_ml.utils.arch import scale_dropouts
 
     ids = np.asarray(tc.train[:n_tokens])
     # back to token strings, cut into texts at xxbos (what v0.1 kept in RAM)
@@ -146,15 +148,11 @@ def main() -> None:
         out[side]["ratio_vs_v0.1"] = round(out[side]["tokens_per_s"] / ref, 2)
         print(f"{side:48s} {out[side]['tokens_per_s']:8,.0f} tokens/s  median batch {out[side]['batch_ms_median']:.0f} ms "
               f"(IQR {out[side]['batch_ms_iqr']})  x{out[side]['ratio_vs_v0.1']:.2f}")
-    rec = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
+    append_record(HERE / "pretrain_speed.json", {
            "torch_threads": a.threads, "rounds": a.rounds, "batches_per_round": a.batches,
            "setting": f"arch cpu, vocab {len(tc.vocab)}, bs {cfg.bs} x seq_len {cfg.seq_len}",
            "command": f"python bench/pretrain_speed.py --rounds {a.rounds} --batches {a.batches} --threads {a.threads}",
-           "sides": out, "ulmfit_ml_version": um.__version__}
-    p = HERE / "pretrain_speed.json"
-    hist = json.loads(p.read_text()) if p.exists() else []
-    hist.append(rec)
-    p.write_text(json.dumps(hist, indent=1))
+           "sides": out})
 
 
 if __name__ == "__main__":
