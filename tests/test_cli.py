@@ -130,13 +130,36 @@ def test_train_self_train_from_the_command_line(work, lm_run):
     assert um.load_classifier(r / "model").labels == LABELS_SORTED
 
 
+@pytest.mark.parametrize("flags, log, teacher", [
+    ([], r"training the classifier \(self-training, teacher 'blend'\): self_train = 'auto': few labels \(\d+ labelled "
+         r"training texts <= 5,000\), a student of the ULMFiT \+ TF-IDF blend on 60 unlabelled texts", "blend"),
+    (["--self-train", "none"], r"training the classifier: self_train = 'none'\n", None),
+])
+def test_train_with_extra_texts_self_trains_by_default_when_labels_are_few(work, lm_run, flags, log, teacher):
+    """`--extra-texts FILE` and few labels: a student of the blend unless `--self-train none` (the
+    size rule itself: tests/test_selftrain.py); the decision is logged and in metrics.json."""
+    make_frame(60, seed=9)[["text"]].to_csv(work / "unlabelled_auto.csv", index=False)
+    out = f"runs/auto-{teacher}"
+    _ok(_run(["train", "--config", "exp.toml", "--lm", str(lm_run), "--out", out, "--seed", "5",
+              "--extra-texts", "unlabelled_auto.csv", *flags], work))
+    assert re.search(log, (work / out / "run.log").read_text())
+    assert json.loads((work / out / "metrics.json").read_text())["self_train"]["teacher"] == teacher
+
+
+def test_train_without_extra_texts_trains_the_classifier_alone(train_run):
+    assert re.search(r"training the classifier: self_train = 'auto': the classifier alone; no unlabelled texts",
+                     (train_run / "run.log").read_text())
+    assert json.loads((train_run / "metrics.json").read_text())["self_train"] == {
+        "teacher": None, "max_texts": None, "reason": "self_train = 'auto': the classifier alone; no unlabelled texts (run.extra_texts)"}
+
+
 @pytest.mark.parametrize("args, match", [
     (["train", "--self-train", "blend"], r"run.self_train = 'blend' trains on unlabelled texts: list their files in "
                                          r"run.extra_texts \(or pass --extra-texts"),
     (["train", "--self-train", "blend", "--extra-texts", "x.csv", "--category-cols", "tags"],
      r"run.self_train = 'blend' needs multi-label data \(0/1 label columns or a delimited label column\); these "
      r"targets are 'multicategory'"),
-    (["train", "--set", "run.self_train=tfidf"], r"self_train must be one of \('blend', 'self'\) or unset, got 'tfidf'"),
+    (["train", "--set", "run.self_train=tfidf"], r"self_train must be one of \('auto', 'none', 'blend', 'self'\), got 'tfidf'"),
     (["cv", "--set", "run.self_train=blend"], r"run.self_train = 'blend' is read by `ulmfit-ml train` only"),
 ])
 def test_self_train_usage_errors(work, capsys, monkeypatch, args, match):

@@ -2,6 +2,7 @@
 rule from unlabelled texts; every refusal names the fix."""
 from __future__ import annotations
 
+import re
 import shutil
 
 import numpy as np
@@ -182,3 +183,60 @@ def test_self_train_killed_while_the_teacher_trains_resumes_the_teacher(data, tm
     again = um.self_train(data, encoder=None, texts=unlabelled, teacher="self", checkpoint_dir=ck2, resume=True, **opts)
     assert saved == [(0, 1), (0, 2)] + [(1, e) for e in range(1, 11)], "the student from scratch, the teacher not again"
     np.testing.assert_allclose(again.predict_proba(data.texts[:20]), ref.predict_proba(data.texts[:20]), atol=1e-5)
+
+
+class RecordingTeacher(CueTeacher):
+    """The cue teacher, keeping the texts it was asked to score."""
+
+    def predict_proba(self, texts):
+        self.seen = list(texts)
+        return super().predict_proba(texts)
+
+
+def test_max_texts_gives_the_student_a_seeded_sample_of_the_unlabelled_texts(data) -> None:
+    unlabelled = [f"{t} number {i}" for i, t in enumerate(make_frame(60, seed=11)["text"])]
+    opts = dict(FAST_CLF, arch=TINY)
+    seen = []
+    for seed in (0, 0, 1):
+        teacher = RecordingTeacher()
+        um.self_train(data, encoder=None, texts=unlabelled, teacher=teacher, max_texts=25, seed=seed, **opts)
+        seen.append(teacher.seen)
+    assert len(seen[0]) == 25 and set(seen[0]) < set(unlabelled)
+    assert seen[0] == sorted(seen[0], key=unlabelled.index), "the sample keeps the texts' order"
+    assert seen[0] == seen[1] and seen[0] != seen[2], "the classifier's seed draws the sample"
+    teacher = RecordingTeacher()
+    um.self_train(data, encoder=None, texts=unlabelled[:10], teacher=teacher, max_texts=25, **opts)
+    assert teacher.seen == unlabelled[:10], "fewer texts than max_texts: all of them"
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(ValueError, match=r"max_texts must be a positive int or None, got"):
+            um.self_train(data, encoder=None, texts=unlabelled, teacher=teacher, max_texts=bad)
+
+
+# ---------------------------------------------------------------------- run.self_train = "auto"
+from ulmfit_ml.training.selftrain import AUTO_MAX_LABELLED, AUTO_TEXTS, self_train_plan  # noqa: E402
+
+
+@pytest.mark.parametrize("kwargs, teacher, max_texts, reason", [
+    # a small frame with unlabelled texts: the blend's student on 2,000 of them
+    (dict(n_train=400, n_unlabelled=30_000, multilabel=True), "blend", AUTO_TEXTS,
+     r"^self_train = 'auto': few labels \(400 labelled training texts <= 5,000\), a student of the ULMFiT \+ TF-IDF "
+     r"blend on 2,000 unlabelled texts; self_train = 'none' turns it off$"),
+    (dict(n_train=AUTO_MAX_LABELLED, n_unlabelled=700, multilabel=True), "blend", AUTO_TEXTS, r"on 700 unlabelled texts"),
+    # a large frame: the classifier alone
+    (dict(n_train=AUTO_MAX_LABELLED + 1, n_unlabelled=30_000, multilabel=True), None, None,
+     r"^self_train = 'auto': the classifier alone; 5,001 labelled training texts \(> 5,000\)$"),
+    (dict(n_train=400, n_unlabelled=0, multilabel=True), None, None, r"the classifier alone; no unlabelled texts \(run.extra_texts\)"),
+    (dict(n_train=400, n_unlabelled=50, multilabel=False), None, None, r"the classifier alone; the targets are not multi-label"),
+    (dict(n_train=400, n_unlabelled=50, multilabel=True, distributed=True), None, None, r"the classifier alone; a distributed run"),
+])
+def test_auto_self_training_is_chosen_by_the_labelled_size(kwargs, teacher, max_texts, reason) -> None:
+    plan = self_train_plan("auto", **kwargs)
+    assert (plan.teacher, plan.max_texts) == (teacher, max_texts)
+    assert re.search(reason, plan.reason), plan.reason
+
+
+@pytest.mark.parametrize("mode, teacher", [("blend", "blend"), ("self", "self"), ("none", None), (None, None)])
+def test_explicit_self_train_modes_ignore_the_size(mode, teacher) -> None:
+    for n_train in (10, 100_000):
+        plan = self_train_plan(mode, n_train=n_train, n_unlabelled=5, multilabel=True)
+        assert (plan.teacher, plan.max_texts) == (teacher, None)

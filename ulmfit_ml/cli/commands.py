@@ -10,7 +10,8 @@ from ..utils.config import SECTIONS
 from ..utils.config_files import ConfigError, load_config_file, parse_set, resolve_config
 from ..utils.distrib import is_distributed, is_main, on_main, world_size
 from ..inference.distributed import predict_dask
-from ..experiments.pipeline import evaluate_file, report_table, run_cv, run_inputs, run_lm, run_train
+from ..experiments.evaluate import evaluate_file, report_table
+from ..experiments.pipeline import run_cv, run_inputs, run_lm, run_train
 from ..utils.io import table_format
 from ..inference.predict import predict_file
 from ..training.pretrain import pretrain_lm
@@ -70,7 +71,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    """``ulmfit-ml evaluate`` -> :func:`~ulmfit_ml.experiments.pipeline.evaluate_file`."""
+    """``ulmfit-ml evaluate`` -> :func:`~ulmfit_ml.experiments.evaluate.evaluate_file`."""
     if args.out and args.per_label and Path(args.out).resolve() == Path(args.per_label).resolve():
         raise ConfigError("--out and --per-label name the same file: give two different files.")
     if args.per_label:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, Sequence
 
-from ..utils.config import OUTPUTS, SELF_TRAIN_TEACHERS
+from ..utils.config import OUTPUTS, SELF_TRAIN_MODES
 from ..utils.config_files import load_config_file, parse_set, resolve_config, sections_parser
 from ..utils.version import __version__
 
@@ -269,9 +269,11 @@ def _add_train(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
                                    "save everything in a run directory (config.toml, data.json, environment.json, "
                                    "history.csv, metrics.json, plots/, model/, run.log). A checkpoint is kept after "
                                    "every epoch: continue an interrupted run with --resume RUN_DIR.")
-    p.add_argument("--self-train", choices=SELF_TRAIN_TEACHERS, metavar="TEACHER",
-                   help="few labels: train the classifier as a student of TEACHER (blend: ULMFiT + TF-IDF, or self) "
-                        "on the --extra-texts, scored by the teacher ([run] self_train)")
+    p.add_argument("--self-train", choices=SELF_TRAIN_MODES, metavar="MODE",
+                   help="few labels: train the classifier as a student of a teacher (blend: ULMFiT + TF-IDF, or self) "
+                        "on the --extra-texts, scored by the teacher ([run] self_train). auto (the default): blend "
+                        "when there are --extra-texts, multi-label targets and at most 5,000 labelled training "
+                        "texts, on 2,000 of the extra texts; none: the classifier alone")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last completed epoch "
                                                        "(its config.json is used; only --quiet/--device may change)")
     p.set_defaults(command_name="train")

@@ -14,7 +14,13 @@ from .core import MultiLabelData
 from ..tasks.multilabel import MultiLabelSpec
 from ..utils.validation import extra_text_list
 
-__all__ = ["check_soft_label_targets", "with_soft_labels"]
+__all__ = ["takes_soft_labels", "check_soft_label_targets", "with_soft_labels"]
+
+
+def takes_soft_labels(spec: Any) -> bool:
+    """Whether targets of ``spec`` take soft labels: multi-label 0/1 labels (each label's probability
+    becomes its own target); :func:`check_soft_label_targets` raises where this is false."""
+    return isinstance(spec, MultiLabelSpec)
 
 
 def check_soft_label_targets(spec: Any, *, what: str = "Soft labels need") -> None:
@@ -26,7 +32,7 @@ def check_soft_label_targets(spec: Any, *, what: str = "Soft labels need") -> No
     Raises:
         ValueError: category or numeric targets.
     """
-    if not isinstance(spec, MultiLabelSpec):
+    if not takes_soft_labels(spec):
         raise ValueError(f"{what} multi-label data (0/1 label columns or a delimited label column); these targets "
                          f"are {spec.task!r}: train them with train_classifier.")
 

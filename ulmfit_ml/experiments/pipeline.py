@@ -9,39 +9,33 @@ from __future__ import annotations
 import dataclasses
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import pandas as pd
 
-from ..training.selftrain import self_train
+from ..training.selftrain import SelfTrainPlan, self_train, self_train_plan, unlabelled_texts
 from ..training.trainer import train_classifier
 from ..training.checkpoint import checkpoint_info
 from ..utils.config import DataConfig, RunConfig
 from ..utils.config_files import ConfigError, check_run_keys, config_sections
 from .cv import CVResult, cross_validate
 from ..data.core import MultiLabelData
-from ..data.soft import check_soft_label_targets
+from ..data.soft import check_soft_label_targets, takes_soft_labels
 from ..utils.distrib import barrier, broadcast_object, init_distributed, is_distributed, world_size
-from ..models.ensemble import MultiLabelEnsemble, load_predictor, resolve_model_dirs
 from ..training.finetune import finetune_lm
-from ..utils.io import check_output_file, read_table, table_format, write_table
+from ..utils.io import read_table
 from ..models.lm import LanguageModel, load_lm, resolve_encoder
-from ..evaluation.metrics import MultiLabelReport
 from ..models.classifier import MultiLabelClassifier, TextModel
-from ..utils.persist import remove_owned_dir, write_json_atomic
+from ..utils.persist import remove_owned_dir
 from .runs import RunDir
 from ..utils.runtime import resolve_device
-from ..tasks.multicategory import CategoryReport
-from ..tasks.regression import RegressionReport
 from ..tasks.registry import spec_for_config
-from ..utils.validation import check_columns, check_texts, extra_text_list, text_cells
+from ..utils.validation import check_columns, check_texts, extra_text_list
 
-__all__ = ["run_lm", "run_train", "run_cv", "evaluate_file", "EvaluateFileResult", "run_inputs", "default_out",
-           "load_run_data", "read_run_table", "report_table", "require_train", "require_labels",
-           "saved_encoder"]
+__all__ = ["run_lm", "run_train", "run_cv", "run_inputs", "default_out", "load_run_data", "read_run_table",
+           "require_train", "require_labels", "saved_encoder"]
 
 
 def require_labels(data_cfg: DataConfig) -> None:
@@ -238,7 +232,7 @@ def _open_train_run(cfgs: dict[str, Any], resume: bool, inputs: Sequence[str]) -
 def _check_self_train(cfgs: dict[str, Any]) -> None:
     """``run.self_train`` needs unlabelled texts, one process and multi-label targets (checked before any work)."""
     rc, dc = cfgs["run"], cfgs["data"]
-    if rc.self_train is None:
+    if rc.self_train in (None, "none", "auto"):  # "auto" decides once the data is loaded (_fit_classifier)
         return
     if not rc.extra_texts:
         raise ConfigError(f"run.self_train = {rc.self_train!r} trains on unlabelled texts: list their files in "
@@ -262,8 +256,24 @@ def _nothing_to_resume(run: RunDir, log: Any) -> bool:
     return False
 
 
+def _fit_classifier(cfgs: dict[str, Any], data: MultiLabelData, lm: LanguageModel | None, run: RunDir, log: Any,
+                    *, resume: bool) -> tuple[TextModel, SelfTrainPlan]:
+    """The classifier alone or a self-trained student, as ``run.self_train`` comes to on this data
+    (:func:`~ulmfit_ml.training.selftrain.self_train_plan`; the same data gives the same plan on resume)."""
+    plan = self_train_plan(cfgs["run"].self_train, n_train=int((~data.is_valid).sum()),
+                           n_unlabelled=len(unlabelled_texts(data)), multilabel=takes_soft_labels(data.spec),
+                           distributed=is_distributed())
+    log.info("training the classifier" + (f" (self-training, teacher {plan.teacher!r})" if plan.teacher else "")
+             + f": {plan.reason}")
+    fit = (train_classifier if plan.teacher is None else
+           partial(self_train, teacher=plan.teacher, max_texts=plan.max_texts))
+    clf = fit(data, encoder=lm, config=cfgs["classifier"], arch=cfgs["lm"].arch,
+              checkpoint_dir=run.checkpoint_dir, resume=resume)
+    return clf, plan
+
+
 def _write_train_results(cfgs: dict[str, Any], run: RunDir, log: Any, data: MultiLabelData,
-                         lm: LanguageModel | None, clf: TextModel, inputs: Sequence[str]) -> Any:
+                         lm: LanguageModel | None, clf: TextModel, inputs: Sequence[str], plan: SelfTrainPlan) -> Any:
     """History, metrics, the model, plots; the checkpoints removed unless kept. Returns the report."""
     report = clf.report()
     history = _history(None if saved_encoder(cfgs["run"]) else lm, clf)  # a reused LM was trained elsewhere
@@ -272,6 +282,7 @@ def _write_train_results(cfgs: dict[str, Any], run: RunDir, log: Any, data: Mult
     thresholds = dict(zip(clf.labels, clf.thresholds)) if isinstance(clf, MultiLabelClassifier) else None
     run.write_json("metrics.json", {"valid": report.to_dict(), "task": clf.task, "thresholds": thresholds,
                                     "lm": lm.metrics if lm is not None else None,
+                                    "self_train": {"teacher": plan.teacher, "max_texts": plan.max_texts, "reason": plan.reason},
                                     "train_seconds": clf.meta.get("train_seconds")})
     if run.writes:  # rank 0 saves the model
         clf.save(run.model_dir, overwrite=True, inputs=inputs)
@@ -314,66 +325,10 @@ def run_train(cfgs: dict[str, Any], *, resume: bool = False, inputs: Sequence[st
         data = _load_and_record_data(cfgs, run, device, resume=resume)
         log.info(f"data: {data!r}")
         lm = _language_model(cfgs, data, run, log)
-        log.info("training the classifier" + (f" (self-training, teacher {cfgs['run'].self_train!r})"
-                                              if cfgs["run"].self_train else ""))
-        fit = train_classifier if cfgs["run"].self_train is None else partial(self_train, teacher=cfgs["run"].self_train)
-        clf = fit(data, encoder=lm, config=cfgs["classifier"], arch=cfgs["lm"].arch,
-                  checkpoint_dir=run.checkpoint_dir, resume=resume)
-        report = _write_train_results(cfgs, run, log, data, lm, clf, inputs)
+        clf, plan = _fit_classifier(cfgs, data, lm, run, log, resume=resume)
+        report = _write_train_results(cfgs, run, log, data, lm, clf, inputs, plan)
     log.info("done: " + " ".join(f"{k}={report.summary[k]:.4f}" for k in clf.headline_metrics))
     return run
-
-
-@dataclass
-class EvaluateFileResult:
-    """What :func:`evaluate_file` computed: the report, the rows scored and the models averaged."""
-
-    report: MultiLabelReport | CategoryReport | RegressionReport
-    n_rows: int
-    n_models: int
-
-
-def evaluate_file(model: str | Path, input_path: str | Path, *, text_col: str | None = None,
-                  threshold: float | None = None, out: str | Path | None = None, per_label: str | Path | None = None,
-                  overwrite: bool = False, device: str | None = "cpu", sep: str | None = None,
-                  header: bool = True) -> EvaluateFileResult:
-    """``ulmfit-ml evaluate``: the full report of a saved model (or a cv run's averaged fold
-    models) on a labelled file, as ``model.report(df)`` computes it; optionally written as
-    JSON (``out``) and a per-label table (``per_label``), both under the output-file policy."""
-    model_dirs = resolve_model_dirs(model)
-    for path in (out, per_label):  # the output policy, before any work
-        if path:
-            check_output_file(path, overwrite=overwrite, inputs=[input_path, *model_dirs])
-    if out and per_label and Path(out).resolve() == Path(per_label).resolve():
-        raise ValueError("out and per_label name the same file: give two different files.")
-    if per_label:
-        table_format(per_label)
-    predictor = load_predictor(model, device=device)
-    df = read_table(input_path, sep=sep, header=header)
-    if isinstance(predictor, TextModel) and not predictor.thresholded:
-        if threshold is not None:
-            raise ValueError(f"threshold is for multi-label models; this is a {predictor.task} model.")
-        report = predictor.report(df, text_col=text_col)
-    else:
-        report = predictor.report(df, threshold=threshold, text_col=text_col)
-    col = predictor.meta.get("text_col", "text") if text_col is None else text_col
-    n_rows = int((~text_cells(df[col], col=col)[1]).sum())  # the rows report() scored
-    n_models = len(predictor.models) if isinstance(predictor, MultiLabelEnsemble) else 1
-    if out:
-        write_json_atomic(out, {"model": str(model), "input": str(input_path), "n_rows": n_rows,
-                                "n_models": n_models, **report.to_dict()})
-    if per_label:
-        write_table(report_table(report).reset_index(), per_label)
-    return EvaluateFileResult(report, n_rows, n_models)
-
-
-def report_table(report: MultiLabelReport | CategoryReport | RegressionReport) -> pd.DataFrame:
-    """The detail table of a report: per label, per (column, category), or per target."""
-    if isinstance(report, CategoryReport):
-        return report.per_category
-    if isinstance(report, RegressionReport):
-        return report.per_target
-    return report.per_label
 
 
 def _write_cv_results(run: RunDir, rc: RunConfig, res: CVResult, df: pd.DataFrame, lm: LanguageModel | None,

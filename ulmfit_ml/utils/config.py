@@ -14,7 +14,7 @@ from typing import Any
 from .arch import check_at_most, resolve_arch
 from .valuetypes import check_config_types, check_keys
 
-__all__ = ["OUTPUTS", "SELF_TRAIN_TEACHERS", "DataConfig", "LMConfig", "ClassifierConfig", "PretrainConfig",
+__all__ = ["OUTPUTS", "SELF_TRAIN_TEACHERS", "SELF_TRAIN_MODES", "DataConfig", "LMConfig", "ClassifierConfig", "PretrainConfig",
            "RunConfig", "SECTIONS", "RENAMED", "config_from_dict", "config_to_dict", "current_key", "renamed_keys",
            "merge_config"]
 
@@ -24,6 +24,9 @@ __all__ = ["OUTPUTS", "SELF_TRAIN_TEACHERS", "DataConfig", "LMConfig", "Classifi
 OUTPUTS = ("proba", "labels", "both", "submission")
 #: The teachers that :func:`~ulmfit_ml.self_train` builds itself (``[run] self_train``, ``--self-train``).
 SELF_TRAIN_TEACHERS = ("blend", "self")
+#: ``[run] self_train``'s values: a teacher, ``"auto"`` (the default: the blend teacher when the run has
+#: unlabelled texts and few labels; :func:`~ulmfit_ml.training.selftrain.self_train_plan`) or ``"none"``.
+SELF_TRAIN_MODES = ("auto", "none", *SELF_TRAIN_TEACHERS)
 
 # Bounds on counts that size memory up front, checked before anything is allocated: a typo (``epochs = 10**9``: fastai's
 # progress bar grew by ~370 MB/s listing the epochs, then an IndexError) fails naming the key, value, bound and why.
@@ -362,8 +365,10 @@ class RunConfig:
     save_fold_models: bool = False  #: cv: save every fold's classifier under folds/
     keep_checkpoints: bool = False  #: train: keep checkpoints/ after a successful run
     #: train: "blend" or "self" trains the classifier as a student of that teacher on the extra_texts
-    #: (``um.self_train``; README "Few labels"); None: the classifier alone
-    self_train: str | None = None
+    #: (``um.self_train``; README "Few labels"); "auto": "blend" when there are extra_texts, multi-label
+    #: targets and at most 5,000 labelled training texts (2,000 of the extra texts), else the classifier
+    #: alone; "none" (or None): the classifier alone
+    self_train: str | None = "auto"
     plots: bool = True  #: write plots/ (needs matplotlib)
     overwrite: bool = False  #: replace an existing run directory
 
@@ -372,8 +377,8 @@ class RunConfig:
             raise ValueError(f"encoder must be 'lm', 'random' or a saved language model's directory, got {self.encoder!r}.")
         if isinstance(self.folds, bool) or not isinstance(self.folds, int) or self.folds < 2:
             raise ValueError(f"folds must be an int >= 2, got {self.folds!r}.")
-        if self.self_train is not None and self.self_train not in SELF_TRAIN_TEACHERS:
-            raise ValueError(f"self_train must be one of {SELF_TRAIN_TEACHERS} or unset, got {self.self_train!r}.")
+        if self.self_train is not None and self.self_train not in SELF_TRAIN_MODES:
+            raise ValueError(f"self_train must be one of {SELF_TRAIN_MODES}, got {self.self_train!r}.")
 
 
 #: Config-file sections -> dataclasses (the CLI's TOML sections).
