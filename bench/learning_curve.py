@@ -24,7 +24,7 @@ default; figures on the dataset's dev part, which no threshold sees. Encoders:
 
     python bench/learning_curve.py lm --dataset semeval --lm en-small          # once per dataset and LM
     python bench/learning_curve.py run --dataset semeval --n 500 --seeds 0,1,2 --encoders en-small,random,tfidf
-    python bench/learning_curve.py report          # bench/learning_curve.md + bench/learning_curve.png
+    python bench/learning_curve.py report          # bench/learning_curve.md, its tables in RESULTS.md, the .png
 
 Each run adds one key (dataset/n/seed/encoder) to ``bench/learning_curve.json``.
 """
@@ -182,7 +182,32 @@ def cmd_report(a: argparse.Namespace) -> None:
         lines.append("")
     (HERE / "learning_curve.md").write_text("\n".join(lines))
     print("\n".join(lines))
+    _splice_results(lines)
     _plot(groups, sizes)
+
+
+TITLES = {"goemotions": "**GoEmotions** (28 labels, dev 5,426 comments)",
+          "reuters": "**Reuters-21578** (90 topics, our dev part: 1,161 stories)",
+          "semeval": "**SemEval 2018 E-c** (11 emotions, dev 886 tweets)"}  #: the datasets' names in RESULTS.md
+BLOCK = ("<!-- curve-table -->", "<!-- /curve-table -->")  #: where bench/RESULTS.md holds the report's tables
+
+
+def _splice_results(lines: list[str]) -> None:
+    """The report's tables into bench/RESULTS.md, between the :data:`BLOCK` markers (one table per dataset)."""
+    results = HERE / "RESULTS.md"
+    text = results.read_text()
+    if not all(m in text for m in BLOCK):
+        raise SystemExit(f"{results} has no {BLOCK[0]} ... {BLOCK[1]} block to write the tables into")
+    out, ds = [], None
+    for line in lines:
+        if line.startswith("### "):
+            ds = line[4:].strip()
+            out += [TITLES.get(ds, f"**{ds}**"), ""]
+        elif ds is not None and (line.startswith("|") or (not line and out and out[-1].startswith("|"))):
+            out.append(line)
+    head, rest = text.split(BLOCK[0], 1)
+    tail = rest.split(BLOCK[1], 1)[1]
+    results.write_text(head + BLOCK[0] + "\n" + "\n".join(out).rstrip() + "\n" + BLOCK[1] + tail)
 
 
 def _plot(groups: dict[tuple[str, str, str], list[dict]], sizes: list[str]) -> None:
