@@ -36,7 +36,8 @@ TEACHERS = SELF_TRAIN_TEACHERS  #: the teachers :func:`self_train` builds itself
 TEACHER_FILE = "teacher.npz"  #: the teacher's probabilities in a checkpoint directory (``resume``)
 #: ``self_train="auto"`` trains a student up to this many labelled training texts. Measured (dev macro-F1,
 #: bench/RESULTS.md "Learning curve"): the blend-taught student over the classifier alone +0.067 at 500
-#: GoEmotions comments, +0.034 at 2,000, +0.010 at 8,000 (1 seed) for twice the time; SemEval +0.040 at 500.
+#: GoEmotions comments, +0.034 at 2,000, +0.010 at 8,000 (1 seed); SemEval +0.040 at 500. The student reads
+#: 2,000 more texts: teacher + student take 3-7x the classifier's time at 2,000-500 labels.
 AUTO_MAX_LABELLED = 5_000
 #: the unlabelled texts ``"auto"`` gives the student (a seeded sample when there are more): the number measured
 AUTO_TEXTS = 2_000
