@@ -18,7 +18,7 @@ import pandas as pd
 from ..training.selftrain import SelfTrainPlan, self_train, self_train_plan, unlabelled_texts
 from ..training.trainer import train_classifier
 from ..training.checkpoint import checkpoint_info
-from ..utils.config import DataConfig, RunConfig
+from ..utils.config import SELF_TRAIN_TEACHERS, DataConfig, RunConfig
 from ..utils.config_files import ConfigError, check_run_keys, config_sections
 from .cv import CVResult, cross_validate
 from ..data.core import MultiLabelData
@@ -232,7 +232,7 @@ def _open_train_run(cfgs: dict[str, Any], resume: bool, inputs: Sequence[str]) -
 def _check_self_train(cfgs: dict[str, Any]) -> None:
     """``run.self_train`` needs unlabelled texts, one process and multi-label targets (checked before any work)."""
     rc, dc = cfgs["run"], cfgs["data"]
-    if rc.self_train in (None, "none", "auto"):  # "auto" decides once the data is loaded (_fit_classifier)
+    if rc.self_train not in SELF_TRAIN_TEACHERS:  # "none"; "auto" decides once the data is loaded (_fit_classifier)
         return
     if not rc.extra_texts:
         raise ConfigError(f"run.self_train = {rc.self_train!r} trains on unlabelled texts: list their files in "
